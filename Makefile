@@ -1,0 +1,30 @@
+# `make tracks` and `make test` set up whatever is missing (system packages, .venv), then run.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: tracks test test-fast bench sysdeps clean
+
+tracks: sysdeps $(STAMP)
+	$(VENV)/bin/calmplace build
+
+test: sysdeps $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+bench: sysdeps $(STAMP)
+	$(PY) tools/bench.py
+
+sysdeps:
+	@bash tools/sysdeps.sh
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+clean:
+	rm -rf build
