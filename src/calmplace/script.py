@@ -1,0 +1,547 @@
+"""Script stage: `scripts/<id>.yaml` → `Script`, every rule of the contract checked with its position.
+
+All problems of a file are collected (never just the first) and raised together as
+`ScriptErrors`, each as `path:line:col: error: message`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Union
+
+from yaml.nodes import MappingNode, Node, ScalarNode
+
+from .errors import ScriptErrors
+from .units import parse_duration
+from .yamlsrc import NULL, STR, Invalid, Source
+
+ID_PATTERN = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
+LOCALE_PATTERN = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*")
+
+DEFAULT_PAUSE_S = 2.0          # `[pause]` (contract §2)
+MAX_PAUSE_S = 600.0            # a single pause longer than 10 minutes is an error (contract §2)
+MAX_TRACK_S = 3 * 3600.0       # a track longer than 3 hours is an error (contract §2)
+DEFAULT_LEVEL_DB = -22.0
+DEFAULT_DUCK_DB = 6.0
+LEVEL_DB_RANGE = (-60.0, 0.0)  # a bed louder than the voice, or below -60 dB, is a mistake
+DUCK_DB_RANGE = (0.0, 30.0)
+
+_TOP_KEYS = {
+    "title": True, "collection": False, "author": False, "description": False, "locales": True,
+    "voice": False, "ambience": False, "lead_in": False, "tail": False, "paragraph_pause": False,
+    "spelling": False, "sections": True, "references": False,
+}
+_SECTION_KEYS = {"title": False, "text": True, "pause_after": False, "ambience": False}
+_AMBIENCE_KEYS = {"sound": True, "level_db": False, "duck_db": False, "fade_in": False, "fade_out": False}
+
+# Any bracketed marker; only `[pause]` and `[pause <duration>]` are known (contract §2).
+_MARKER = re.compile(r"\[([^\[\]\n]*)\]")
+_PAUSE_MARKER = re.compile(r"pause(?:\s+(\S+))?", re.IGNORECASE)
+_BLANK_LINE = re.compile(r"\n[ \t]*\n\s*")
+
+
+# ------------------------------------------------------------------------------------------------
+# The parsed script: plain frozen values, no YAML nodes.
+
+
+@dataclass(frozen=True)
+class Speech:
+    """Words to be spoken, whitespace folded; spelling not yet applied."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Silence of the voice: from markers (`cue`: printed as "pause, N seconds") and/or blank
+    lines (`paragraph`: printed as a paragraph break)."""
+
+    seconds: float
+    paragraph: bool = False
+    cue: bool = False
+
+
+Segment = Union[Speech, Pause]
+
+
+@dataclass(frozen=True)
+class Ambience:
+    sound: str
+    level_db: float = DEFAULT_LEVEL_DB
+    duck_db: float = DEFAULT_DUCK_DB
+    fade_in_s: float = 4.0
+    fade_out_s: float = 8.0
+
+
+@dataclass(frozen=True)
+class Section:
+    title: Mapping[str, str] | None          # locale → title
+    body: Mapping[str, tuple[Segment, ...]]  # locale → segments
+    pause_after_s: float
+    ambience: Ambience | None | str = "inherit"  # "inherit": the script's; None: silence
+
+
+@dataclass(frozen=True)
+class Script:
+    id: str
+    path: str
+    title: Mapping[str, str]
+    locales: tuple[str, ...]
+    sections: tuple[Section, ...]
+    collection: Mapping[str, str] | None = None
+    author: Mapping[str, str] | None = None
+    description: Mapping[str, str] | None = None
+    voice: str = "narrator"
+    ambience: Ambience | None = None
+    lead_in_s: float = 3.0
+    tail_s: float = 10.0
+    paragraph_pause_s: float = 1.5
+    spelling: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    references: tuple[str, ...] = ()
+
+    def spell(self, text: str, locale: str) -> str:
+        """Apply the locale's whole-word, case-keeping substitutions (contract §1 `spelling`)."""
+        return apply_spelling(text, self.spelling.get(locale, {}))
+
+    def localized(self, value: Mapping[str, str] | None, locale: str) -> str | None:
+        return None if value is None else self.spell(value[locale], locale)
+
+
+def apply_spelling(text: str, table: Mapping[str, str]) -> str:
+    """Whole-word substitution that keeps the case of the original: Colour → Color, COLOUR → COLOR."""
+    if not table:
+        return text
+    lookup = {k.lower(): v for k, v in table.items()}
+    pattern = re.compile(r"\b(" + "|".join(re.escape(k) for k in sorted(lookup, key=len, reverse=True)) + r")\b",
+                         re.IGNORECASE)
+
+    def replace(m: re.Match) -> str:
+        word, new = m.group(0), lookup[m.group(0).lower()]
+        if word.isupper() and len(word) > 1:
+            return new.upper()
+        if word[0].isupper():
+            return new[0].upper() + new[1:]
+        return new
+
+    return pattern.sub(replace, text)
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading
+
+
+@dataclass(frozen=True)
+class Project:
+    """Where a script's voices and ambience files live (the repository root by default)."""
+
+    root: Path
+
+    @property
+    def scripts_dir(self) -> Path:
+        return self.root / "scripts"
+
+    @property
+    def voices_dir(self) -> Path:
+        return self.root / "voices"
+
+    @property
+    def ambience_dir(self) -> Path:
+        return self.root / "ambience"
+
+
+def load_script(path: Path, *, project: Project | None = None, display_path: str | None = None) -> Script:
+    """Read and validate one script; raise ScriptErrors listing every problem in it."""
+    path = Path(path)
+    src, node = Source.read(path, display_path=display_path)
+    script = None
+    if node is not None or not src.problems.problems:
+        script = _Reader(src, project).script(node)
+    src.problems.raise_if_any()
+    assert script is not None
+    return script
+
+
+class _Reader:
+    def __init__(self, src: Source, project: Project | None):
+        self.src = src
+        self.project = project
+        self.locales: tuple[str, ...] = ()
+
+    # -- top level ---------------------------------------------------------------------------
+
+    def script(self, node: Node | None) -> Script | None:
+        src = self.src
+        script_id = src.path.stem
+        if not ID_PATTERN.fullmatch(script_id):
+            src.error(f"script id {script_id!r} (the file name) must match [a-z0-9]+(-[a-z0-9]+)*, "
+                      f"e.g. {_suggest_id(script_id)!r}", line=1, col=1)
+        if node is None:
+            src.error("the script is empty: it needs title, locales and sections", line=1, col=1)
+            return None
+        try:
+            entries = src.mapping(node, what="the script", allowed=_TOP_KEYS)
+        except Invalid:
+            return None
+        self.locales = self._locales(entries.get("locales"))
+        values: dict[str, object] = {}
+
+        def read(key: str, fn, *args, **kwargs):
+            if key in entries:
+                try:
+                    values[key] = fn(entries[key][1], *args, **kwargs)
+                except Invalid:
+                    pass
+
+        read("title", self.localized, what="title")
+        read("collection", self.localized, what="collection")
+        read("author", self.localized, what="author")
+        read("description", self.localized, what="description", fold=True)
+        read("voice", self.voice)
+        read("ambience", self.ambience, what="ambience")
+        for key in ("lead_in", "tail", "paragraph_pause"):
+            read(key, self.duration, what=key)
+        read("spelling", self.spelling)
+        read("references", src.string_list, what="references")
+        paragraph_s = values.get("paragraph_pause", 1.5)
+        sections = []
+        if "sections" in entries:
+            try:
+                items = src.sequence(entries["sections"][1], what="sections")
+                if not items:
+                    src.error("sections must list at least one section", entries["sections"][1])
+                for item in items:
+                    try:
+                        sections.append(self.section(item, paragraph_pause_s=paragraph_s))
+                    except Invalid:
+                        pass
+            except Invalid:
+                pass
+        if src.problems.problems:
+            return None
+        script = Script(
+            id=script_id, path=src.problems.path, title=values["title"], locales=self.locales,
+            sections=tuple(sections), collection=values.get("collection"), author=values.get("author"),
+            description=values.get("description"), voice=values.get("voice", "narrator"),
+            ambience=values.get("ambience"), lead_in_s=values.get("lead_in", 3.0), tail_s=values.get("tail", 10.0),
+            paragraph_pause_s=paragraph_s, spelling=values.get("spelling", {}),
+            references=tuple(values.get("references", ())),
+        )
+        silence_s = script.lead_in_s + script.tail_s + sum(
+            s.pause_after_s + sum(seg.seconds for seg in s.body[self.locales[0]] if isinstance(seg, Pause))
+            for s in script.sections)
+        if silence_s > MAX_TRACK_S:
+            src.error(f"the pauses alone last {silence_s / 3600:.1f} hours; a track may last at most 3 hours", node)
+        return script
+
+    def _locales(self, entry: tuple[Node, Node] | None) -> tuple[str, ...]:
+        if entry is None:
+            return ()
+        try:
+            tags = self.src.string_list(entry[1], what="locales")
+        except Invalid:
+            return ()
+        if not tags:
+            self.src.error("locales must list at least one locale, e.g. [en-GB, en-US]", entry[1])
+        seen: list[str] = []
+        for tag in tags:
+            if not LOCALE_PATTERN.fullmatch(tag):
+                self.src.error(f"{tag!r} is not a BCP 47 language tag such as en-GB", entry[1])
+            elif tag in seen:
+                self.src.error(f"locale {tag!r} is listed twice", entry[1])
+            else:
+                seen.append(tag)
+        return tuple(seen)
+
+    # -- values ----------------------------------------------------------------------------------
+
+    def localized(self, node: Node, *, what: str, fold: bool = False) -> dict[str, str]:
+        """A string, or a map with exactly one string per locale (contract §1 locale map)."""
+        if isinstance(node, MappingNode):
+            entries = self._locale_map(node, what=what)
+            return {loc: _fold(self.src.string(v, what=f"{what} ({loc})")) if fold
+                    else self.src.string(v, what=f"{what} ({loc})").strip() for loc, v in entries.items()}
+        text = self.src.string(node, what=what)
+        text = _fold(text) if fold else text.strip()
+        return {loc: text for loc in self.locales}
+
+    def _locale_map(self, node: MappingNode, *, what: str) -> dict[str, Node]:
+        entries: dict[str, Node] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, ScalarNode) else None
+            if key not in self.locales:
+                known = ", ".join(self.locales) or "none"
+                self.src.error(f"{what} has locale {key!r}, which is not in locales ({known})", key_node)
+            elif key in entries:
+                self.src.error(f"{what} gives locale {key!r} twice", key_node)
+            else:
+                entries[key] = value_node
+        missing = [loc for loc in self.locales if loc not in entries]
+        if missing:
+            self.src.error(f"{what} is missing locale{'s' if len(missing) > 1 else ''} {', '.join(missing)}", node)
+        if missing or len(entries) != len(node.value):
+            raise Invalid(what)
+        return entries
+
+    def duration(self, node: Node, *, what: str, limit_s: float = MAX_PAUSE_S) -> float:
+        if not isinstance(node, ScalarNode) or node.tag == NULL:
+            raise self.src.fail(f"{what} must be a duration such as 3s, 500ms or 1m30s", node)
+        value = self.src.scalar_value(node)
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            raise self.src.fail(f"{what}: {exc}", node) from None
+        if seconds > limit_s:
+            raise self.src.fail(f"{what} of {value} is longer than the 10-minute limit for a single pause", node)
+        return seconds
+
+    def voice(self, node: Node) -> str:
+        name = self.src.string(node, what="voice").strip()
+        if not ID_PATTERN.fullmatch(name.replace("_", "-")):
+            raise self.src.fail(f"voice {name!r} must be a profile name such as 'narrator'", node)
+        if self.project is not None and not (self.project.voices_dir / f"{name}.yaml").is_file():
+            known = sorted(p.stem for p in self.project.voices_dir.glob("*.yaml"))
+            raise self.src.fail(f"unknown voice {name!r}: there is no voices/{name}.yaml "
+                                f"(available: {', '.join(known) or 'none'})", node)
+        return name
+
+    def ambience(self, node: Node, *, what: str) -> Ambience | None:
+        src = self.src
+        if isinstance(node, ScalarNode) and (node.tag == NULL or node.value.strip().lower() == "none"):
+            return None
+        if isinstance(node, ScalarNode):  # shorthand: `ambience: stream`
+            sound = src.string(node, what=f"{what} sound").strip()
+            self._check_sound(sound, node)
+            return Ambience(sound=sound)
+        entries = src.mapping(node, what=what, allowed=_AMBIENCE_KEYS)
+        values: dict[str, object] = {}
+        ok = True
+        for key, reader in (("level_db", lambda n: src.number(n, what=f"{what} level_db", low=LEVEL_DB_RANGE[0],
+                                                               high=LEVEL_DB_RANGE[1])),
+                            ("duck_db", lambda n: src.number(n, what=f"{what} duck_db", low=DUCK_DB_RANGE[0],
+                                                              high=DUCK_DB_RANGE[1])),
+                            ("fade_in", lambda n: self.duration(n, what=f"{what} fade_in")),
+                            ("fade_out", lambda n: self.duration(n, what=f"{what} fade_out")),
+                            ("sound", lambda n: src.string(n, what=f"{what} sound").strip())):
+            if key in entries:
+                try:
+                    values[key] = reader(entries[key][1])
+                except Invalid:
+                    ok = False
+        if "sound" not in values:
+            raise Invalid(what)
+        if str(values["sound"]).lower() == "none":
+            return None
+        self._check_sound(str(values["sound"]), entries["sound"][1])
+        if not ok:
+            raise Invalid(what)
+        return Ambience(sound=str(values["sound"]), level_db=values.get("level_db", DEFAULT_LEVEL_DB),
+                        duck_db=values.get("duck_db", DEFAULT_DUCK_DB), fade_in_s=values.get("fade_in", 4.0),
+                        fade_out_s=values.get("fade_out", 8.0))
+
+    def _check_sound(self, sound: str, node: Node) -> None:
+        if self.project is None:
+            return
+        from .ambience import validate_sound
+
+        message = validate_sound(sound, ambience_dir=self.project.ambience_dir)
+        if message:
+            raise self.src.fail(message, node)
+
+    def spelling(self, node: Node) -> dict[str, dict[str, str]]:
+        src = self.src
+        if not isinstance(node, MappingNode):
+            raise src.fail("spelling must map locales to word substitutions, e.g. en-US: {colour: color}", node)
+        out: dict[str, dict[str, str]] = {}
+        for key_node, value_node in node.value:
+            locale = key_node.value if isinstance(key_node, ScalarNode) else None
+            if locale not in self.locales:
+                src.error(f"spelling names locale {locale!r}, which is not in locales "
+                          f"({', '.join(self.locales) or 'none'})", key_node)
+                continue
+            if not isinstance(value_node, MappingNode):
+                src.error(f"spelling for {locale} must map words to words, e.g. {{colour: color}}", value_node)
+                continue
+            table: dict[str, str] = {}
+            for word_node, repl_node in value_node.value:
+                try:
+                    word = src.string(word_node, what="a spelling word").strip()
+                    table[word] = src.string(repl_node, what=f"the spelling of {word!r}").strip()
+                except Invalid:
+                    pass
+            out[locale] = table
+        return out
+
+    def section(self, node: Node, *, paragraph_pause_s: float) -> Section:
+        entries = self.src.mapping(node, what="a section", allowed=_SECTION_KEYS)
+        title = body = None
+        pause_after_s = paragraph_pause_s
+        ambience: Ambience | None | str = "inherit"
+        ok = "text" in entries
+        for key in entries:
+            value_node = entries[key][1]
+            try:
+                if key == "title":
+                    title = self.localized(value_node, what="section title")
+                elif key == "text":
+                    body = self.text(value_node, paragraph_pause_s=paragraph_pause_s)
+                elif key == "pause_after":
+                    pause_after_s = self.duration(value_node, what="pause_after")
+                elif key == "ambience":
+                    ambience = self.ambience(value_node, what="section ambience")
+            except Invalid:
+                ok = False
+        if not ok or body is None:
+            raise Invalid("section")
+        return Section(title=title, body=body, pause_after_s=pause_after_s, ambience=ambience)
+
+    def text(self, node: Node, *, paragraph_pause_s: float) -> dict[str, tuple[Segment, ...]]:
+        shared = not isinstance(node, MappingNode)
+        # One string shared by every locale is parsed (and its problems reported) once.
+        entries = {self.locales[0] if self.locales else "": node} if shared else self._locale_map(node, what="text")
+        out: dict[str, tuple[Segment, ...]] = {}
+        failed = False
+        for loc, value_node in entries.items():
+            try:
+                text = self.src.string(value_node, what="text")
+            except Invalid:
+                failed = True
+                continue
+            segments = self._segments(text, value_node, paragraph_pause_s=paragraph_pause_s)
+            if segments is None:
+                failed = True
+            elif not any(isinstance(s, Speech) for s in segments):
+                self.src.error("text has no words to speak", value_node)
+                failed = True
+            else:
+                out[loc] = segments
+        if failed:
+            raise Invalid("text")
+        return {loc: next(iter(out.values())) for loc in self.locales} if shared else out
+
+    def _segments(self, text: str, node: Node, *, paragraph_pause_s: float) -> tuple[Segment, ...] | None:
+        """Split a text into speech and pauses; markers are checked and located in the source."""
+        where = self._char_positions(text, node)
+        segments: list[Segment] = []
+        ok = True
+
+        def add_words(start: int, stop: int) -> bool:
+            chunk = text[start:stop]
+            for i, ch in enumerate(chunk):
+                if ch in "[]":
+                    self.src.error_at(f"'{ch}' is not part of a marker: a marker looks like [pause] or [pause 5s]",
+                                   where(start + i))
+                    return False
+            for i, para in enumerate(_BLANK_LINE.split(chunk)):
+                if i:
+                    segments.append(Pause(paragraph_pause_s, paragraph=True))
+                words = " ".join(para.split())
+                if words:
+                    segments.append(Speech(words))
+            return True
+
+        pos = 0
+        for m in _MARKER.finditer(text):
+            ok &= add_words(pos, m.start())
+            pos = m.end()
+            pm = _PAUSE_MARKER.fullmatch(m.group(1).strip())
+            seconds = DEFAULT_PAUSE_S
+            message = None
+            if pm is None:
+                guess = _guess_marker(m.group(1))
+                message = f"unknown marker {m.group(0)}" + (
+                    f"; did you mean {guess}?" if guess else "; the only marker is [pause] or [pause 5s]")
+            elif pm.group(1):
+                try:
+                    seconds = parse_duration(pm.group(1))
+                except ValueError:
+                    message = (f"bad duration in {m.group(0)}: use e.g. [pause 3s], [pause 1.5s], [pause 500ms], "
+                               f"[pause 2m] or [pause 1m30s]")
+            if message is None and seconds > MAX_PAUSE_S:
+                message = f"{m.group(0)} is longer than the 10-minute limit for a single pause"
+            if message:
+                ok = False
+                self.src.error_at(message, where(m.start()))
+            else:
+                segments.append(Pause(seconds, cue=True))
+        ok &= add_words(pos, len(text))
+        return tuple(_merge_pauses(segments)) if ok else None
+
+    def _char_positions(self, text: str, node: Node):
+        """A function from the offset of a '[' or ']' in a scalar's value to (line, col) in the source.
+
+        The n-th bracket of the value is the n-th bracket of the scalar's source text for every
+        scalar style (plain, quoted, literal, folded), so markers in block scalars are located
+        exactly; anything else falls back to the scalar's own position."""
+        start, end = node.start_mark.index, node.end_mark.index
+        raw = self.src.text[start:end]
+        in_source = [start + i for i, ch in enumerate(raw) if ch in "[]"]
+        in_value = [i for i, ch in enumerate(text) if ch in "[]"]
+        fallback = (node.start_mark.line + 1, node.start_mark.column + 1)
+
+        def position(offset: int) -> tuple[int, int]:
+            if len(in_source) != len(in_value) or offset not in in_value:
+                return fallback
+            return self.src.position_of_index(in_source[in_value.index(offset)])
+
+        return position
+
+
+def _merge_pauses(segments: list[Segment]) -> list[Segment]:
+    """Consecutive pauses add up (contract §2), remembering a paragraph break or a cue among them."""
+    out: list[Segment] = []
+    for seg in segments:
+        if isinstance(seg, Pause) and out and isinstance(out[-1], Pause):
+            prev = out[-1]
+            out[-1] = Pause(prev.seconds + seg.seconds, paragraph=prev.paragraph or seg.paragraph,
+                            cue=prev.cue or seg.cue)
+        else:
+            out.append(seg)
+    return out
+
+
+def _fold(text: str) -> str:
+    """Paragraphs kept, lines inside a paragraph joined (for descriptions)."""
+    return "\n\n".join(" ".join(p.split()) for p in _BLANK_LINE.split(text.strip()) if p.strip())
+
+
+def _guess_marker(inner: str) -> str | None:
+    import difflib
+
+    head, _, tail = inner.strip().partition(" ")
+    if difflib.SequenceMatcher(None, head.lower(), "pause").ratio() >= 0.6:
+        tail = tail.strip()
+        fixed = re.sub(r"^(\d+(?:\.\d+)?)([a-z]+)$", lambda m: m.group(1) + _closest_unit(m.group(2)), tail,
+                       flags=re.IGNORECASE)
+        return f"[pause {fixed}]" if fixed else "[pause]"
+    return None
+
+
+def _closest_unit(unit: str) -> str:
+    import difflib
+
+    hit = difflib.get_close_matches(unit.lower(), ["ms", "s", "m", "min"], n=1, cutoff=0.3)
+    return hit[0] if hit else "s"
+
+
+def _suggest_id(stem: str) -> str:
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]+", "-", stem.lower())).strip("-") or "my-script"
+
+
+def load_scripts(paths: list[Path], *, project: Project | None = None) -> tuple[list[Script], list]:
+    """Load many scripts; return the good ones and every problem of the bad ones."""
+    scripts, problems = [], []
+    for path in paths:
+        try:
+            scripts.append(load_script(path, project=project, display_path=_display(path, project)))
+        except ScriptErrors as exc:
+            problems.extend(exc.problems)
+    return scripts, problems
+
+
+def _display(path: Path, project: Project | None) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

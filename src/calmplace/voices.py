@@ -1,0 +1,98 @@
+"""Voice profiles: `voices/<name>.yaml` → `VoiceProfile` (contract §4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from yaml.nodes import MappingNode, ScalarNode
+
+from .errors import ScriptErrors
+from .yamlsrc import Invalid, Source
+
+ENGINES = ("tts", "recorded")
+_KEYS = {"engine": True, "rate": False, "volume": False, "locales": False, "fallback": False}
+_LOCALE_KEYS = {"prefer": True}
+DEFAULT_RATE_WPM = 150  # a calm reading pace; espeak's own default (175) sounds hurried for imagery
+
+
+@dataclass(frozen=True)
+class VoiceProfile:
+    name: str
+    engine: str
+    rate_wpm: int = DEFAULT_RATE_WPM
+    volume: float = 1.0
+    prefer: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # locale → preferred system voices
+    fallback: str | None = None  # for recorded voices: the tts profile that fills missing takes
+    path: str = ""
+
+    def prefer_for(self, locale: str) -> tuple[str, ...]:
+        """The profile's preferences for a locale; without any, the locale tag itself (en-GB → en-gb)."""
+        return self.prefer.get(locale) or (locale.lower(),)
+
+
+def load_voice(name: str, *, voices_dir: Path) -> VoiceProfile:
+    path = voices_dir / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in voices_dir.glob("*.yaml"))
+        from .errors import CalmplaceError
+
+        raise CalmplaceError(f"unknown voice {name!r}: there is no {path} (available: {', '.join(known) or 'none'})")
+    src, node = Source.read(path)
+    profile = None
+    if node is not None:
+        try:
+            profile = _read(src, node, name)
+        except Invalid:
+            pass
+    elif not src.problems.problems:
+        src.error("the voice profile is empty: it needs at least `engine: tts` or `engine: recorded`", line=1, col=1)
+    src.problems.raise_if_any()
+    assert profile is not None
+    return profile
+
+
+def _read(src: Source, node, name: str) -> VoiceProfile:
+    entries = src.mapping(node, what="a voice profile", allowed=_KEYS)
+    values: dict[str, object] = {}
+    for key, (_, value) in entries.items():
+        try:
+            if key == "engine":
+                engine = src.string(value, what="engine").strip()
+                if engine not in ENGINES:
+                    raise src.fail(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}", value)
+                values[key] = engine
+            elif key == "rate":
+                values[key] = int(src.number(value, what="rate (words per minute)", low=60, high=400))
+            elif key == "volume":
+                values[key] = src.number(value, what="volume", low=0.0, high=1.0)
+            elif key == "fallback":
+                values[key] = src.string(value, what="fallback").strip()
+            elif key == "locales":
+                values[key] = _locales(src, value)
+        except Invalid:
+            pass
+    if src.problems.problems or "engine" not in values:
+        raise Invalid("voice")
+    return VoiceProfile(name=name, engine=values["engine"], rate_wpm=values.get("rate", DEFAULT_RATE_WPM),
+                        volume=values.get("volume", 1.0), prefer=values.get("locales", {}),
+                        fallback=values.get("fallback"), path=src.problems.path)
+
+
+def _locales(src: Source, node) -> dict[str, tuple[str, ...]]:
+    if not isinstance(node, MappingNode):
+        raise src.fail("locales must map locale tags to {prefer: [...]}", node)
+    out: dict[str, tuple[str, ...]] = {}
+    for key_node, value_node in node.value:
+        locale = key_node.value if isinstance(key_node, ScalarNode) else ""
+        try:
+            entries = src.mapping(value_node, what=f"voice locale {locale}", allowed=_LOCALE_KEYS)
+            if "prefer" in entries:
+                out[locale] = tuple(src.string_list(entries["prefer"][1], what="prefer"))
+        except Invalid:
+            pass
+    return out
+
+
+__all__ = ["VoiceProfile", "load_voice", "ScriptErrors"]
