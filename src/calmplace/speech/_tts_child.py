@@ -1,6 +1,7 @@
 """What runs inside a fresh worker process for each take (see tts.py for why).
 
-Kept tiny and importable without side effects: the forkserver preloads it.
+Importable without side effects: the parent imports it (and pyttsx3, numpy, soundfile with it)
+but never initialises an engine, so each forked per-take process starts with a clean one.
 """
 
 from __future__ import annotations
@@ -9,24 +10,19 @@ import contextlib
 import os
 import tempfile
 
+import numpy
+import pyttsx3
+import soundfile as sf
+
 
 @contextlib.contextmanager
 def _quiet():
     """pyttsx3 prints "Audio saved to ..." on stdout; keep the CLI's output clean."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    saved = os.dup(1)
-    os.dup2(devnull, 1)
-    try:
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
         yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
 
 
 def list_voices() -> dict:
-    import pyttsx3
-
     with _quiet():
         engine = pyttsx3.init()
         voices = [
@@ -37,16 +33,12 @@ def list_voices() -> dict:
 
 
 def render(text: str, voice_id: str, rate_wpm: int, volume: float) -> dict:
-    """Speak one take to a temporary WAV with a freshly initialised engine; return its samples."""
-    import pyttsx3
-    import soundfile as sf
-
+    """Speak one take with a freshly initialised engine; return its samples (mono, engine rate)."""
     with _quiet():
+        synchronous = _espeak_synchronous()
         engine = pyttsx3.init()
+        # setProperty is queued and applied inside runAndWait, so the voice is checked after it.
         engine.setProperty("voice", voice_id)
-        selected = engine.getProperty("voice")
-        if selected != voice_id:  # pyttsx3 ignores unknown voices silently: check it really took
-            return {"error": f"the engine did not select voice {voice_id!r} (it has {selected!r})"}
         engine.setProperty("rate", int(rate_wpm))
         engine.setProperty("volume", float(volume))
         fd, path = tempfile.mkstemp(suffix=".wav", prefix="calmplace-take-")
@@ -54,12 +46,55 @@ def render(text: str, voice_id: str, rate_wpm: int, volume: float) -> dict:
         try:
             engine.save_to_file(text, path)
             engine.runAndWait()
-            samples, sr = sf.read(path, dtype="float32", always_2d=False)
+            selected = engine.getProperty("voice")
+            if (selected or "").lower() != voice_id.lower():  # pyttsx3 ignores unknown voices silently
+                return {"error": f"the engine did not select voice {voice_id!r} (it spoke with {selected!r})"}
+            if synchronous:
+                samples, sr = _synchronous_samples(engine), 22050
+            else:
+                samples, sr = sf.read(path, dtype="float32", always_2d=False)
         finally:
             os.unlink(path)
+    if samples.size == 0:
+        return {"error": "the engine produced no audio"}
     if samples.ndim > 1:
         samples = samples.mean(axis=1)
     return {"samples": samples, "sr": sr}
+
+
+def _espeak_synchronous() -> bool:
+    """On Linux, initialise espeak-ng in synchronous mode before pyttsx3 does; True if done.
+
+    pyttsx3 2.99's espeak driver initialises espeak-ng in AUDIO_OUTPUT_RETRIEVAL mode, where
+    synthesis runs on espeak's own thread. Seen here: `runAndWait` returns after ~10 ms, before
+    a long text is finished, and about one take in ten came out at espeak's default rate
+    (200 wpm) instead of the profile's, because the rate change raced the text through espeak's
+    command queue. In AUDIO_OUTPUT_SYNCHRONOUS mode every call (rate, voice, text) runs in order
+    on this thread and `runAndWait` returns when the audio is complete: identical each time.
+    The driver skips its own initialisation when the module is marked initialised."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    from pyttsx3.drivers import _espeak
+    from pyttsx3.drivers.espeak import EspeakDriver
+
+    if not EspeakDriver._moduleInitialized:
+        if _espeak.Initialize(_espeak.AUDIO_OUTPUT_SYNCHRONOUS, 1000) == -1:
+            raise RuntimeError("could not initialise espeak-ng")
+        EspeakDriver._defaultVoice = "gmw/en"
+        EspeakDriver._moduleInitialized = True
+    return True
+
+
+def _synchronous_samples(engine) -> "numpy.ndarray":
+    """The driver's audio buffer after a synchronous run (16-bit mono at 22.05 kHz).
+
+    In synchronous mode espeak-ng sends no end-of-message event, so the driver keeps the
+    samples it collected instead of writing its WAV file; they are all there once
+    runAndWait has returned."""
+    buffer = engine.proxy._driver._data_buffer
+    return numpy.frombuffer(buffer, dtype="<i2").astype(numpy.float32) / 32768.0
 
 
 def _lang(value) -> str:
@@ -78,3 +113,19 @@ def _espeak_version() -> str:
         return lib.espeak_Info(None).decode()
     except Exception:  # not on Linux, or a driver other than espeak
         return "native"
+
+
+def child_main(conn, fn_name: str, args: tuple) -> None:
+    """Entry point of a per-take process: run, send the result, and leave at once.
+
+    `os._exit` skips interpreter teardown, which otherwise waits seconds on espeak-ng's
+    synthesis thread after every take."""
+    try:
+        result = globals()[fn_name](*args)
+    except Exception as exc:  # reported to the parent, which names the take
+        result = {"error": f"{type(exc).__name__}: {exc}"}
+    try:
+        conn.send(result)
+        conn.close()
+    finally:
+        os._exit(0)

@@ -3,8 +3,9 @@
 Designed around pyttsx3 2.99's pitfalls on Linux, each seen here:
 - two `save_to_file` calls before one `runAndWait` write only the last file, and the same text
   rendered twice in one process can differ by a few samples: so every take is rendered by a
-  freshly initialised engine in a worker process of its own (a pool with one task per child,
-  forked from a clean forkserver: a few milliseconds a take, and byte-identical output);
+  freshly initialised engine in a process of its own (forked from the parent, which never
+  initialises an engine itself: a few milliseconds a take, and byte-identical output);
+- `runAndWait` returns before espeak-ng has finished a long text (see _tts_child);
 - an unknown voice is silently ignored: the selected voice is read back and checked;
 - `runAndWait` can hang: every take has a timeout that names it.
 """
@@ -12,6 +13,10 @@ Designed around pyttsx3 2.99's pitfalls on Linux, each seen here:
 from __future__ import annotations
 
 import multiprocessing
+import sys
+import warnings
+import time
+from multiprocessing.connection import wait
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -38,31 +43,68 @@ class SystemVoice:
 
 
 def _context():
-    methods = multiprocessing.get_all_start_methods()
-    if "forkserver" in methods:
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["calmplace.speech._tts_child"])
-        return ctx
+    """Fork on Linux: each child starts with the parent's imports but no engine (the parent
+    never initialises one), in milliseconds. Elsewhere (NSSpeech and SAPI5 dislike forking) spawn."""
+    if sys.platform.startswith("linux"):
+        return multiprocessing.get_context("fork")
     return multiprocessing.get_context("spawn")
 
 
-def _run_isolated(fn, *args, timeout_s: float, what: str):
-    """Run one call in a fresh process and return its result, or fail with `what` named."""
-    with _context().Pool(1, maxtasksperchild=1) as pool:
-        try:
-            return pool.apply_async(fn, args).get(timeout=timeout_s)
-        except multiprocessing.TimeoutError:
-            pool.terminate()
-            raise CalmplaceError(f"speech engine timed out after {timeout_s:.0f} s on {what}") from None
-        except Exception as exc:  # the engine failed to start: no driver, no espeak-ng library
-            raise CalmplaceError(f"the speech engine failed on {what}: {exc}. "
-                                 f"On Debian/Ubuntu: apt-get install espeak-ng libespeak-ng1") from None
+def run_isolated(fn_name: str, calls: list[tuple], *, jobs: int, timeout_s: float, labels: list[str],
+                 on_done=None) -> list[dict]:
+    """Run `_tts_child.<fn_name>(*args)` for each args tuple, each in a fresh process, `jobs` at a time.
+
+    Processes are our own (not a Pool) so that a finished one is reaped at once and a hung
+    one is killed after `timeout_s`, with its take named in the error."""
+    ctx = _context()
+    results: list[dict | None] = [None] * len(calls)
+    running: dict = {}  # reader connection -> (index, process, deadline)
+    next_i = 0
+    try:
+        while next_i < len(calls) or running:
+            while len(running) < max(1, jobs) and next_i < len(calls):
+                reader, writer = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_tts_child.child_main, args=(writer, fn_name, calls[next_i]), daemon=True)
+                with warnings.catch_warnings():  # Python 3.12+ warns on fork with idle BLAS threads around
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    proc.start()
+                writer.close()
+                running[reader] = (next_i, proc, time.monotonic() + timeout_s)
+                next_i += 1
+            soonest = min(deadline for _, _, deadline in running.values())
+            for reader in wait(list(running), timeout=max(0.0, soonest - time.monotonic())):
+                i, proc, _ = running.pop(reader)
+                try:
+                    results[i] = reader.recv()
+                except EOFError:
+                    proc.join(5)
+                    results[i] = {"error": f"the speech engine process died (exit code {proc.exitcode})"}
+                reader.close()
+                proc.join(5)
+                if "error" in results[i]:
+                    raise CalmplaceError(f"{labels[i]}: {results[i]['error']}")
+                if on_done:
+                    on_done(i)
+            now = time.monotonic()
+            for reader, (i, proc, deadline) in list(running.items()):
+                if now >= deadline:
+                    raise CalmplaceError(f"the speech engine timed out after {timeout_s:.0f} s on {labels[i]}")
+    finally:
+        for reader, (_, proc, _) in running.items():
+            proc.kill()
+            proc.join(5)
+            reader.close()
+    return results  # type: ignore[return-value]
 
 
 @lru_cache(maxsize=1)
 def system_info() -> dict:
     """The installed voices and engine versions, asked of a fresh process (cached per run)."""
-    return _run_isolated(_tts_child.list_voices, timeout_s=TAKE_TIMEOUT_S, what="listing voices")
+    try:
+        return run_isolated("list_voices", [()], jobs=1, timeout_s=TAKE_TIMEOUT_S, labels=["listing voices"])[0]
+    except CalmplaceError as exc:
+        raise CalmplaceError(f"{exc}. Is espeak-ng installed? On Debian/Ubuntu: "
+                             f"apt-get install espeak-ng libespeak-ng1") from None
 
 
 def system_voices() -> list[SystemVoice]:
@@ -101,22 +143,10 @@ class TtsEngine:
         """Render each text in a fresh process, `jobs` at a time; clips come back in order."""
         voice = self.voice_for(locale)
         labels = labels or [f"take {i + 1:03d}" for i in range(len(texts))]
-        clips: list[np.ndarray] = []
-        with _context().Pool(max(1, jobs), maxtasksperchild=1) as pool:
-            pending = [pool.apply_async(_tts_child.render, (t, voice.id, self.profile.rate_wpm, self.profile.volume))
-                       for t in texts]
-            for i, result in enumerate(pending):
-                try:
-                    out = result.get(timeout=self.timeout_s)
-                except multiprocessing.TimeoutError:
-                    pool.terminate()
-                    raise CalmplaceError(f"speech engine timed out after {self.timeout_s:.0f} s on {labels[i]} "
-                                         f"({texts[i][:60]!r})") from None
-                if "error" in out:
-                    pool.terminate()
-                    raise CalmplaceError(f"{labels[i]}: {out['error']}")
-                clip = resample(check_clip(out["samples"], what=labels[i]), sr_in=out["sr"], sr_out=sr)
-                clips.append(trim_silence(clip, sr=sr))
-                if on_done:
-                    on_done(i)
+        calls = [(t, voice.id, self.profile.rate_wpm, self.profile.volume) for t in texts]
+        outs = run_isolated("render", calls, jobs=jobs, timeout_s=self.timeout_s, labels=labels, on_done=on_done)
+        clips = []
+        for label, out in zip(labels, outs):
+            clip = resample(check_clip(out["samples"], what=label), sr_in=out["sr"], sr_out=sr)
+            clips.append(trim_silence(clip, sr=sr))
         return clips

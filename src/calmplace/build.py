@@ -1,0 +1,387 @@
+"""Build orchestration: gather and validate everything first, then synthesise, mix, master, write.
+
+Nothing is written for a script that fails; every output is written atomically, and a track's
+three outputs are written only once all three are complete in memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from . import SR, __version__
+from .errors import CalmplaceError, Problem, ScriptErrors
+from .fsio import atomic_write, sha256_bytes, sha256_file
+from .script import Project, Script, load_scripts
+from .takes import Plan, plan
+from .timeline import Timeline, build_timeline
+from .voices import VoiceProfile, load_voice
+
+# ISO 639-2 codes for ID3 TLAN, by the language part of a BCP 47 tag
+_ISO639_2 = {"en": "eng", "de": "deu", "fr": "fra", "es": "spa", "it": "ita", "nl": "nld", "pt": "por",
+             "sv": "swe", "da": "dan", "nb": "nob", "no": "nor", "fi": "fin", "pl": "pol", "cy": "cym",
+             "ga": "gle", "ja": "jpn", "zh": "zho", "ko": "kor", "ru": "rus", "ar": "ara", "hi": "hin"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every option that changes what a build writes; its key is part of every output's cache key."""
+
+    sr: int = SR
+    target_lufs: float = -16.0   # -16 LUFS: Apple podcast delivery (and the contract)
+    ceiling_dbtp: float = -1.0   # -1 dBTP: EBU R128 / podcast true-peak ceiling
+    bitrate_kbps: int = 192      # CBR; ≥128 kbps by the contract, 192 keeps quiet beds free of artefacts
+    voice: str | None = None     # --voice: overrides every script's `voice`
+    fallback_tts: bool = False   # recorded voices: fill missing takes with the synthetic voice
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class Report:
+    """Counts what was built, found cached or failed, and owns the exit code."""
+
+    built: int = 0
+    cached: int = 0
+    failed: int = 0
+    problems: list[str] = field(default_factory=list)
+    tracks: list[dict] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed or self.problems else 0
+
+    def fail(self, message: str) -> None:
+        self.failed += 1
+        self.problems.append(message)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings_s[name] = self.timings_s.get(name, 0.0) + time.perf_counter() - t0
+
+    def summary(self) -> str:
+        parts = [f"{self.built} built", f"{self.cached} unchanged"]
+        if self.failed:
+            parts.append(f"{self.failed} failed")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Job:
+    script: Script
+    locale: str
+    profile: VoiceProfile
+
+    @property
+    def label(self) -> str:
+        return f"{self.script.id} ({self.locale})"
+
+
+class NullUI:
+    """What the build tells the person running it; the CLI supplies one with progress bars."""
+
+    def info(self, message: str) -> None: ...
+    def detail(self, message: str) -> None: ...
+    def progress(self, label: str, total: int): return _NullProgress()
+
+
+class _NullProgress:
+    def __enter__(self): return self
+    def __exit__(self, *exc): return False
+    def update(self, n: int) -> None: ...
+
+
+# ------------------------------------------------------------------------------------------------
+# Gathering
+
+
+def script_paths(project: Project, names: tuple[str, ...] = ()) -> tuple[list[Path], list[Problem]]:
+    """Named scripts (ids or paths), or every `scripts/*.yaml`."""
+    if not names:
+        paths = sorted(project.scripts_dir.glob("*.yaml")) + sorted(project.scripts_dir.glob("*.yml"))
+        if not paths:
+            return [], [Problem(str(project.scripts_dir), 0, 0, "no scripts found (expected scripts/<id>.yaml)")]
+        return paths, []
+    paths, problems = [], []
+    for name in names:
+        candidates = [Path(name), project.scripts_dir / name, project.scripts_dir / f"{name}.yaml"]
+        hit = next((p for p in candidates if p.is_file()), None)
+        if hit is None:
+            problems.append(Problem(name, 0, 0, "no such script (give an id from scripts/ or a path to a .yaml file)"))
+        else:
+            paths.append(hit)
+    return paths, problems
+
+
+def gather(project: Project, names: tuple[str, ...], *, locales: tuple[str, ...] = (),
+           settings: Settings = Settings()) -> tuple[list[Job], list[str]]:
+    """Load and validate every script and voice; return the jobs or every problem found."""
+    paths, problems = script_paths(project, names)
+    scripts, script_problems = load_scripts(paths, project=project)
+    messages = [p.format() for p in problems + script_problems]
+    profiles: dict[str, VoiceProfile] = {}
+    jobs: list[Job] = []
+    for script in scripts:
+        name = settings.voice or script.voice
+        if name not in profiles:
+            try:
+                profiles[name] = load_voice(name, voices_dir=project.voices_dir)
+            except ScriptErrors as exc:
+                messages.extend(p.format() for p in exc.problems)
+                continue
+            except CalmplaceError as exc:
+                messages.append(f"{script.path}: error: {exc}")
+                continue
+        wanted = [loc for loc in script.locales if not locales or loc in locales]
+        jobs.extend(Job(script, loc, profiles[name]) for loc in wanted)
+    for loc in locales:
+        if scripts and not any(loc in s.locales for s in scripts):
+            messages.append(f"error: no script has locale {loc!r}")
+    return jobs, messages
+
+
+# ------------------------------------------------------------------------------------------------
+# Caches
+
+
+class TakeCache:
+    """Synthesised takes as .npy files named by the hash of everything that shapes them."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    @staticmethod
+    def key(identity: str, text: str, *, sr: int) -> str:
+        return hashlib.sha256(f"{identity}\x00{sr}\x00{text}".encode()).hexdigest()
+
+    def path(self, key: str) -> Path:
+        return self.root / "takes" / key[:2] / f"{key}.npy"
+
+    def get(self, key: str) -> np.ndarray | None:
+        try:
+            clip = np.load(self.path(key), allow_pickle=False)
+        except (OSError, ValueError, EOFError):  # missing or corrupt: treated as missing
+            return None
+        return clip if clip.dtype == np.float32 and clip.ndim == 1 else None
+
+    def put(self, key: str, clip: np.ndarray) -> None:
+        buf = io.BytesIO()
+        np.save(buf, clip.astype(np.float32), allow_pickle=False)
+        atomic_write(self.path(key), buf.getvalue())
+
+
+def output_paths(out_dir: Path, job: Job) -> dict[str, Path]:
+    base = out_dir / job.locale / job.script.id
+    return {ext: base.with_suffix(f".{ext}") for ext in ("mp3", "pdf", "vtt")}
+
+
+def _canonical(value) -> object:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _canonical(getattr(value, f.name)) for f in dataclasses.fields(value) if f.name != "path"}
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {str(k): _canonical(v) for k, v in sorted(value.items())}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def output_key(job: Job, *, settings: Settings, engine_identity: str, ambience_hashes: dict[str, str]) -> str:
+    """Hash of every input of one track's outputs."""
+    payload = {
+        "calmplace": __version__,
+        "settings": settings.key(),
+        "script": _canonical(job.script),
+        "locale": job.locale,
+        "voice": _canonical(job.profile),
+        "engine": engine_identity,
+        "ambience": ambience_hashes,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _ambience_hashes(script: Script, project: Project) -> dict[str, str]:
+    """Content hashes of user ambience files the script uses (built-ins are versioned by calmplace)."""
+    sounds = {script.ambience.sound} if script.ambience else set()
+    sounds |= {s.ambience.sound for s in script.sections if s.ambience not in (None, "inherit")}
+    out = {}
+    for sound in sorted(sounds):
+        path = project.ambience_dir / sound
+        out[sound] = (sha256_file(path) or "missing") if path.is_file() else "builtin"
+    return out
+
+
+class Manifest:
+    """`build/manifest.json`: every output with its sha256, input key and measurements."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.data = json.loads(path.read_text())
+            assert isinstance(self.data.get("outputs"), dict)
+        except (OSError, ValueError, AssertionError):
+            self.data = {"outputs": {}}
+        self._original = json.dumps(self.data, sort_keys=True)
+
+    def entry(self, rel: str) -> dict:
+        return self.data["outputs"].get(rel, {})
+
+    def set(self, rel: str, entry: dict) -> None:
+        self.data["outputs"][rel] = entry
+
+    def up_to_date(self, paths: dict[str, Path], *, out_dir: Path, key: str) -> bool:
+        for path in paths.values():
+            entry = self.entry(path.relative_to(out_dir).as_posix())
+            if entry.get("key") != key or sha256_file(path) != entry.get("sha256"):
+                return False
+        return True
+
+    def save(self) -> None:
+        text = json.dumps(self.data, sort_keys=True, indent=2)
+        if text != self._original:  # a no-op build touches no file
+            atomic_write(self.path, text + "\n")
+
+
+# ------------------------------------------------------------------------------------------------
+# Building
+
+
+def make_engine(profile: VoiceProfile):
+    if profile.engine == "tts":
+        from .speech.tts import TtsEngine
+
+        return TtsEngine(profile)
+    raise CalmplaceError(f"voice {profile.name!r}: engine {profile.engine!r} is not supported yet")
+
+
+def build(project: Project, names: tuple[str, ...] = (), *, locales: tuple[str, ...] = (), out_dir: Path | None = None,
+          cache_dir: Path | None = None, settings: Settings = Settings(), jobs: int = 1, force: bool = False,
+          ui=None, engine_factory: Callable[[VoiceProfile], object] = make_engine) -> Report:
+    ui = ui or NullUI()
+    report = Report()
+    out_dir = out_dir or project.root / "build"
+    cache = TakeCache(cache_dir or out_dir / ".cache")
+    with report.stage("script"):
+        track_jobs, problems = gather(project, names, locales=locales, settings=settings)
+    if problems:
+        report.problems.extend(problems)
+        report.failed += len({p.split(":")[0] for p in problems})
+        return report
+    manifest = Manifest(out_dir / "manifest.json")
+    engines: dict[str, object] = {}
+    for job in track_jobs:
+        try:
+            engine = engines.get(job.profile.name) or engines.setdefault(job.profile.name, engine_factory(job.profile))
+            build_track(job, project=project, out_dir=out_dir, cache=cache, manifest=manifest, engine=engine,
+                        settings=settings, jobs=jobs, force=force, ui=ui, report=report)
+        except CalmplaceError as exc:
+            report.fail(f"{job.label}: error: {exc}")
+    manifest.save()
+    return report
+
+
+def synthesise(takes_text: list[str], *, engine, locale: str, cache: TakeCache, sr: int, jobs: int, ui,
+               label: str, labels: list[str] | None = None) -> list[np.ndarray]:
+    """Clips for every take, from the cache where possible; only missing takes are rendered."""
+    identity = engine.identity(locale=locale)
+    keys = [TakeCache.key(identity, t, sr=sr) for t in takes_text]
+    clips: list[np.ndarray | None] = [cache.get(k) for k in keys]
+    missing = [i for i, c in enumerate(clips) if c is None]
+    if missing:
+        with ui.progress(f"speaking {label}", len(missing)) as bar:
+            fresh = engine.speak_many([takes_text[i] for i in missing], locale=locale, sr=sr, jobs=jobs,
+                                      on_done=lambda _i: bar.update(1),
+                                      labels=[(labels or [f"take {i + 1:03d}" for i in range(len(takes_text))])[i]
+                                              for i in missing])
+        for i, clip in zip(missing, fresh):
+            cache.put(keys[i], clip)
+            clips[i] = clip
+    return clips  # type: ignore[return-value]
+
+
+def build_track(job: Job, *, project: Project, out_dir: Path, cache: TakeCache, manifest: Manifest, engine,
+                settings: Settings, jobs: int, force: bool, ui, report: Report) -> None:
+    from .captions import webvtt
+    from .encode import Chapter, Tags, master_to_mp3
+    from .mix import bed_opener, mix
+    from .pdf import script_pdf
+
+    sr = settings.sr
+    paths = output_paths(out_dir, job)
+    with report.stage("script"):
+        the_plan = plan(job.script, job.locale)
+        key = output_key(job, settings=settings, engine_identity=engine.identity(locale=job.locale),
+                         ambience_hashes=_ambience_hashes(job.script, project))
+    if not force and manifest.up_to_date(paths, out_dir=out_dir, key=key):
+        report.cached += 1
+        ui.detail(f"{job.label}: unchanged")
+        return
+    takes = the_plan.takes
+    with report.stage("speech"):
+        clips = synthesise([t.text for t in takes], engine=engine, locale=job.locale, cache=cache, sr=sr, jobs=jobs,
+                           ui=ui, label=job.label, labels=[f"{job.script.id} {job.locale} take {t.name}" for t in takes])
+    timeline = build_timeline(the_plan, [c.size for c in clips], sr=sr)
+    with report.stage("mix"):
+        samples = mix(timeline, clips, open_bed=bed_opener(project.ambience_dir, sr=sr),
+                      seed_base=job.script.id)
+    with report.stage("master+encode"):
+        mp3, measured = master_to_mp3(samples, sr=sr, target_lufs=settings.target_lufs,
+                                      ceiling_dbtp=settings.ceiling_dbtp, bitrate_kbps=settings.bitrate_kbps,
+                                      tags=_tags(the_plan), chapters=_chapters(timeline))
+    del samples
+    with report.stage("pdf"):
+        pdf = script_pdf(the_plan, timeline, script_path=job.script.path)
+    with report.stage("captions"):
+        vtt = webvtt(the_plan, timeline)
+    outputs = {"mp3": mp3, "pdf": pdf, "vtt": vtt.encode("utf-8")}
+    with report.stage("write"):
+        for ext, data in outputs.items():
+            atomic_write(paths[ext], data)
+            entry = {"sha256": sha256_bytes(data), "key": key, "script": job.script.id, "locale": job.locale}
+            if ext == "mp3":
+                entry.update(duration_s=round(timeline.duration_s, 3),
+                             integrated_lufs=round(measured.integrated_lufs, 2),
+                             true_peak_dbtp=round(measured.true_peak_dbtp, 2),
+                             loudness_range_lu=round(measured.loudness_range_lu, 2))
+            manifest.set(paths[ext].relative_to(out_dir).as_posix(), entry)
+    report.built += 1
+    track = {"label": job.label, "duration_s": timeline.duration_s, "takes": len(takes),
+             "integrated_lufs": measured.integrated_lufs, "true_peak_dbtp": measured.true_peak_dbtp,
+             "loudness_range_lu": measured.loudness_range_lu, "mp3": str(paths["mp3"])}
+    report.tracks.append(track)
+    ui.info(f"{job.label}: {_clock(timeline.duration_s)}, {len(takes)} takes, "
+            f"{measured.integrated_lufs:.1f} LUFS, LRA {measured.loudness_range_lu:.1f} LU, "
+            f"true peak {measured.true_peak_dbtp:.1f} dBTP → {paths['mp3'].parent}/")
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}:{s:02d}"
+
+
+def _tags(p: Plan):
+    from .encode import Tags
+
+    return Tags(title=p.title, artist=p.author, album=p.collection, comment=p.description,
+                language=_ISO639_2.get(p.locale.split("-")[0].lower(), "und"))
+
+
+def _chapters(timeline: Timeline):
+    from .encode import Chapter
+
+    return [Chapter(title=s.title or f"Part {s.index + 1}", start_s=s.start / timeline.sr, end_s=s.end / timeline.sr)
+            for s in timeline.sections]

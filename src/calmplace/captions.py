@@ -1,0 +1,217 @@
+"""Captions stage: a `Plan` and its `Timeline` → WebVTT, one cue per sentence, timed to the speech.
+
+Each take's span in the timeline is the real speech in the track; its sentences share that span in
+proportion to their length in characters (a good proxy for speaking time at a steady pace).
+Cue text follows the BBC and Netflix subtitle guidance: at most two lines of about 42 characters,
+so a long sentence becomes several cues, split at commas or between words.
+"""
+
+from __future__ import annotations
+
+import re
+from .takes import Plan
+from .timeline import Timeline
+
+LINE_CHARS = 42  # BBC subtitle guidelines / Netflix timed text style guide: 42 characters per line
+MAX_LINES = 2    # ... and never more than two lines on screen
+
+# A sentence ends at . ! ? or … (possibly several, possibly followed by a closing quote or bracket)
+# followed by whitespace.
+_END = re.compile(r"[.!?…]+[\"'”’»)\]]*(?=\s)")
+# Words whose trailing full stop does not end a sentence ("Mr. Jones", "e.g. a beach").
+_ABBREVIATIONS = frozenset({
+    "mr", "mrs", "ms", "mx", "dr", "prof", "st", "sr", "jr", "rev", "fr", "vs", "etc", "cf", "approx",
+    "ca", "no", "nos", "fig", "vol", "ed", "eds", "al", "e.g", "i.e", "a.m", "p.m",
+})
+# Clause punctuation a long sentence is best split after, and words it is best split before.
+_CLAUSE_END = (",", ";", ":", "—", "–", ")")
+_CLAUSE_START = frozenset({"and", "but", "or", "nor", "so", "yet", "as", "when", "while", "because", "until",
+                           "where", "which", "who", "that", "if", "then", "with"})
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split text into sentences on . ! ? … followed by a space, keeping abbreviations and initials whole."""
+    text = " ".join(text.split())
+    out: list[str] = []
+    start = 0
+    for m in _END.finditer(text):
+        before = text[start:m.start()].split()
+        word = before[-1].lstrip("(\"'“‘") if before else ""
+        rest = text[m.end():].lstrip()
+        if m.group(0).startswith(".") and len(m.group(0).rstrip("\"'”’»)]")) == 1:
+            if word.lower() in _ABBREVIATIONS or (len(word) == 1 and word.isalpha() and word.isupper()):
+                continue  # "Dr. Lee", "e.g. the sea", "P. Gilbert"
+        if rest and rest[0].islower():
+            continue  # "Slowly… and gently": the thought goes on
+        out.append(text[start:m.end()].strip())
+        start = m.end()
+    tail = text[start:].strip()
+    if tail:
+        out.append(tail)
+    return out
+
+
+def wrap(text: str, *, width: int = LINE_CHARS) -> list[str]:
+    """Lines for one cue: one line if it fits, else the most even two-line split that fits, else
+    greedy lines (more than two: the caller splits such text into several cues first)."""
+    if len(text) <= width:
+        return [text]
+    best: tuple[tuple[int, int], int] | None = None
+    for i, ch in enumerate(text):
+        if ch != " ":
+            continue
+        top, bottom = text[:i], text[i + 1:]
+        if len(top) > width or len(bottom) > width:
+            continue
+        # most even first; among equals prefer a break after clause punctuation
+        score = (abs(len(top) - len(bottom)), 0 if top.endswith(_CLAUSE_END) else 1)
+        if best is None or score < best[0]:
+            best = (score, i)
+    if best is not None:
+        return [text[:best[1]], text[best[1] + 1:]]
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines
+
+
+def _fits(text: str) -> bool:
+    return len(wrap(text)) <= MAX_LINES
+
+
+def split_cues(sentence: str) -> list[str]:
+    """A sentence as one cue, or (when it will not fit two lines) as the fewest cues that do,
+    preferring breaks after commas and other clause punctuation, then even lengths."""
+    if _fits(sentence):
+        return [sentence]
+    words = sentence.split(" ")
+    n = len(words)
+    limit = MAX_LINES * (LINE_CHARS + 1)
+    # best[j]: (cues, breaks not at clause punctuation, sum of squared lengths) for words[:j]
+    best: list[tuple[int, int, int] | None] = [None] * (n + 1)
+    back = [0] * (n + 1)
+    best[0] = (0, 0, 0)
+    for j in range(1, n + 1):
+        for i in range(j - 1, -1, -1):
+            chunk = " ".join(words[i:j])
+            if len(chunk) > limit and j - i > 1:
+                break
+            if best[i] is None or (j - i > 1 and not _fits(chunk)):
+                continue  # a single over-long word is allowed through: nothing else can be done
+            natural = j == n or words[j - 1].endswith(_CLAUSE_END) or words[j].lower() in _CLAUSE_START
+            awkward = 0 if natural else 1
+            prev = best[i]
+            cost = (prev[0] + 1, prev[1] + awkward, prev[2] + len(chunk) ** 2)
+            if best[j] is None or cost < best[j]:
+                best[j], back[j] = cost, i
+    chunks: list[str] = []
+    j = n
+    while j > 0:
+        chunks.append(" ".join(words[back[j]:j]))
+        j = back[j]
+    return chunks[::-1]
+
+
+def _ms(sample: int, sr: int) -> int:
+    """Samples → whole milliseconds, rounded half up in integers (no float drift over an hour)."""
+    return (sample * 1000 + sr // 2) // sr
+
+
+def format_timestamp(ms: int) -> str:
+    """WebVTT time: HH:MM:SS.mmm."""
+    h, rem = divmod(ms, 3_600_000)
+    m, rem = divmod(rem, 60_000)
+    s, milli = divmod(rem, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}.{milli:03d}"
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def cues(plan: Plan, timeline: Timeline) -> list[tuple[int, int, str]]:
+    """(start_ms, end_ms, text) for every cue, in order; text is one line, not yet wrapped."""
+    out: list[tuple[int, int, str]] = []
+    sr = timeline.sr
+    for span in timeline.takes:
+        units = [c for s in split_sentences(span.take.text) for c in split_cues(s)]
+        if not units:
+            continue
+        total = sum(len(u) for u in units)
+        length = span.end - span.start
+        bounds, acc = [span.start], 0
+        for u in units:
+            acc += len(u)
+            bounds.append(span.start + length * acc // total)  # integer: the last bound is exactly span.end
+        ms = [_ms(b, sr) for b in bounds]
+        take_cues: list[tuple[int, int, str]] = []
+        text, start = "", None
+        for k, unit in enumerate(units):
+            start = ms[k] if start is None else start
+            text = f"{text} {unit}".strip()
+            if ms[k + 1] > start:  # a unit that rounds to no time at all (a take of a few ms) joins the next
+                take_cues.append((start, ms[k + 1], text))
+                text, start = "", None
+        if text and take_cues:  # ... or, at the end of the take, the one before
+            s0, e0, t0 = take_cues[-1]
+            take_cues[-1] = (s0, e0, f"{t0} {text}")
+        # a take shorter than a millisecond has nothing to show
+        out.extend(take_cues)
+    return out
+
+
+def webvtt(plan: Plan, timeline: Timeline) -> str:
+    """WebVTT captions for one track: a NOTE with the title, then one cue per sentence (or part of one)."""
+    title = " ".join(plan.title.split()).replace("-->", "→")  # "-->" may not appear in a NOTE
+    blocks = ["WEBVTT", f"NOTE {title} ({plan.locale}), captions by calmplace"]
+    for start, end, text in cues(plan, timeline):
+        lines = wrap(text)
+        blocks.append(f"{format_timestamp(start)} --> {format_timestamp(end)}\n"
+                      + "\n".join(_escape(line) for line in lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading
+
+
+_TIMING = re.compile(r"^\s*((?:\d+:)?\d{2}:\d{2}\.\d{3})\s+-->\s+((?:\d+:)?\d{2}:\d{2}\.\d{3})")
+
+
+def _parse_time(value: str) -> float:
+    parts = value.split(":")
+    seconds = float(parts[-1])
+    minutes = int(parts[-2])
+    hours = int(parts[-3]) if len(parts) == 3 else 0
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def _unescape(text: str) -> str:
+    text = re.sub(r"<[^>]*>", "", text)  # cue tags such as <i> or <v Narrator>
+    return (text.replace("&lt;", "<").replace("&gt;", ">").replace("&nbsp;", "\u00a0")
+            .replace("&lrm;", "\u200e").replace("&rlm;", "\u200f").replace("&amp;", "&"))
+
+
+def parse_webvtt(text: str) -> list[tuple[float, float, str]]:
+    """(start_s, end_s, text) for every cue of a WebVTT file; lines of a cue joined with "\\n".
+
+    A small reader: NOTE, STYLE and REGION blocks and cue identifiers are skipped, cue settings
+    after the timing are ignored, tags are removed and character references decoded."""
+    text = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    blocks = re.split(r"\n{2,}", text.strip("\n"))
+    if not blocks or not blocks[0].startswith("WEBVTT"):
+        raise ValueError("not a WebVTT file: it must start with WEBVTT")
+    out: list[tuple[float, float, str]] = []
+    for block in blocks[1:]:
+        lines = block.split("\n")
+        for i, line in enumerate(lines[:2]):  # the timing is the first line, or the second after an id
+            m = _TIMING.match(line)
+            if m:
+                out.append((_parse_time(m.group(1)), _parse_time(m.group(2)),
+                            "\n".join(_unescape(x) for x in lines[i + 1:])))
+                break
+    return out
+

@@ -1,0 +1,289 @@
+"""The printed script, the recording template and the takes CSV (contract §5)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+import subprocess
+from pathlib import Path
+
+import pypdf
+import pytest
+
+from calmplace.pdf import script_pdf, takes_csv, template_pdf
+from calmplace.script import load_script
+from calmplace.takes import plan
+from calmplace.timeline import build_timeline
+from calmplace.units import format_clock
+
+SR = 44_100
+SECONDS_PER_WORD = 0.4  # a calm reading pace (150 wpm); only needs to be plausible
+
+SCRIPT = """\
+title: Calm Place Imagery
+collection: Developing Self-Compassion
+author: Ada & Co <calm>
+description: |
+  Guided imagery to build a place that feels calm and welcoming.
+
+  Read slowly, in a warm voice.
+locales: [en-GB, en-US]
+lead_in: 3s
+tail: 10s
+spelling:
+  en-US: {colour: color, favourite: favorite}
+sections:
+  - title: Settling in
+    text: |
+      Find a position where you can be comfortable. [pause 3s]
+      Let your eyes close, or rest your gaze softly on the floor.
+
+      Notice the colour of the light behind your eyelids. [pause 10s]
+    pause_after: 5s
+  - title: {en-GB: Your favourite place, en-US: Your favourite place}
+    text: |
+      Imagine a place that could feel calm and safe for you. [pause 1m30s]
+      Look around you. What can you see?
+
+      What can you hear? [pause]
+  - text: |
+      Your calm place welcomes you. [pause 20s]
+      Notice the warmth in your face.
+references:
+  - "Gilbert, P. (2010). Compassion Focused Therapy: Distinctive Features. Routledge."
+  - Gilbert, P. (2014). The origins and nature of compassion focused therapy. British Journal of Clinical Psychology, 53(1), 6-41.
+"""
+
+
+@pytest.fixture(scope="module")
+def script(tmp_path_factory):
+    path = Path(tmp_path_factory.mktemp("scripts")) / "calm-place.yaml"
+    path.write_text(SCRIPT, encoding="utf-8")
+    return load_script(path)
+
+
+def make(script, locale: str):
+    p = plan(script, locale)
+    lengths = [int(SECONDS_PER_WORD * len(t.text.split()) * SR) for t in p.takes]
+    return p, build_timeline(p, lengths, sr=SR), [n / SR for n in lengths]
+
+
+def flat(text: str) -> str:
+    """Whitespace folded: words wrapped across lines and pages compare as one string."""
+    return " ".join(text.replace("\u00a0", " ").split())
+
+
+def pdf_pages(data: bytes) -> list[str]:
+    return [page.extract_text() or "" for page in pypdf.PdfReader(io.BytesIO(data)).pages]
+
+
+def pdf_text(data: bytes) -> str:
+    return flat(" ".join(pdf_pages(data)))
+
+
+def pdftotext(data: bytes, tmp_path: Path) -> str | None:
+    if shutil.which("pdftotext") is None:
+        return None
+    path = tmp_path / "doc.pdf"
+    path.write_bytes(data)
+    return flat(subprocess.run(["pdftotext", str(path), "-"], check=True, capture_output=True,
+                               text=True).stdout)
+
+
+def extractions(data: bytes, tmp_path: Path) -> list[str]:
+    """The text as pypdf sees it, and as poppler sees it when installed: both must find everything."""
+    return [t for t in (pdf_text(data), pdftotext(data, tmp_path)) if t is not None]
+
+
+# ------------------------------------------------------------------------------------------------
+# The audio script
+
+
+def test_script_pdf_has_front_matter_sections_cues_and_references(script, tmp_path):
+    p, tl, _ = make(script, "en-GB")
+    data = script_pdf(p, tl, script_path="scripts/calm-place.yaml")
+    assert data.startswith(b"%PDF-")
+    for text in extractions(data, tmp_path):
+        assert "Developing Self-Compassion" in text
+        assert "Calm Place Imagery" in text
+        assert "Ada & Co <calm>" in text  # escaped for reportlab, printed as written
+        assert "en-GB" in text
+        assert f"duration {format_clock(tl.duration_s)}" in text
+        assert "Guided imagery to build a place that feels calm and welcoming." in text
+        assert "Read slowly, in a warm voice." in text
+        # every heading with its start in the track, from the timeline
+        titles = ["Settling in", "Your favourite place", "Part 3"]
+        assert [s.index for s in tl.sections] == [0, 1, 2]
+        for title, span in zip(titles, tl.sections):
+            assert f"{title} · {format_clock(span.start / tl.sr)}" in text
+        assert "Settling in · 0:00" in text
+        # the cues, in the words of format_seconds_spoken
+        assert "Find a position where you can be comfortable. (pause, 3 seconds) Let your eyes close" in text
+        assert "Notice the colour of the light behind your eyelids. (pause, 10 seconds)" in text
+        assert "(pause, 1 minute 30 seconds)" in text
+        assert "What can you hear? (pause, 2 seconds)" in text
+        assert "(pause, 20 seconds)" in text
+        assert "(pause, 5 seconds)" in text  # the section's pause_after
+        assert "References" in text
+        assert "Compassion Focused Therapy: Distinctive Features. Routledge." in text
+        assert "British Journal of Clinical Psychology, 53(1), 6-41." in text
+        assert "generated by calmplace from scripts/calm-place.yaml" in text
+    # headings come in order, and the references after the last section
+    text = pdf_text(data)
+    positions = [text.index(t) for t in ("Settling in ·", "Your favourite place ·", "Part 3 ·", "References")]
+    assert positions == sorted(positions)
+
+
+def test_script_pdf_section_times_follow_the_timeline(script):
+    p, _, _ = make(script, "en-GB")
+    # long takes push the later sections past the minute: the heading must follow the timeline
+    tl = build_timeline(p, [40 * SR] * len(p.takes), sr=SR)
+    text = pdf_text(script_pdf(p, tl))
+    starts = [format_clock(s.start / SR) for s in tl.sections]
+    assert starts[1] != "0:00" and starts[2] > starts[1]
+    assert f"Your favourite place · {starts[1]}" in text
+    assert f"Part 3 · {starts[2]}" in text
+
+
+def test_script_pdf_new_paragraph_at_a_blank_line(script):
+    p, tl, _ = make(script, "en-GB")
+    lines = [flat(line) for page in pdf_pages(script_pdf(p, tl)) for line in page.splitlines()]
+    # the short first paragraph would have room for "Notice ..." on its last line: a line starting
+    # with it, right after "... the floor.", is a paragraph break
+    i = next(i for i, line in enumerate(lines) if line.startswith("Notice the colour of the light"))
+    assert lines[i - 1].endswith("softly on the floor.")
+    i = next(i for i, line in enumerate(lines) if line.startswith("What can you hear?"))
+    assert lines[i - 1].endswith("What can you see?")
+
+
+def test_script_pdf_uses_the_locale_spelling(script, tmp_path):
+    gb, us = (script_pdf(*make(script, loc)[:2]) for loc in ("en-GB", "en-US"))
+    for text in extractions(gb, tmp_path):
+        assert "Notice the colour of the light" in text and "color" not in text
+        assert "Your favourite place" in text
+    for text in extractions(us, tmp_path):
+        assert "Notice the color of the light" in text and "colour" not in text
+        assert "Your favorite place" in text and "favourite" not in text
+        assert "en-US" in text
+
+
+def test_script_pdf_footer_numbers_every_page(script):
+    p, tl, _ = make(script, "en-GB")
+    pages = pdf_pages(script_pdf(p, tl))
+    for n, page in enumerate(pages, start=1):
+        assert f"Calm Place Imagery — page {n} of {len(pages)}" in flat(page)
+
+
+def test_script_pdf_metadata_and_embedded_fonts(script):
+    p, tl, _ = make(script, "en-GB")
+    reader = pypdf.PdfReader(io.BytesIO(script_pdf(p, tl)))
+    assert reader.metadata.title == "Calm Place Imagery"
+    assert reader.metadata.author == "Ada & Co <calm>"
+    assert reader.metadata.subject.startswith("Guided imagery to build a place")
+    fonts = {}
+    for page in reader.pages:
+        for font in page["/Resources"]["/Font"].values():
+            font = font.get_object()
+            fonts[font["/BaseFont"]] = font
+    assert fonts
+    for name, font in fonts.items():
+        assert "Vera" in name, name  # only the bundled family, never a system or standard-14 font
+        assert "/FontFile2" in font["/FontDescriptor"], f"{name} is not embedded"
+
+
+def test_script_pdf_is_byte_identical_when_rebuilt(script):
+    p, tl, _ = make(script, "en-GB")
+    assert script_pdf(p, tl, script_path="a.yaml") == script_pdf(p, tl, script_path="a.yaml")
+    p2, tl2, _ = make(script, "en-GB")  # fresh, equal inputs
+    assert script_pdf(p2, tl2, script_path="a.yaml") == script_pdf(p, tl, script_path="a.yaml")
+
+
+def test_script_pdf_names_the_script_file_without_its_absolute_folder(script):
+    p, tl, _ = make(script, "en-GB")
+    text = pdf_text(script_pdf(p, tl, script_path="/home/someone/project/scripts/calm-place.yaml"))
+    assert "generated by calmplace from calm-place.yaml" in text and "/home/someone" not in text
+
+
+def test_script_pdf_without_optional_fields(tmp_path):
+    path = tmp_path / "bare.yaml"
+    path.write_text("title: Bare\nlocales: [en-GB]\nsections:\n  - text: Just breathe.\n", encoding="utf-8")
+    p, tl, _ = make(load_script(path), "en-GB")
+    text = pdf_text(script_pdf(p, tl))
+    assert "Bare" in text and "Part 1 · 0:00" in text and "Just breathe." in text
+    assert "References" not in text
+
+
+# ------------------------------------------------------------------------------------------------
+# The recording template and the takes CSV
+
+
+def test_template_lists_every_take(script, tmp_path):
+    p, _, expected = make(script, "en-GB")
+    data = template_pdf(p, expected_s=expected, voice_name="ana", script_id=script.id)
+    for text in extractions(data, tmp_path):
+        assert "Calm Place Imagery" in text
+        assert "room tone" in text and "silent" in text and "two seconds of silence" in text
+        assert "voices/ana/calm-place/en-GB/<NNN>.wav" in text
+        assert ".flac" in text and ".ogg" in text and ".mp3" in text
+        for heading in ("Settling in", "Your favourite place", "Part 3"):
+            assert heading in text
+        for take, seconds in zip(p.takes, expected):
+            assert f"Take {take.name}" in text
+            assert f"{take.name}.wav · about {max(1, int(seconds + 0.5))} s" in text
+            assert take.text in text
+    text = pdf_text(data)
+    # take 003 ("Notice the colour ...") follows a 1.5 s paragraph pause and is followed by [pause 10s]
+    # and the section's 5 s pause_after
+    third = text[text.index("Take 003"):]
+    assert "pause before: 1.5 seconds · after: 15 seconds" in third[:400]
+    first = text[text.index("Take 001"):]
+    assert "pause before: 3 seconds · after: 3 seconds" in first[:400]  # lead_in, then [pause 3s]
+
+
+def test_template_never_splits_a_take_across_pages(tmp_path):
+    # forty long takes fill several pages, so page breaks must fall between takes
+    sentence = "Breathe in slowly and notice the air as it fills your chest, then let it go. "
+    body = "\n\n".join(f"Take number {i}. " + sentence * (1 + i % 4) for i in range(40))
+    path = tmp_path / "long-one.yaml"
+    path.write_text("title: Long\nlocales: [en-GB]\nsections:\n  - title: Breathing\n    text: |\n"
+                    + "".join(f"      {line}\n" for line in body.splitlines()), encoding="utf-8")
+    p = plan(load_script(path), "en-GB")
+    assert len(p.takes) == 40
+    expected = [30.0] * len(p.takes)
+    pages = [flat(t) for t in pdf_pages(template_pdf(p, expected_s=expected, voice_name="v", script_id="long-one"))]
+    assert len(pages) >= 5
+    for take in p.takes:
+        assert any(f"Take {take.name}" in page and take.text in page and "about 30 s" in page
+                   and "pause before:" in page[page.index(f"Take {take.name}"):] for page in pages), take.name
+    assert "Breathing" in pages[1]  # the section heading opens the first page of takes
+
+
+def test_template_is_byte_identical_and_checks_lengths(script):
+    p, _, expected = make(script, "en-US")
+    one = template_pdf(p, expected_s=expected, voice_name="ana", script_id=script.id)
+    assert one == template_pdf(p, expected_s=expected, voice_name="ana", script_id=script.id)
+    assert "Your favorite place" in pdf_text(one)
+    with pytest.raises(ValueError):
+        template_pdf(p, expected_s=expected[:-1], voice_name="ana", script_id=script.id)
+
+
+def test_takes_csv_round_trips(script):
+    p, _, expected = make(script, "en-US")
+    text = takes_csv(p, expected_s=expected)
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert text.splitlines()[0] == "take,file,section,expected_s,pause_before_s,pause_after_s,text"
+    assert len(rows) == len(p.takes)
+    for row, take, seconds in zip(rows, p.takes, expected):
+        assert row["take"] == take.name
+        assert row["file"] == f"{take.name}.wav"
+        assert row["text"] == take.text  # commas and quotes survive the csv quoting
+        # 2 decimals for the expected length: a hundredth of a second is below anything audible
+        assert float(row["expected_s"]) == pytest.approx(seconds, abs=0.005)
+        assert float(row["pause_before_s"]) == pytest.approx(take.pause_before_s)
+        assert float(row["pause_after_s"]) == pytest.approx(take.pause_after_s)
+    assert [r["section"] for r in rows][0] == "Settling in"
+    assert rows[-1]["section"] == "Part 3"
+    assert any("color" in r["text"] for r in rows)
+    with pytest.raises(ValueError):
+        takes_csv(p, expected_s=expected + [1.0])
