@@ -53,5 +53,5 @@ class ProblemCollector:
         self.problems.append(Problem(self.path, line, col, message, src))
 
     def raise_if_any(self) -> None:
-        if self.problems:
-            raise ScriptErrors(list(self.problems))
+        if self.problems:  # in reading order, as a person fixes them
+            raise ScriptErrors(sorted(self.problems, key=lambda p: (p.line, p.col)))

@@ -156,7 +156,7 @@ def load_script(path: Path, *, project: Project | None = None, display_path: str
     path = Path(path)
     src, node = Source.read(path, display_path=display_path)
     script = None
-    if node is not None or not src.problems.problems:
+    if not src.problems.problems:  # unreadable, broken YAML or a refused tag: nothing more to check
         script = _Reader(src, project).script(node)
     src.problems.raise_if_any()
     assert script is not None

@@ -69,7 +69,7 @@ class Source:
             return src, None
         if node is not None:
             src._check_tags(node)
-        return src, node
+        return src, (None if src.problems.problems else node)
 
     # -- reporting -----------------------------------------------------------------------------
 
