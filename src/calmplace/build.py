@@ -235,7 +235,7 @@ class Manifest:
             assert isinstance(self.data.get("outputs"), dict)
         except (OSError, ValueError, AssertionError):
             self.data = {"outputs": {}}
-        self._original = json.dumps(self.data, sort_keys=True)
+        self._original = self._text()
 
     def entry(self, rel: str) -> dict:
         return self.data["outputs"].get(rel, {})
@@ -250,10 +250,13 @@ class Manifest:
                 return False
         return True
 
+    def _text(self) -> str:
+        return json.dumps(self.data, sort_keys=True, indent=2) + "\n"
+
     def save(self) -> None:
-        text = json.dumps(self.data, sort_keys=True, indent=2)
+        text = self._text()
         if text != self._original:  # a no-op build touches no file
-            atomic_write(self.path, text + "\n")
+            atomic_write(self.path, text)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ class Engine(Protocol):
     def identity(self, *, locale: str) -> str:
         """Everything besides the text that shapes a clip (engine, version, voice, rate...): the cache key."""
 
-    def speak_many(self, texts: list[str], *, locale: str, sr: int, jobs: int = 1,
-                   on_done=None) -> list[np.ndarray]:
-        """Clips for many takes, in order; `on_done(i)` is called as each finishes."""
+    def speak_many(self, texts: list[str], *, locale: str, sr: int, jobs: int = 1, on_done=None,
+                   labels: list[str] | None = None) -> list[np.ndarray]:
+        """Clips for many takes, in order; `on_done(i)` is called as each finishes; `labels`
+        name the takes in errors."""

@@ -35,7 +35,7 @@ class FakeEngine:
             out[i * n_word: i * n_word + voiced] = (0.3 * env * tone).astype(np.float32)
         return out
 
-    def speak_many(self, texts, *, locale, sr, jobs=1, on_done=None):
+    def speak_many(self, texts, *, locale, sr, jobs=1, on_done=None, labels=None):
         clips = []
         for i, text in enumerate(texts):
             clips.append(self.speak(text, sr=sr))

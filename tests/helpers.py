@@ -1,0 +1,63 @@
+"""Independent measurements for tests: decode, loudness, true peak, chapters, PDF text, VTT."""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pyloudnorm
+import soundfile as sf
+from scipy.signal import resample_poly
+
+
+def decode(path: Path) -> tuple[np.ndarray, int]:
+    """(channels, n) float64 through libsndfile's MP3 decoder (mpg123), not calmplace's code."""
+    data, sr = sf.read(io.BytesIO(Path(path).read_bytes()), dtype="float64", always_2d=True)
+    return data.T, sr
+
+
+def integrated_lufs(samples: np.ndarray, sr: int) -> float:
+    return float(pyloudnorm.Meter(sr).integrated_loudness(samples.T))
+
+
+def true_peak_dbtp(samples: np.ndarray) -> float:
+    """ITU-R BS.1770-4 Annex 2: 4x oversampling, then the sample peak (an independent re-implementation)."""
+    up = resample_poly(samples, 4, 1, axis=-1)
+    return float(20 * np.log10(np.max(np.abs(up)) + 1e-12))
+
+
+def ffmpeg_ebur128(path: Path) -> dict[str, float] | None:
+    """Integrated loudness and true peak as ffmpeg's ebur128 filter reports them (None without ffmpeg)."""
+    if not shutil.which("ffmpeg"):
+        return None
+    out = subprocess.run(["ffmpeg", "-nostats", "-hide_banner", "-i", str(path), "-af", "ebur128=peak=true",
+                          "-f", "null", "-"], capture_output=True, text=True, check=True).stderr
+    summary = out[out.rindex("Summary:"):]
+    return {"I": float(re.search(r"I:\s+(-?[\d.]+) LUFS", summary).group(1)),
+            "LRA": float(re.search(r"LRA:\s+(-?[\d.]+) LU", summary).group(1)),
+            "peak": float(re.search(r"Peak:\s+(-?[\d.]+|-inf) dBFS", summary).group(1))}
+
+
+def ffprobe_chapters(path: Path) -> list[tuple[float, float, str]] | None:
+    if not shutil.which("ffprobe"):
+        return None
+    import json
+
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_chapters", "-of", "json", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    return [(float(c["start_time"]), float(c["end_time"]), c["tags"]["title"]) for c in json.loads(out)["chapters"]]
+
+
+def pdf_text(path: Path) -> str:
+    from pypdf import PdfReader
+
+    return "\n".join(page.extract_text() for page in PdfReader(str(path)).pages)
+
+
+def window_rms_db(samples: np.ndarray, start: int, stop: int) -> float:
+    seg = samples[..., start:stop]
+    return float(10 * np.log10(np.mean(seg ** 2) + 1e-20))

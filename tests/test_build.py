@@ -1,0 +1,161 @@
+"""The whole pipeline on a tiny script with the fast stand-in voice, measured with independent tools."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from mutagen.id3 import ID3
+
+from calmplace import SR
+from calmplace.build import Settings, build
+from calmplace.captions import parse_webvtt
+from calmplace.cli import main
+from calmplace.script import Project, load_script
+from calmplace.speech.fake import FakeEngine
+from calmplace.takes import plan
+from calmplace.timeline import build_timeline
+
+from helpers import decode, ffmpeg_ebur128, ffprobe_chapters, integrated_lufs, pdf_text, true_peak_dbtp, window_rms_db
+
+
+def fake_build(project: Path, **kwargs):
+    return build(Project(project), engine_factory=lambda profile: FakeEngine(), **kwargs)
+
+
+def expected_timeline(project: Path, locale: str):
+    script = load_script(project / "scripts" / "tiny.yaml")
+    p = plan(script, locale)
+    engine = FakeEngine()
+    return p, build_timeline(p, [engine.speak(t.text, sr=SR).size for t in p.takes], sr=SR)
+
+
+@pytest.fixture
+def built(project: Path) -> Path:
+    report = fake_build(project)
+    assert report.exit_code == 0, report.problems
+    assert (report.built, report.cached, report.failed) == (2, 0, 0)
+    return project
+
+
+def test_mp3_format_loudness_and_peak(built: Path):
+    path = built / "build" / "en-GB" / "tiny.mp3"
+    from mutagen.mp3 import MP3
+
+    info = MP3(str(path)).info
+    assert (info.sample_rate, info.channels, info.bitrate) == (44100, 2, 192000)
+    samples, sr = decode(path)
+    _, tl = expected_timeline(built, "en-GB")
+    # the decoder hands back exactly the timeline's samples: LAME's delay and padding are trimmed
+    # (by the Info tag) to within one 1152-sample MP3 frame
+    assert abs(samples.shape[1] - tl.n_samples) <= 1152
+    # contract: -16 LUFS ±1 LU and ≤ -1 dBTP, measured on what the MP3 decodes to
+    assert integrated_lufs(samples, sr) == pytest.approx(-16.0, abs=1.0)
+    assert true_peak_dbtp(samples) <= -1.0 + 0.05  # 0.05 dB: resample_poly's interpolator vs BS.1770's FIR
+    ff = ffmpeg_ebur128(path)
+    if ff:
+        assert ff["I"] == pytest.approx(-16.0, abs=1.0)
+        assert ff["peak"] <= -1.0
+
+
+def test_speech_sits_where_the_timeline_says(built: Path):
+    samples, _ = decode(built / "build" / "en-US" / "tiny.mp3")
+    _, tl = expected_timeline(built, "en-US")
+    for span in tl.takes:
+        inside = window_rms_db(samples, span.start, span.end)
+        before = window_rms_db(samples, span.start - SR // 2, span.start - SR // 4)  # in the pause before
+        assert inside - before > 10  # the voice stands well above the ducked bed
+
+
+def test_chapters_read_back(built: Path):
+    path = built / "build" / "en-GB" / "tiny.mp3"
+    _, tl = expected_timeline(built, "en-GB")
+    tags = ID3(str(path))
+    assert tags["TIT2"].text == ["Tiny Calm"] and tags["TPE1"].text == ["Test Author"]
+    assert tags["TALB"].text == ["Test Collection"] and tags["TLAN"].text == ["eng"]
+    chaps = sorted(tags.getall("CHAP"), key=lambda c: c.start_time)
+    assert [c.sub_frames["TIT2"].text[0] for c in chaps] == ["Arriving", "Resting"]
+    # ID3 CHAP times are whole milliseconds
+    assert [c.start_time for c in chaps] == [round(s.start / SR * 1000) for s in tl.sections]
+    assert len(tags.getall("CTOC")) == 1
+    probed = ffprobe_chapters(path)
+    if probed is not None:
+        assert [t for _, _, t in probed] == ["Arriving", "Resting"]
+        assert probed[1][0] == pytest.approx(tl.sections[1].start / SR, abs=0.001)
+
+
+def test_pdf_and_captions_follow_the_locale(built: Path):
+    gb = pdf_text(built / "build" / "en-GB" / "tiny.pdf")
+    us = pdf_text(built / "build" / "en-US" / "tiny.pdf")
+    assert "colour of the light" in gb and "color of the light" in us
+    assert "pause, 4 seconds" in gb
+    _, tl = expected_timeline(built, "en-US")
+    start = tl.sections[1].start // SR
+    assert f"Resting · {start // 60}:{start % 60:02d}" in us
+    cues = parse_webvtt((built / "build" / "en-US" / "tiny.vtt").read_text())
+    assert "color" in cues[0][2]
+    spans = [(s.start / SR, s.end / SR) for s in tl.takes]
+    for begin, end, _ in cues:  # every cue lies within a take's speech (1 ms: cue time rounding)
+        assert any(a - 0.001 <= begin and end <= b + 0.001 for a, b in spans)
+
+
+def test_noop_rebuild_touches_nothing(built: Path):
+    files = sorted((built / "build").rglob("*"))
+    before = {p: p.stat().st_mtime_ns for p in files if p.is_file()}
+    report = fake_build(built)
+    assert (report.built, report.cached, report.exit_code) == (0, 2, 0)
+    assert {p: p.stat().st_mtime_ns for p in files if p.is_file()} == before
+
+
+def test_manifest_lists_outputs(built: Path):
+    manifest = json.loads((built / "build" / "manifest.json").read_text())["outputs"]
+    assert set(manifest) == {f"{loc}/tiny.{ext}" for loc in ("en-GB", "en-US") for ext in ("mp3", "pdf", "vtt")}
+    mp3 = manifest["en-GB/tiny.mp3"]
+    assert mp3["integrated_lufs"] == pytest.approx(-16.0, abs=1.0) and mp3["true_peak_dbtp"] <= -1.0
+
+
+def test_bad_script_writes_nothing_and_keeps_old_outputs(built: Path):
+    old = (built / "build" / "en-GB" / "tiny.mp3").read_bytes()
+    script = built / "scripts" / "tiny.yaml"
+    script.write_text(script.read_text().replace("[pause 4s]", "[pause 4ss]"))
+    (built / "scripts" / "second.yaml").write_text("title: Second\nlocales: [en-GB]\nsections: [{text: Hi.}]\n")
+    report = fake_build(built)
+    assert report.exit_code == 1
+    assert any("tiny.yaml:14:" in p and "[pause 4ss]" in p for p in report.problems)
+    assert (built / "build" / "en-GB" / "tiny.mp3").read_bytes() == old
+    assert not (built / "build" / "en-GB" / "second.mp3").exists()  # gather everything first, then write
+    assert not [p for p in (built / "build").rglob("*") if p.name.startswith(".")  and p.suffix == ".tmp"]
+
+
+def test_cli_check_points_at_line_and_column(project: Path):
+    (project / "scripts" / "tiny.yaml").write_text(
+        (project / "scripts" / "tiny.yaml").read_text().replace("[pause 6s]", "[paws 6s]"))
+    runner = CliRunner()
+    cwd = os.getcwd()
+    os.chdir(project)
+    try:
+        result = runner.invoke(main, ["check"])
+        usage = runner.invoke(main, ["build", "--jobs", "zero"])
+        ok = runner.invoke(main, ["check", "--help"])
+    finally:
+        os.chdir(cwd)
+    assert result.exit_code == 1
+    assert "scripts/tiny.yaml:19:30: error: unknown marker [paws 6s]; did you mean [pause 6s]?" in result.output
+    assert "Traceback" not in result.output
+    assert usage.exit_code == 2
+    assert ok.exit_code == 0
+
+
+def test_settings_key_covers_every_field():
+    base = Settings()
+    changed = {"sr": 48000, "target_lufs": -14.0, "ceiling_dbtp": -2.0, "bitrate_kbps": 256, "voice": "other",
+               "fallback_tts": True}
+    import dataclasses
+
+    assert set(changed) == {f.name for f in dataclasses.fields(Settings)}  # a new field needs a line here
+    for name, value in changed.items():
+        assert dataclasses.replace(base, **{name: value}).key() != base.key(), name
