@@ -1,0 +1,86 @@
+"""The real speech engine (pyttsx3 over espeak-ng) end to end: no stand-ins."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from calmplace import SR
+from calmplace.build import build
+from calmplace.captions import parse_webvtt
+from calmplace.errors import CalmplaceError
+from calmplace.script import Project
+from calmplace.speech.tts import SystemVoice, TtsEngine, choose_voice, system_voices
+from calmplace.voices import VoiceProfile, load_voice
+
+from helpers import decode, ffmpeg_ebur128, ffprobe_chapters, integrated_lufs, true_peak_dbtp, window_rms_db
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def narrator() -> TtsEngine:
+    return TtsEngine(load_voice("narrator", voices_dir=REPO / "voices"))
+
+
+def test_voices_are_listed_and_chosen_by_preference():
+    voices = system_voices()
+    assert any("en-gb" in v.languages for v in voices)
+    fake = [SystemVoice("a/x", "X", ("en-us",)), SystemVoice("a/y", "Y", ("en-gb",))]
+    assert choose_voice(("Hazel", "en-gb"), locale="en-GB", voices=fake).id == "a/y"
+    with pytest.raises(CalmplaceError, match="installed voices"):
+        choose_voice(("Nobody",), locale="en-GB", voices=fake)
+
+
+def test_takes_are_deterministic_and_long_texts_complete(narrator: TtsEngine):
+    long = ("Notice the places where your body is held: your feet on the floor, your back against the chair, "
+            "the weight of your hands where they rest, and the slow rise and fall of your breathing.")
+    clips = narrator.speak_many([long, "Rest.", long, long], locale="en-GB", sr=SR, jobs=2)
+    digests = {hashlib.sha256(c.tobytes()).hexdigest() for c in (clips[0], clips[2], clips[3])}
+    assert len(digests) == 1  # the same text gives the same samples, whichever process renders it
+    # ~35 words at 140 wpm: 13-17 s. A clip cut short by pyttsx3's early return would be far shorter
+    assert 11.0 < clips[0].size / SR < 20.0
+    assert clips[1].size < clips[0].size / 5
+    for clip in clips:  # trimmed to a short margin: speech begins within 0.1 s
+        onset = np.flatnonzero(np.abs(clip) > 0.02 * np.abs(clip).max())[0] / SR
+        assert onset < 0.1
+
+
+def test_rate_changes_the_pace(narrator: TtsEngine):
+    text = "Let your attention turn to your breathing, slowly and kindly."
+    slow = TtsEngine(VoiceProfile("slow", "tts", rate_wpm=100, prefer=narrator.profile.prefer))
+    fast = TtsEngine(VoiceProfile("fast", "tts", rate_wpm=200, prefer=narrator.profile.prefer))
+    n_slow = slow.speak_many([text], locale="en-US", sr=SR)[0].size
+    n_fast = fast.speak_many([text], locale="en-US", sr=SR)[0].size
+    assert 1.5 < n_slow / n_fast < 2.5  # twice the rate, about half the duration (pauses don't scale)
+
+
+def test_unknown_voice_fails_with_the_list():
+    engine = TtsEngine(VoiceProfile("odd", "tts", prefer={"en-GB": ("no-such-voice",)}))
+    with pytest.raises(CalmplaceError) as info:
+        engine.speak_many(["Hello."], locale="en-GB", sr=SR)
+    assert "no installed voice matches ['no-such-voice']" in str(info.value) and "gmw/en" in str(info.value)
+
+
+@pytest.mark.slow
+def test_real_voice_track_end_to_end(project: Path):
+    report = build(Project(project), jobs=2)
+    assert report.exit_code == 0, report.problems
+    mp3 = project / "build" / "en-GB" / "tiny.mp3"
+    samples, sr = decode(mp3)
+    assert integrated_lufs(samples, sr) == pytest.approx(-16.0, abs=1.0)
+    assert true_peak_dbtp(samples) <= -0.95  # 0.05 dB: this test's 4x interpolator vs BS.1770's
+    ff = ffmpeg_ebur128(mp3)
+    if ff:
+        assert ff["I"] == pytest.approx(-16.0, abs=1.0) and ff["peak"] <= -1.0
+    cues = parse_webvtt((project / "build" / "en-GB" / "tiny.vtt").read_text())
+    assert cues[0][2].startswith("Settle in")
+    # speech is where the captions say, and the pause after the first take is quieter by far
+    first_start, first_end = int(cues[0][0] * SR), int(cues[0][1] * SR)
+    assert window_rms_db(samples, first_start, first_end) - window_rms_db(samples, first_end + SR, first_end + 3 * SR) > 10
+    chapters = ffprobe_chapters(mp3)
+    if chapters is not None:
+        assert [c[2] for c in chapters] == ["Arriving", "Resting"]
