@@ -31,7 +31,7 @@ def expected_timeline(project: Path, locale: str):
     script = load_script(project / "scripts" / "tiny.yaml")
     p = plan(script, locale)
     engine = FakeEngine()
-    return p, build_timeline(p, [engine.speak(t.text, sr=SR).size for t in p.takes], sr=SR)
+    return p, build_timeline(p, [engine.speak_text(t.text, sr=SR).size for t in p.takes], sr=SR)
 
 
 @pytest.fixture

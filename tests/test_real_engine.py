@@ -38,7 +38,7 @@ def test_voices_are_listed_and_chosen_by_preference():
 def test_takes_are_deterministic_and_long_texts_complete(narrator: TtsEngine):
     long = ("Notice the places where your body is held: your feet on the floor, your back against the chair, "
             "the weight of your hands where they rest, and the slow rise and fall of your breathing.")
-    clips = narrator.speak_many([long, "Rest.", long, long], locale="en-GB", sr=SR, jobs=2)
+    clips = narrator.speak_texts([long, "Rest.", long, long], locale="en-GB", sr=SR, jobs=2)
     digests = {hashlib.sha256(c.tobytes()).hexdigest() for c in (clips[0], clips[2], clips[3])}
     assert len(digests) == 1  # the same text gives the same samples, whichever process renders it
     # ~35 words at 140 wpm: 13-17 s. A clip cut short by pyttsx3's early return would be far shorter
@@ -53,15 +53,15 @@ def test_rate_changes_the_pace(narrator: TtsEngine):
     text = "Let your attention turn to your breathing, slowly and kindly."
     slow = TtsEngine(VoiceProfile("slow", "tts", rate_wpm=100, prefer=narrator.profile.prefer))
     fast = TtsEngine(VoiceProfile("fast", "tts", rate_wpm=200, prefer=narrator.profile.prefer))
-    n_slow = slow.speak_many([text], locale="en-US", sr=SR)[0].size
-    n_fast = fast.speak_many([text], locale="en-US", sr=SR)[0].size
+    n_slow = slow.speak_texts([text], locale="en-US", sr=SR)[0].size
+    n_fast = fast.speak_texts([text], locale="en-US", sr=SR)[0].size
     assert 1.5 < n_slow / n_fast < 2.5  # twice the rate, about half the duration (pauses don't scale)
 
 
 def test_unknown_voice_fails_with_the_list():
     engine = TtsEngine(VoiceProfile("odd", "tts", prefer={"en-GB": ("no-such-voice",)}))
     with pytest.raises(CalmplaceError) as info:
-        engine.speak_many(["Hello."], locale="en-GB", sr=SR)
+        engine.speak_texts(["Hello."], locale="en-GB", sr=SR)
     assert "no installed voice matches ['no-such-voice']" in str(info.value) and "gmw/en" in str(info.value)
 
 

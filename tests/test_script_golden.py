@@ -37,7 +37,7 @@ def render_plan(path: Path) -> str:
             elif isinstance(e, Take):
                 lines.append(f"  take {e.name} §{e.section} before={e.pause_before_s:g}s after={e.pause_after_s:g}s "
                              f"{e.text!r}")
-        clips = [engine.speak(t.text, sr=SR) for t in p.takes]
+        clips = [engine.speak_text(t.text, sr=SR) for t in p.takes]
         tl = build_timeline(p, [c.size for c in clips], sr=SR)
         lines.append(f"  timeline n_samples={tl.n_samples}")
         lines.extend(f"    take {s.take.name} [{s.start}, {s.end})" for s in tl.takes)

@@ -160,14 +160,10 @@ def gather(project: Project, names: tuple[str, ...], *, locales: tuple[str, ...]
 
 
 class TakeCache:
-    """Synthesised takes as .npy files named by the hash of everything that shapes them."""
+    """Clips as .npy files named by their take key (see speech.Engine.take_keys)."""
 
     def __init__(self, root: Path):
         self.root = root
-
-    @staticmethod
-    def key(identity: str, text: str, *, sr: int) -> str:
-        return hashlib.sha256(f"{identity}\x00{sr}\x00{text}".encode()).hexdigest()
 
     def path(self, key: str) -> Path:
         return self.root / "takes" / key[:2] / f"{key}.npy"
@@ -177,7 +173,7 @@ class TakeCache:
             clip = np.load(self.path(key), allow_pickle=False)
         except (OSError, ValueError, EOFError):  # missing or corrupt: treated as missing
             return None
-        return clip if clip.dtype == np.float32 and clip.ndim == 1 else None
+        return clip if clip.dtype == np.float32 and clip.ndim == 1 and clip.size else None
 
     def put(self, key: str, clip: np.ndarray) -> None:
         buf = io.BytesIO()
@@ -200,7 +196,7 @@ def _canonical(value) -> object:
     return value
 
 
-def output_key(job: Job, *, settings: Settings, engine_identity: str, ambience_hashes: dict[str, str]) -> str:
+def output_key(job: Job, *, settings: Settings, take_keys: list[str], ambience_hashes: dict[str, str]) -> str:
     """Hash of every input of one track's outputs."""
     payload = {
         "calmplace": __version__,
@@ -208,7 +204,7 @@ def output_key(job: Job, *, settings: Settings, engine_identity: str, ambience_h
         "script": _canonical(job.script),
         "locale": job.locale,
         "voice": _canonical(job.profile),
-        "engine": engine_identity,
+        "takes": take_keys,
         "ambience": ambience_hashes,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
@@ -297,19 +293,15 @@ def build(project: Project, names: tuple[str, ...] = (), *, locales: tuple[str, 
     return report
 
 
-def synthesise(takes_text: list[str], *, engine, locale: str, cache: TakeCache, sr: int, jobs: int, ui,
-               label: str, labels: list[str] | None = None) -> list[np.ndarray]:
+def synthesise(takes, keys: list[str], *, engine, job: Job, cache: TakeCache, sr: int, jobs: int,
+               ui) -> list[np.ndarray]:
     """Clips for every take, from the cache where possible; only missing takes are rendered."""
-    identity = engine.identity(locale=locale)
-    keys = [TakeCache.key(identity, t, sr=sr) for t in takes_text]
     clips: list[np.ndarray | None] = [cache.get(k) for k in keys]
     missing = [i for i, c in enumerate(clips) if c is None]
     if missing:
-        with ui.progress(f"speaking {label}", len(missing)) as bar:
-            fresh = engine.speak_many([takes_text[i] for i in missing], locale=locale, sr=sr, jobs=jobs,
-                                      on_done=lambda _i: bar.update(1),
-                                      labels=[(labels or [f"take {i + 1:03d}" for i in range(len(takes_text))])[i]
-                                              for i in missing])
+        with ui.progress(f"speaking {job.label}", len(missing)) as bar:
+            fresh = engine.speak([takes[i] for i in missing], script_id=job.script.id, locale=job.locale, sr=sr,
+                                 jobs=jobs, on_done=lambda _i: bar.update(1))
         for i, clip in zip(missing, fresh):
             cache.put(keys[i], clip)
             clips[i] = clip
@@ -327,16 +319,15 @@ def build_track(job: Job, *, project: Project, out_dir: Path, cache: TakeCache, 
     paths = output_paths(out_dir, job)
     with report.stage("script"):
         the_plan = plan(job.script, job.locale)
-        key = output_key(job, settings=settings, engine_identity=engine.identity(locale=job.locale),
-                         ambience_hashes=_ambience_hashes(job.script, project))
+        takes = the_plan.takes
+        keys = engine.take_keys(takes, script_id=job.script.id, locale=job.locale, sr=sr)
+        key = output_key(job, settings=settings, take_keys=keys, ambience_hashes=_ambience_hashes(job.script, project))
     if not force and manifest.up_to_date(paths, out_dir=out_dir, key=key):
         report.cached += 1
         ui.detail(f"{job.label}: unchanged")
         return
-    takes = the_plan.takes
     with report.stage("speech"):
-        clips = synthesise([t.text for t in takes], engine=engine, locale=job.locale, cache=cache, sr=sr, jobs=jobs,
-                           ui=ui, label=job.label, labels=[f"{job.script.id} {job.locale} take {t.name}" for t in takes])
+        clips = synthesise(takes, keys, engine=engine, job=job, cache=cache, sr=sr, jobs=jobs, ui=ui)
     timeline = build_timeline(the_plan, [c.size for c in clips], sr=sr)
     with report.stage("mix"):
         samples = mix(timeline, clips, open_bed=bed_opener(project.ambience_dir, sr=sr),

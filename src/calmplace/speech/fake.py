@@ -11,6 +11,7 @@ import hashlib
 import numpy as np
 
 from ..units import seconds_to_samples
+from . import text_key
 
 WORD_S = 0.32  # 0.32 s a word with its gap: about 150 words a minute, the narrator's pace
 
@@ -22,7 +23,7 @@ class FakeEngine:
     def identity(self, *, locale: str) -> str:
         return f"fake:{self.word_s}:{locale}"
 
-    def speak(self, text: str, *, sr: int) -> np.ndarray:
+    def speak_text(self, text: str, *, sr: int) -> np.ndarray:
         words = text.split()
         n_word = seconds_to_samples(self.word_s, sr=sr)
         voiced = int(n_word * 0.8)
@@ -35,10 +36,13 @@ class FakeEngine:
             out[i * n_word: i * n_word + voiced] = (0.3 * env * tone).astype(np.float32)
         return out
 
-    def speak_many(self, texts, *, locale, sr, jobs=1, on_done=None, labels=None):
+    def take_keys(self, takes, *, script_id, locale, sr):
+        return [text_key(self.identity(locale=locale), t.text, sr=sr) for t in takes]
+
+    def speak(self, takes, *, script_id, locale, sr, jobs=1, on_done=None):
         clips = []
-        for i, text in enumerate(texts):
-            clips.append(self.speak(text, sr=sr))
+        for i, take in enumerate(takes):
+            clips.append(self.speak_text(take.text, sr=sr))
             if on_done:
                 on_done(i)
         return clips

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import CalmplaceError
 from ..voices import VoiceProfile
-from . import _tts_child
+from . import _tts_child, take_label, text_key
 from .clips import check_clip, resample, trim_silence
 
 TAKE_TIMEOUT_S = 60.0  # espeak renders a sentence in ~50 ms; a minute means it hung
@@ -138,8 +138,16 @@ class TtsEngine:
         return (f"pyttsx3 {info['pyttsx3']}|espeak-ng {info['espeak']}|{voice.id}|rate {self.profile.rate_wpm}"
                 f"|volume {self.profile.volume}|trim v1")
 
-    def speak_many(self, texts: list[str], *, locale: str, sr: int, jobs: int = 1, on_done=None,
-                   labels: list[str] | None = None) -> list[np.ndarray]:
+    def take_keys(self, takes, *, script_id: str, locale: str, sr: int) -> list[str]:
+        identity = self.identity(locale=locale)
+        return [text_key(identity, t.text, sr=sr) for t in takes]
+
+    def speak(self, takes, *, script_id: str, locale: str, sr: int, jobs: int = 1, on_done=None) -> list[np.ndarray]:
+        return self.speak_texts([t.text for t in takes], locale=locale, sr=sr, jobs=jobs, on_done=on_done,
+                                labels=[take_label(script_id, locale, t) for t in takes])
+
+    def speak_texts(self, texts: list[str], *, locale: str, sr: int, jobs: int = 1, on_done=None,
+                    labels: list[str] | None = None) -> list[np.ndarray]:
         """Render each text in a fresh process, `jobs` at a time; clips come back in order."""
         voice = self.voice_for(locale)
         labels = labels or [f"take {i + 1:03d}" for i in range(len(texts))]
