@@ -267,9 +267,35 @@ def make_engine(profile: VoiceProfile):
     raise CalmplaceError(f"voice {profile.name!r}: engine {profile.engine!r} is not supported yet")
 
 
+@dataclass(frozen=True)
+class TrackWork:
+    """Everything a worker needs to render one track: picklable, and no engine inside."""
+
+    job: Job
+    take_keys: tuple[str, ...]
+    output_key: str
+    ambience_dir: Path
+    cache_root: Path
+    settings: Settings
+
+
+@dataclass(frozen=True)
+class TrackResult:
+    outputs: dict[str, bytes]
+    duration_s: float
+    n_takes: int
+    measured: object  # master.Measurement
+    timings_s: dict[str, float]
+
+
 def build(project: Project, names: tuple[str, ...] = (), *, locales: tuple[str, ...] = (), out_dir: Path | None = None,
           cache_dir: Path | None = None, settings: Settings = Settings(), jobs: int = 1, force: bool = False,
-          ui=None, engine_factory: Callable[[VoiceProfile], object] = make_engine) -> Report:
+          check_only: bool = False, ui=None,
+          engine_factory: Callable[[VoiceProfile], object] = make_engine) -> Report:
+    """Gather and validate everything, plan every track, speak the missing takes, then render
+    the changed tracks (`jobs` at a time) and write their outputs atomically.
+
+    With `check_only`, nothing is built: every missing or stale output is reported as a failure."""
     ui = ui or NullUI()
     report = Report()
     out_dir = out_dir or project.root / "build"
@@ -280,86 +306,205 @@ def build(project: Project, names: tuple[str, ...] = (), *, locales: tuple[str, 
         report.problems.extend(problems)
         report.failed += len({p.split(":")[0] for p in problems})
         return report
-    manifest = Manifest(out_dir / "manifest.json")
-    engines: dict[str, object] = {}
-    for job in track_jobs:
-        try:
-            engine = engines.get(job.profile.name) or engines.setdefault(job.profile.name, engine_factory(job.profile))
-            build_track(job, project=project, out_dir=out_dir, cache=cache, manifest=manifest, engine=engine,
-                        settings=settings, jobs=jobs, force=force, ui=ui, report=report)
-        except CalmplaceError as exc:
-            report.fail(f"{job.label}: error: {exc}")
-    manifest.save()
+    with BuildLock(out_dir, ui=ui, enabled=not check_only):
+        manifest = Manifest(out_dir / "manifest.json")
+        engines: dict[str, object] = {}
+        work: list[tuple[TrackWork, object]] = []
+        for job in track_jobs:  # plan every track and find what changed
+            try:
+                engine = engines.get(job.profile.name) or engines.setdefault(job.profile.name,
+                                                                             engine_factory(job.profile))
+                item = _plan_track(job, engine=engine, project=project, out_dir=out_dir, cache=cache, settings=settings)
+            except CalmplaceError as exc:
+                report.fail(f"{job.label}: error: {exc}")
+                continue
+            if not force and manifest.up_to_date(output_paths(out_dir, job), out_dir=out_dir, key=item.output_key):
+                report.cached += 1
+                ui.detail(f"{job.label}: unchanged")
+            elif check_only:
+                report.fail(f"{job.label}: outputs are missing or stale: "
+                            + ", ".join(str(p) for p in output_paths(out_dir, job).values()))
+            else:
+                work.append((item, engine))
+        if check_only or not work:
+            return report
+        ready: list[TrackWork] = []
+        for item, engine in work:  # speak every missing take first (each take in its own process)
+            try:
+                with report.stage("speech"):
+                    synthesise(item, engine=engine, cache=cache, jobs=jobs, force=force, ui=ui)
+                ready.append(item)
+            except CalmplaceError as exc:
+                report.fail(f"{item.job.label}: error: {exc}")
+        for item, result in _render_all(ready, jobs=jobs, ui=ui):
+            if isinstance(result, Exception):
+                report.fail(f"{item.job.label}: error: {result}")
+                continue
+            _write_track(item, result, out_dir=out_dir, manifest=manifest, report=report, ui=ui)
+        manifest.save()
     return report
 
 
-def synthesise(takes, keys: list[str], *, engine, job: Job, cache: TakeCache, sr: int, jobs: int,
-               ui) -> list[np.ndarray]:
-    """Clips for every take, from the cache where possible; only missing takes are rendered."""
-    clips: list[np.ndarray | None] = [cache.get(k) for k in keys]
-    missing = [i for i, c in enumerate(clips) if c is None]
-    if missing:
-        with ui.progress(f"speaking {job.label}", len(missing)) as bar:
-            fresh = engine.speak([takes[i] for i in missing], script_id=job.script.id, locale=job.locale, sr=sr,
-                                 jobs=jobs, on_done=lambda _i: bar.update(1))
-        for i, clip in zip(missing, fresh):
-            cache.put(keys[i], clip)
-            clips[i] = clip
-    return clips  # type: ignore[return-value]
+def _plan_track(job: Job, *, engine, project: Project, out_dir: Path, cache: TakeCache, settings: Settings) -> TrackWork:
+    the_plan = plan(job.script, job.locale)
+    keys = engine.take_keys(the_plan.takes, script_id=job.script.id, locale=job.locale, sr=settings.sr)
+    key = output_key(job, settings=settings, take_keys=keys, ambience_hashes=_ambience_hashes(job.script, project))
+    return TrackWork(job, tuple(keys), key, project.ambience_dir, cache.root, settings)
 
 
-def build_track(job: Job, *, project: Project, out_dir: Path, cache: TakeCache, manifest: Manifest, engine,
-                settings: Settings, jobs: int, force: bool, ui, report: Report) -> None:
+def synthesise(item: TrackWork, *, engine, cache: TakeCache, jobs: int, force: bool, ui) -> None:
+    """Put a clip for every take of a track into the cache; only missing takes are rendered
+    (all of them with `force`)."""
+    job, keys = item.job, item.take_keys
+    takes = plan(job.script, job.locale).takes
+    missing = [i for i, k in enumerate(keys) if force or cache.get(k) is None]
+    if not missing:
+        return
+    with ui.progress(f"speaking {job.label}", len(missing)) as bar:
+        fresh = engine.speak([takes[i] for i in missing], script_id=job.script.id, locale=job.locale,
+                             sr=item.settings.sr, jobs=jobs, on_done=lambda _i: bar.update(1))
+    for i, clip in zip(missing, fresh):
+        cache.put(keys[i], clip)
+
+
+def _render_all(items: list[TrackWork], *, jobs: int, ui):
+    """Render tracks in order, `jobs` at a time in worker processes; yield (item, result or error)."""
+    if jobs <= 1 or len(items) <= 1:
+        with ui.progress("rendering tracks", len(items)) as bar:
+            for item in items:
+                try:
+                    yield item, render_track(item)
+                except CalmplaceError as exc:
+                    yield item, exc
+                bar.update(1)
+        return
+    import concurrent.futures
+    import multiprocessing
+
+    # forkserver: workers start from a clean, single-threaded server, not from this process
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    ctx = multiprocessing.get_context(method)
+    with concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(items)), mp_context=ctx) as pool, \
+            ui.progress("rendering tracks", len(items)) as bar:
+        futures = [pool.submit(render_track, item) for item in items]
+        for item, future in zip(items, futures):
+            try:
+                yield item, future.result()
+            except CalmplaceError as exc:
+                yield item, exc
+            bar.update(1)
+
+
+def render_track(item: TrackWork) -> TrackResult:
+    """One track's outputs, as bytes: timeline, mix, master and encode, PDF, captions. Pure but
+    for reading the take cache and ambience files; runs in a worker process when jobs > 1."""
     from .captions import webvtt
-    from .encode import Chapter, Tags, master_to_mp3
+    from .encode import master_to_mp3
     from .mix import bed_opener, mix
     from .pdf import script_pdf
 
-    sr = settings.sr
-    paths = output_paths(out_dir, job)
-    with report.stage("script"):
-        the_plan = plan(job.script, job.locale)
-        takes = the_plan.takes
-        keys = engine.take_keys(takes, script_id=job.script.id, locale=job.locale, sr=sr)
-        key = output_key(job, settings=settings, take_keys=keys, ambience_hashes=_ambience_hashes(job.script, project))
-    if not force and manifest.up_to_date(paths, out_dir=out_dir, key=key):
-        report.cached += 1
-        ui.detail(f"{job.label}: unchanged")
-        return
-    with report.stage("speech"):
-        clips = synthesise(takes, keys, engine=engine, job=job, cache=cache, sr=sr, jobs=jobs, ui=ui)
+    timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(name: str):
+        t0 = time.perf_counter()
+        yield
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+
+    job, sr, settings = item.job, item.settings.sr, item.settings
+    cache = TakeCache(item.cache_root)
+    the_plan = plan(job.script, job.locale)
+    clips = [cache.get(k) for k in item.take_keys]
+    if any(c is None for c in clips):
+        raise CalmplaceError("a spoken take went missing from the cache while building; build again")
     timeline = build_timeline(the_plan, [c.size for c in clips], sr=sr)
-    with report.stage("mix"):
-        samples = mix(timeline, clips, open_bed=bed_opener(project.ambience_dir, sr=sr),
-                      seed_base=job.script.id)
-    with report.stage("master+encode"):
+    with stage("mix"):
+        samples = mix(timeline, clips, open_bed=bed_opener(item.ambience_dir, sr=sr), seed_base=job.script.id)
+    del clips
+    with stage("master+encode"):
         mp3, measured = master_to_mp3(samples, sr=sr, target_lufs=settings.target_lufs,
                                       ceiling_dbtp=settings.ceiling_dbtp, bitrate_kbps=settings.bitrate_kbps,
                                       tags=_tags(the_plan), chapters=_chapters(timeline))
     del samples
-    with report.stage("pdf"):
+    with stage("pdf"):
         pdf = script_pdf(the_plan, timeline, script_path=job.script.path)
-    with report.stage("captions"):
-        vtt = webvtt(the_plan, timeline)
-    outputs = {"mp3": mp3, "pdf": pdf, "vtt": vtt.encode("utf-8")}
+    with stage("captions"):
+        vtt = webvtt(the_plan, timeline).encode("utf-8")
+    return TrackResult({"mp3": mp3, "pdf": pdf, "vtt": vtt}, timeline.duration_s, len(the_plan.takes), measured,
+                       timings)
+
+
+def _write_track(item: TrackWork, result: TrackResult, *, out_dir: Path, manifest: Manifest, report: Report,
+                 ui) -> None:
+    job, measured = item.job, result.measured
+    paths = output_paths(out_dir, job)
     with report.stage("write"):
-        for ext, data in outputs.items():
+        for ext, data in result.outputs.items():
             atomic_write(paths[ext], data)
-            entry = {"sha256": sha256_bytes(data), "key": key, "script": job.script.id, "locale": job.locale}
+            entry = {"sha256": sha256_bytes(data), "key": item.output_key, "script": job.script.id,
+                     "locale": job.locale}
             if ext == "mp3":
-                entry.update(duration_s=round(timeline.duration_s, 3),
+                entry.update(duration_s=round(result.duration_s, 3),
                              integrated_lufs=round(measured.integrated_lufs, 2),
                              true_peak_dbtp=round(measured.true_peak_dbtp, 2),
                              loudness_range_lu=round(measured.loudness_range_lu, 2))
             manifest.set(paths[ext].relative_to(out_dir).as_posix(), entry)
+    for name, seconds in result.timings_s.items():
+        report.timings_s[name] = report.timings_s.get(name, 0.0) + seconds
     report.built += 1
-    track = {"label": job.label, "duration_s": timeline.duration_s, "takes": len(takes),
-             "integrated_lufs": measured.integrated_lufs, "true_peak_dbtp": measured.true_peak_dbtp,
-             "loudness_range_lu": measured.loudness_range_lu, "mp3": str(paths["mp3"])}
-    report.tracks.append(track)
-    ui.info(f"{job.label}: {_clock(timeline.duration_s)}, {len(takes)} takes, "
+    report.tracks.append({"label": job.label, "duration_s": result.duration_s, "takes": result.n_takes,
+                          "integrated_lufs": measured.integrated_lufs, "true_peak_dbtp": measured.true_peak_dbtp,
+                          "loudness_range_lu": measured.loudness_range_lu, "mp3": str(paths["mp3"])})
+    ui.info(f"{job.label}: {_clock(result.duration_s)}, {result.n_takes} takes, "
             f"{measured.integrated_lufs:.1f} LUFS, LRA {measured.loudness_range_lu:.1f} LU, "
             f"true peak {measured.true_peak_dbtp:.1f} dBTP → {paths['mp3'].parent}/")
+
+
+class BuildLock:
+    """One build at a time per output folder (fcntl lock on `<out>/.lock`); the holder also
+    sweeps temp files that a killed build left behind."""
+
+    def __init__(self, out_dir: Path, *, ui, enabled: bool = True):
+        self.path = out_dir / ".lock"
+        self.ui = ui
+        self.enabled = enabled
+        self.fd: int | None = None
+
+    def __enter__(self):
+        if not self.enabled:
+            return self
+        import fcntl
+        import os
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.ui.info(f"waiting for another calmplace build using {self.path.parent}/ to finish...")
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        for stale in self.path.parent.rglob(".*.tmp"):  # left by a build that was killed mid-write
+            stale.unlink(missing_ok=True)
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            import os
+
+            os.close(self.fd)  # closing releases the lock
+            self.fd = None
+        return False
+
+
+def clean(out_dir: Path, cache_dir: Path | None = None) -> list[Path]:
+    """Remove the take cache (and nothing else); return what was removed."""
+    import shutil
+
+    target = cache_dir or out_dir / ".cache"
+    if target.exists():
+        shutil.rmtree(target)
+        return [target]
+    return []
 
 
 def _clock(seconds: float) -> str:

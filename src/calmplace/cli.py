@@ -66,13 +66,18 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("build"),
               show_default=True, help="Output folder.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Parallel workers [default: CPUs].")
-@click.option("--force", is_flag=True, help="Rebuild even what has not changed.")
+@click.option("--force", is_flag=True, help="Ignore the caches: speak every take and rebuild every output.")
+@click.option("--check", "check_only", is_flag=True,
+              help="Build nothing; exit 1 listing every output that is missing or stale (for CI).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="CALMPLACE_CACHE",
+              help="Where spoken takes are cached [default: OUT/.cache; env CALMPLACE_CACHE].")
 @click.option("--loudness", "target_lufs", type=click.FloatRange(-30, -10), default=-16.0, show_default=True,
               help="Integrated loudness target, LUFS.")
 @click.option("--fake-speech", is_flag=True, hidden=True, help="Tests only: a fast stand-in speech engine.")
 @click.pass_obj
 def build_cmd(ui: UI, scripts: tuple[str, ...], locales: tuple[str, ...], voice: str | None, out_dir: Path,
-              jobs: int | None, force: bool, target_lufs: float, fake_speech: bool) -> None:
+              jobs: int | None, force: bool, check_only: bool, cache_dir: Path | None, target_lufs: float,
+              fake_speech: bool) -> None:
     """Build SCRIPTS (ids or paths; all of scripts/ when none) for every locale."""
     settings = Settings(voice=voice, target_lufs=target_lufs)
     kwargs = {}
@@ -81,8 +86,8 @@ def build_cmd(ui: UI, scripts: tuple[str, ...], locales: tuple[str, ...], voice:
 
         kwargs["engine_factory"] = lambda profile: FakeEngine()
     try:
-        report = build(_project(), scripts, locales=locales, out_dir=out_dir, settings=settings,
-                       jobs=jobs or os.cpu_count() or 1, force=force, ui=ui, **kwargs)
+        report = build(_project(), scripts, locales=locales, out_dir=out_dir, cache_dir=cache_dir, settings=settings,
+                       jobs=jobs or os.cpu_count() or 1, force=force, check_only=check_only, ui=ui, **kwargs)
     except CalmplaceError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
@@ -91,6 +96,19 @@ def build_cmd(ui: UI, scripts: tuple[str, ...], locales: tuple[str, ...], voice:
         ui.detail("stage times: " + ", ".join(f"{k} {v:.2f}s" for k, v in report.timings_s.items()))
     ui.info(report.summary())
     sys.exit(report.exit_code)
+
+
+@main.command("clean")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("build"),
+              show_default=True)
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="CALMPLACE_CACHE")
+@click.pass_obj
+def clean_cmd(ui: UI, out_dir: Path, cache_dir: Path | None) -> None:
+    """Remove the take cache (outputs stay)."""
+    from .build import clean
+
+    removed = clean(out_dir, cache_dir)
+    ui.info(f"removed {removed[0]}" if removed else "nothing to remove")
 
 
 @main.command("check")
