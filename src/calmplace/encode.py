@@ -1,0 +1,342 @@
+"""MP3 export: LAME (via lameenc) at a constant bitrate, a Xing/Info + LAME tag frame for gapless,
+sample-aligned decoding, and ID3v2 tags with chapters (CHAP/CTOC) written by mutagen.
+
+Encoder delay. LAME starts its output 576 samples late (encoder delay) and pads the end to whole
+frames; the MPEG synthesis filterbank adds 529 more samples of decoder delay. lameenc writes no
+LAME tag, and without one both libsndfile/mpg123 and ffmpeg decode 1105 = 576 + 529 samples of
+priming silence before the audio (measured by cross-correlation) and a padded end. We therefore
+write the Info frame LAME would write (`lame_get_lametag_frame`, LAME tag spec rev 0) carrying the
+delay and padding; mpg123, ffmpeg, mutagen and other gapless decoders then trim both ends and
+decode exactly the input samples, sample-aligned (offset 0, same length). Chapters are timed on
+that PCM timeline.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import struct
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Sequence
+
+import lameenc
+import numpy as np
+import soundfile as sf
+from mutagen.id3 import CHAP, COMM, CTOC, ID3, TALB, TDRC, TIT2, TLAN, TPE1, CTOCFlags, Encoding
+
+from . import SR
+from .errors import CalmplaceError
+from .master import CEILING_DBTP, TARGET_LUFS, Measurement, master, measure
+
+DEFAULT_BITRATE_KBPS = 192
+# LAME -q 3, LAME 3.100's own default. CPU time for a 10-minute stereo speech track at 192 kbps,
+# relative to -q 3 (4-7 s here): -q 0 4.5x, -q 2 1.4-1.7x, -q 5 0.8x, -q 7 0.5x. -q 2 only adds
+# substep noise shaping; -q 5 drops amplified noise shaping and best-Huffman selection, -q 7 all
+# noise shaping. SNR-type measures cannot rank these (noise shaping trades SNR for masking).
+LAME_QUALITY = 3
+
+LAME_ENCODER_DELAY = 576   # samples LAME shifts the audio by at 44.1 kHz (measured: 1105 - 529)
+DECODER_DELAY = 529        # MP3 synthesis filterbank delay decoders add (LAME tag spec, mpg123)
+# What a gapless decoder (one that reads the LAME tag) shows: nothing; the PCM timeline holds.
+ENCODER_DELAY_S = 0.0
+
+_MPEG1_L3_BITRATES_KBPS = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
+_MIN_BITRATE_KBPS = 128     # calmplace delivery spec: CBR at 128 kbps or more
+_SAMPLES_PER_FRAME = 1152   # MPEG-1 Layer III
+_SIDE_INFO_BYTES = 32       # MPEG-1 stereo side information, before the Xing/Info tag
+_ID3_PADDING = 1024         # room for later tag edits without rewriting the audio
+_LANGUAGE = re.compile(r"[a-z]{3}")
+_ENCODE_BLOCK = 1 << 18     # samples converted to 16-bit PCM at a time
+_MAX_ENCODE_TRIES = 4
+_OVERSHOOT_MARGIN_DB = 0.1  # extra headroom when the decoded MP3 overshoots the ceiling
+_MP3_LOUDNESS_AIM_LU = 0.5  # re-encode beyond ±0.5 LU, half the ±1 LU allowed for the MP3
+
+
+@dataclass(frozen=True)
+class Tags:
+    title: str
+    artist: str | None = None
+    album: str | None = None
+    language: str = "eng"   # ISO 639-2 for ID3 TLAN
+    comment: str | None = None
+    year: str | None = None
+
+
+@dataclass(frozen=True)
+class Chapter:
+    title: str
+    start_s: float
+    end_s: float
+
+
+def encode_mp3(samples: np.ndarray, *, sr: int, bitrate_kbps: int = DEFAULT_BITRATE_KBPS, tags: Tags,
+               chapters: Sequence[Chapter] = ()) -> bytes:
+    """(2, n) float audio at 44.1 kHz to CBR MP3 bytes: ID3v2.3 tag, LAME Info frame, audio.
+    Deterministic: the same input gives the same bytes."""
+    x = np.asarray(samples)
+    if sr != SR:
+        raise ValueError(f"MP3 export is at {SR} Hz, got sr={sr}")
+    if x.ndim != 2 or x.shape[0] not in (1, 2) or x.shape[1] == 0:
+        raise ValueError(f"expected (1 or 2, n > 0) audio, got shape {x.shape}")
+    if bitrate_kbps not in _MPEG1_L3_BITRATES_KBPS or bitrate_kbps < _MIN_BITRATE_KBPS:
+        allowed = ", ".join(str(b) for b in _MPEG1_L3_BITRATES_KBPS if b >= _MIN_BITRATE_KBPS)
+        raise ValueError(f"bitrate_kbps must be one of {allowed}, got {bitrate_kbps}")
+    if x.shape[0] == 1:
+        x = np.broadcast_to(x, (2, x.shape[1]))
+    n = x.shape[1]
+    tag = _id3(tags, chapters, duration_s=n / sr)
+    audio = _lame(x, sr=sr, bitrate_kbps=bitrate_kbps)
+    return tag + _info_frame(audio, n_samples=n) + audio
+
+
+def decode_mp3(data: bytes) -> tuple[np.ndarray, int]:
+    """MP3 bytes to ((channels, n) float32, sr) with libsndfile (mpg123, gapless)."""
+    with sf.SoundFile(io.BytesIO(data)) as f:
+        sr, channels = f.samplerate, f.channels
+        parts, out, pos = [], np.empty((channels, max(f.frames, 0)), dtype=np.float32), 0
+        for block in f.blocks(blocksize=_ENCODE_BLOCK, dtype="float32", always_2d=True):
+            if pos + len(block) <= out.shape[1]:
+                out[:, pos:pos + len(block)] = block.T
+            else:  # the header's length was short: collect the rest
+                parts.append(block.T.copy())
+            pos += len(block)
+    if parts:
+        return np.concatenate([out] + parts, axis=1), sr
+    return out[:, :pos], sr
+
+
+def master_to_mp3(samples: np.ndarray, *, sr: int, target_lufs: float = TARGET_LUFS,
+                  ceiling_dbtp: float = CEILING_DBTP, bitrate_kbps: int = DEFAULT_BITRATE_KBPS,
+                  tags: Tags, chapters: Sequence[Chapter] = ()) -> tuple[bytes, Measurement]:
+    """Master, encode, and measure what the MP3 decodes to; redo with a corrected loudness target
+    and a lower limiter ceiling until the decoded MP3 is within ±1 LU of `target_lufs` (we aim for
+    ±0.5) and under `ceiling_dbtp`. Returns the MP3 bytes and the decoded MP3's measurement."""
+    aim_lufs, limiter_ceiling_dbtp = target_lufs, ceiling_dbtp
+    best: tuple[bytes, Measurement] | None = None
+    for _ in range(_MAX_ENCODE_TRIES):
+        mastered = master(samples, sr=sr, target_lufs=aim_lufs, ceiling_dbtp=limiter_ceiling_dbtp)
+        data = encode_mp3(mastered, sr=sr, bitrate_kbps=bitrate_kbps, tags=tags, chapters=chapters)
+        del mastered
+        decoded, decoded_sr = decode_mp3(data)
+        got = measure(decoded, sr=decoded_sr)
+        del decoded
+        loudness_error = got.integrated_lufs - target_lufs
+        if got.true_peak_dbtp <= ceiling_dbtp and abs(loudness_error) <= 1.0:
+            if best is None or abs(loudness_error) < abs(best[1].integrated_lufs - target_lufs):
+                best = (data, got)
+            if abs(loudness_error) <= _MP3_LOUDNESS_AIM_LU:
+                break
+        # LAME quantisation and its low-pass cost 0.2-0.8 LU at 128-192 kbps; MP3 coding can move
+        # true peaks a few tenths of a dB either way
+        aim_lufs -= loudness_error
+        if got.true_peak_dbtp > ceiling_dbtp:
+            limiter_ceiling_dbtp -= got.true_peak_dbtp - ceiling_dbtp + _OVERSHOOT_MARGIN_DB
+    if best is None:
+        raise CalmplaceError(
+            f"the MP3 does not meet {target_lufs:g} LUFS ±1 LU with true peaks under {ceiling_dbtp:g} dBTP "
+            f"after {_MAX_ENCODE_TRIES} tries: it decodes to {got.integrated_lufs:.2f} LUFS, "
+            f"{got.true_peak_dbtp:.2f} dBTP")
+    return best
+
+
+# ------------------------------------------------------------------------------------------------
+# LAME
+
+
+def _lame(x: np.ndarray, *, sr: int, bitrate_kbps: int) -> bytes:
+    """Raw CBR MPEG-1 Layer III frames from LAME; float full scale = 16-bit full scale (32768)."""
+    encoder = lameenc.Encoder()
+    encoder.set_bit_rate(bitrate_kbps)
+    encoder.set_in_sample_rate(sr)
+    encoder.set_out_sample_rate(sr)
+    encoder.set_channels(2)
+    encoder.set_quality(LAME_QUALITY)
+    out = []
+    for start in range(0, x.shape[1], _ENCODE_BLOCK):
+        block = x[:, start:start + _ENCODE_BLOCK].T * np.float32(32768.0)
+        if not np.isfinite(block).all():
+            raise ValueError("samples contain NaN or infinity")
+        np.rint(block, out=block)
+        np.clip(block, -32768, 32767, out=block)
+        out.append(bytes(encoder.encode(block.astype("<i2").tobytes(order="C"))))
+    out.append(bytes(encoder.flush()))
+    return b"".join(out)
+
+
+def _frames(audio: bytes) -> tuple[int, list[int]]:
+    """The first frame header and the byte offset of every frame; checks they are one CBR stream."""
+    offsets, pos, first = [], 0, None
+    while pos + 4 <= len(audio):
+        header = struct.unpack_from(">I", audio, pos)[0]
+        bitrate_index, rate_index = (header >> 12) & 0xF, (header >> 10) & 0x3
+        # sync, MPEG-1, Layer III, a listed bitrate (not free format), a listed sample rate
+        if header >> 21 != 0x7FF or (header >> 17) & 0xF != 0b1101 or bitrate_index in (0, 15) or rate_index == 3:
+            raise CalmplaceError(f"LAME output is not an MPEG-1 Layer III stream at byte {pos}")
+        if first is None:
+            first = header
+        elif (header ^ first) & 0xFFFFFC00:  # bitrate or sample rate changed: not CBR
+            raise CalmplaceError("LAME output is not constant-bitrate")
+        offsets.append(pos)
+        pos += _frame_bytes(header)
+    if first is None or pos != len(audio):
+        raise CalmplaceError("LAME output ends inside a frame")
+    return first, offsets
+
+
+def _frame_bytes(header: int) -> int:
+    bitrate = _MPEG1_L3_BITRATES_KBPS[((header >> 12) & 0xF) - 1] * 1000
+    sample_rate = (44100, 48000, 32000)[(header >> 10) & 0x3]
+    return 144 * bitrate // sample_rate + ((header >> 9) & 1)
+
+
+def _info_frame(audio: bytes, *, n_samples: int) -> bytes:
+    """The Xing "Info" frame with LAME extension (LAME tag spec rev 0) for a CBR stream: frame and
+    byte counts, seek TOC, and the encoder delay and padding that gapless decoders trim."""
+    first, offsets = _frames(audio)
+    n_frames = len(offsets)
+    padding = n_frames * _SAMPLES_PER_FRAME - LAME_ENCODER_DELAY - n_samples
+    # the last input sample leaves the decoder DECODER_DELAY samples late: the padding covers it
+    if not DECODER_DELAY <= padding < 4096:
+        raise CalmplaceError(f"unexpected LAME padding of {padding} samples")
+    header = (first & ~(1 << 9)) | (1 << 16)     # same stream, no padding slot, no CRC
+    size = _frame_bytes(header)
+    frame = bytearray(size)
+    struct.pack_into(">I", frame, 0, header)
+    total = size + len(audio)
+    toc = bytes(min(255, (size + offsets[i * n_frames // 100]) * 256 // total) for i in range(100))
+    mode = (header >> 6) & 3                      # header: stereo, joint, dual, mono
+    lame_mode = (1, 3, 2, 0)[mode]                # LAME tag: mono 0, stereo 1, dual 2, joint 3
+    source_rate = 1                               # 44.1 kHz
+    noise_shaping = 1 if LAME_QUALITY <= 6 else 0  # LAME's init_qval: -q 7..9 shape no noise
+    bitrate_kbps = _MPEG1_L3_BITRATES_KBPS[((header >> 12) & 0xF) - 1]
+    tag = b"".join((
+        b"Info",
+        struct.pack(">III", 0x0F, n_frames, total),  # flags: frames, bytes, TOC, quality
+        toc,
+        struct.pack(">I", 100 - 10 * 4 - LAME_QUALITY),        # LAME's quality indicator (VBR_q 4)
+        b"LAME3.100",                                           # the LAME bundled in lameenc
+        bytes((0x01,                                            # tag revision 0, method 1 = CBR
+               0)),                                             # lowpass unknown
+        bytes(4 + 2 + 2),                                       # peak and ReplayGain: not computed
+        bytes((0,                                               # encoding flags / ATH type
+               min(bitrate_kbps, 255))),
+        ((LAME_ENCODER_DELAY << 12) | padding).to_bytes(3, "big"),
+        bytes(((source_rate << 6) | (lame_mode << 2) | noise_shaping,
+               0)),                                             # MP3 gain
+        bytes(2),                                               # surround / preset: none
+        struct.pack(">IH", total, _crc16(audio)),               # music length and CRC
+    ))
+    start = 4 + _SIDE_INFO_BYTES
+    frame[start:start + len(tag)] = tag
+    crc_at = start + len(tag)                     # the tag CRC covers the frame up to itself
+    struct.pack_into(">H", frame, crc_at, _crc16(bytes(frame[:crc_at])))
+    return bytes(frame)
+
+
+@lru_cache(maxsize=1)
+def _crc16_table() -> np.ndarray:
+    table = np.arange(256, dtype=np.uint32)
+    for _ in range(8):
+        table = np.where(table & 1, (table >> 1) ^ 0xA001, table >> 1)
+    return table.astype(np.uint16)
+
+
+def _crc16(data: bytes) -> int:
+    """CRC-16/ARC (polynomial 0x8005 reflected, initial 0), the LAME tag's CRC. Long inputs are
+    cut into equal lanes run side by side, then combined: the CRC is linear, so
+    crc(a + b) = crc(a) advanced over len(b) zero bytes, xor crc(b)."""
+    table = _crc16_table()
+    buf = np.frombuffer(data, dtype=np.uint8)
+    lanes = 4096
+    length = len(buf) // lanes
+    crc = 0
+    if length >= 16:
+        body = np.ascontiguousarray(buf[:lanes * length].reshape(lanes, length).T)
+        lane_crc = np.zeros(lanes, dtype=np.uint16)
+        for row in body:
+            lane_crc = (lane_crc >> 8) ^ table[(lane_crc ^ row) & 0xFF]
+        # advancing a CRC over `length` zero bytes is linear in its two bytes: tabulate both
+        advance = np.concatenate((np.arange(256), np.arange(256) << 8)).astype(np.uint16)
+        for _ in range(length):
+            advance = (advance >> 8) ^ table[advance & 0xFF]
+        low, high = advance[:256].tolist(), advance[256:].tolist()
+        for value in lane_crc.tolist():
+            crc = low[crc & 0xFF] ^ high[crc >> 8] ^ value
+        buf = buf[lanes * length:]
+    table_list = table.tolist()
+    for byte in buf.tolist():
+        crc = (crc >> 8) ^ table_list[(crc ^ byte) & 0xFF]
+    return crc
+
+
+# ------------------------------------------------------------------------------------------------
+# ID3v2
+
+
+def _id3(tags: Tags, chapters: Sequence[Chapter], *, duration_s: float) -> bytes:
+    """ID3v2.3 (the version every player reads; mutagen stores TDRC as TYER there) with text
+    frames, and one CHAP per chapter under a top-level ordered CTOC."""
+    if not tags.title.strip():
+        raise CalmplaceError("the MP3 needs a title")
+    if not _LANGUAGE.fullmatch(tags.language):
+        raise CalmplaceError(f"language {tags.language!r} is not an ISO 639-2 code such as 'eng'")
+    id3 = ID3()
+    utf8 = Encoding.UTF8  # mutagen converts to UTF-16 for ID3v2.3
+    id3.add(TIT2(encoding=utf8, text=[tags.title]))
+    if tags.artist:
+        id3.add(TPE1(encoding=utf8, text=[tags.artist]))
+    if tags.album:
+        id3.add(TALB(encoding=utf8, text=[tags.album]))
+    id3.add(TLAN(encoding=utf8, text=[tags.language]))
+    if tags.comment:
+        id3.add(COMM(encoding=utf8, lang=tags.language, desc="", text=[tags.comment]))
+    if tags.year:
+        id3.add(TDRC(encoding=utf8, text=[tags.year]))
+    ids = []
+    for i, (start_ms, end_ms, title) in enumerate(_chapter_times(chapters, duration_s=duration_s)):
+        ids.append(f"chp{i}")
+        id3.add(CHAP(element_id=ids[-1], start_time=start_ms, end_time=end_ms,
+                     start_offset=0xFFFFFFFF, end_offset=0xFFFFFFFF,  # ID3 chapters: offsets unused
+                     sub_frames=[TIT2(encoding=utf8, text=[title])]))
+    if ids:
+        id3.add(CTOC(element_id="toc", flags=CTOCFlags.TOP_LEVEL | CTOCFlags.ORDERED,
+                     child_element_ids=ids, sub_frames=[]))
+    out = io.BytesIO()
+    id3.save(out, v2_version=3, padding=lambda info: _ID3_PADDING)
+    return _chapters_in_order(out.getvalue(), ids)
+
+
+def _chapters_in_order(tag: bytes, chapter_ids: list[str]) -> bytes:
+    """mutagen writes frames shortest first, so CHAP frames land out of order, and players that
+    list chapters in file order (ffmpeg) show them shuffled: keep the other frames as they are,
+    then the CTOC, then the CHAPs in time order. ID3v2.3 frame: 4-byte id, 32-bit size, 2 flags."""
+    rank = {chapter_id.encode("latin-1"): i for i, chapter_id in enumerate(chapter_ids)}
+    end = 10 + sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(tag[6:10]))  # syncsafe size
+    keyed, pos = [], 10
+    while pos + 10 <= end and tag[pos] != 0:  # zero bytes: the padding after the last frame
+        frame = tag[pos:pos + 10 + int.from_bytes(tag[pos + 4:pos + 8], "big")]
+        if frame[:4] == b"CHAP":
+            key = (2, rank[frame[10:frame.index(0, 10)]])  # the element id ends with a zero byte
+        else:
+            key = (1, 0) if frame[:4] == b"CTOC" else (0, len(keyed))
+        keyed.append((key, frame))
+        pos += len(frame)
+    return tag[:10] + b"".join(frame for _, frame in sorted(keyed)) + tag[pos:]
+
+
+def _chapter_times(chapters: Sequence[Chapter], *, duration_s: float) -> list[tuple[int, int, str]]:
+    """Chapters in whole milliseconds, checked: titled, in order, not overlapping, inside the track."""
+    duration_ms = int(round(duration_s * 1000))
+    out, previous_end = [], 0
+    for ch in chapters:
+        start_ms, end_ms = int(round(ch.start_s * 1000)), int(round(ch.end_s * 1000))
+        if not ch.title.strip():
+            raise CalmplaceError(f"chapter at {ch.start_s:.3f} s has no title")
+        if start_ms < previous_end or end_ms <= start_ms or end_ms > duration_ms:
+            raise CalmplaceError(
+                f"chapter {ch.title!r} ({ch.start_s:.3f}-{ch.end_s:.3f} s) must start after the previous "
+                f"one ends, end after it starts, and end within the track ({duration_s:.3f} s)")
+        out.append((start_ms, end_ms, ch.title))
+        previous_end = end_ms
+    return out

@@ -1,0 +1,213 @@
+"""Mastering: the BS.1770 meter against reference values, and master() on speech-like audio."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyloudnorm
+import pytest
+import scipy.signal
+
+from calmplace.errors import CalmplaceError
+from calmplace.master import Measurement, master, measure, true_peak_dbtp
+
+SR = 44_100
+CHUNK = 60 * 4410  # master.py processes 6 s chunks; peaks placed on this boundary test the seams
+
+
+def faded(x: np.ndarray, *, fade_s: float = 0.5) -> np.ndarray:
+    """Raised-cosine fades, so a tone has no onset overshoot of its own."""
+    n = int(fade_s * SR)
+    ramp = 0.5 - 0.5 * np.cos(np.linspace(0, np.pi, n))
+    x = x.copy()
+    x[..., :n] *= ramp
+    x[..., -n:] *= ramp[::-1]
+    return x
+
+
+def tone(freq_hz: float, *, amplitude: float, phase: float = 0.0, seconds: float = 3.0,
+         start: int = 0) -> np.ndarray:
+    n = np.arange(int(seconds * SR)) + start
+    x = amplitude * np.sin(2 * np.pi * freq_hz / SR * n + phase)
+    return faded(x, fade_s=min(0.5, seconds / 4))[np.newaxis].astype(np.float32)
+
+
+def speech_like(seconds: float, *, seed: int = 0, clicks: bool = True) -> np.ndarray:
+    """Stereo noise 'syllables' (band-limited, 120-350 ms) in phrases with 1-4 s pauses, a quiet
+    brown-noise bed, and a few sharp clicks that stick far out of the speech level."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SR)
+    voice = np.zeros(n)
+    b, a = scipy.signal.butter(2, [200, 4000], btype="band", fs=SR)
+    pos = int(0.5 * SR)
+    while pos < n - SR:
+        for _ in range(rng.integers(4, 12)):  # one phrase
+            length = int(rng.uniform(0.12, 0.35) * SR)
+            if pos + length >= n:
+                break
+            burst = scipy.signal.lfilter(b, a, rng.standard_normal(length)) * np.hanning(length)
+            voice[pos:pos + length] += burst * rng.uniform(0.3, 1.0)
+            pos += length + int(rng.uniform(0.02, 0.1) * SR)
+        pos += int(rng.uniform(1.0, 4.0) * SR)
+    bed = scipy.signal.lfilter([1.0], [1.0, -0.995], rng.standard_normal((2, n)), axis=-1)
+    x = np.stack([voice, 0.9 * voice]) * 0.1 + bed * (10 ** (-45 / 20) / bed.std())
+    if clicks:
+        for at in (int(2.2 * SR), CHUNK - 3, CHUNK + 70, n - 2 * SR):
+            if 0 <= at < n - 20:
+                x[:, at:at + 3] += [[0.9, -0.7, 0.4]]  # a 3-sample crackle, ~20 dB over the speech
+    return x.astype(np.float32)
+
+
+def independent_true_peak_db(x: np.ndarray) -> float:
+    """Reference 4x true peak with scipy's own polyphase filter (not the one master.py uses)."""
+    up = scipy.signal.resample_poly(x.astype(np.float64), 4, 1, axis=-1)
+    return 20 * math.log10(np.abs(up).max())
+
+
+# ------------------------------------------------------------------------------------------------
+# Meter
+
+
+def test_true_peak_of_a_quarter_rate_sine_at_45_degrees():
+    # x[n] = A sin(pi n / 2 + pi / 4): every sample is A / sqrt(2); the crest lies halfway between
+    # samples, on the 4x grid, so true peak = A exactly and sample peak = A - 3.01 dB.
+    x = tone(SR / 4, amplitude=0.5, phase=np.pi / 4)
+    m = measure(x, sr=SR)
+    expected = 20 * math.log10(0.5)
+    # 0.02 dB: the interpolator is flat within 0.01 dB at fs/4; the fades only lower the ends
+    assert true_peak_dbtp(x, sr=SR) == pytest.approx(expected, abs=0.02)
+    assert m.true_peak_dbtp == pytest.approx(expected, abs=0.02)
+    # 1e-4 dB: float32 rounding of the samples
+    assert m.sample_peak_dbfs == pytest.approx(expected - 20 * math.log10(math.sqrt(2)), abs=1e-4)
+
+
+@pytest.mark.parametrize("freq_hz, under_read_db", [
+    (997.0, 0.01),    # 4x grid misses a 1 kHz crest by at most cos(pi f / 4 fs): -0.0014 dB
+    (5000.0, 0.05),   # -0.035 dB
+    (15000.0, 0.35),  # -0.31 dB: BS.1770 Annex 2 accepts this under-read of 4x oversampling
+])
+def test_true_peak_of_tones_within_the_4x_grid_error(freq_hz, under_read_db):
+    x = tone(freq_hz, amplitude=0.7, phase=0.3)
+    tp = true_peak_dbtp(x, sr=SR)
+    expected = 20 * math.log10(0.7)
+    assert expected - under_read_db <= tp <= expected + 0.02  # 0.02 dB: filter passband ripple
+
+
+def test_true_peak_is_found_across_chunk_seams():
+    # the same intersample crest inside a chunk and straddling the boundary between two chunks
+    inside = np.zeros((2, 3 * CHUNK), np.float32)
+    seam = np.zeros((2, 3 * CHUNK), np.float32)
+    burst = tone(SR / 4, amplitude=0.5, phase=np.pi / 4, seconds=0.2)[0]
+    inside[:, CHUNK + 1000:CHUNK + 1000 + burst.size] = burst
+    seam[1, CHUNK - burst.size // 2:CHUNK - burst.size // 2 + burst.size] = burst
+    # 1e-3 dB: the two placements differ only in float rounding of the interpolation sums
+    assert true_peak_dbtp(seam, sr=SR) == pytest.approx(true_peak_dbtp(inside, sr=SR), abs=1e-3)
+    assert measure(seam, sr=SR).true_peak_dbtp == pytest.approx(20 * math.log10(0.5), abs=0.02)
+
+
+@pytest.mark.parametrize("seconds, channels", [(0.45, 2), (1.06, 2), (7.3, 1), (31.0, 2)])
+def test_integrated_loudness_equals_pyloudnorm(seconds, channels):
+    x = speech_like(seconds, seed=3)[:channels]
+    reference = pyloudnorm.Meter(SR).integrated_loudness(x.T.astype(np.float64))
+    # 0.01 LU: the same filters and gating; only block edges are rounded to whole samples differently
+    assert measure(x, sr=SR).integrated_lufs == pytest.approx(reference, abs=0.01)
+
+
+def test_loudness_range_of_a_signal_alternating_between_two_levels():
+    rng = np.random.default_rng(7)
+    segment = 20 * SR
+    levels = np.repeat(np.tile([1.0, 10 ** (-10 / 20)], 3), segment)  # 20 s loud, 20 s 10 dB down
+    x = (rng.standard_normal((2, levels.size)) * 0.05 * levels).astype(np.float32)
+    lra = measure(x, sr=SR).loudness_range_lu
+    # ±0.3 LU: P10 and P95 fall on the two plateaus (42 % of the 3 s windows each); 3 s of noise
+    # reads within ~0.05 LU; windows straddling a step only fill the middle of the distribution
+    assert lra == pytest.approx(10.0, abs=0.3)
+    # pyloudnorm hops 90 ms instead of 100 ms and appends 1.5 s of silence: within 0.3 LU of ours
+    assert lra == pytest.approx(pyloudnorm.Meter(SR).loudness_range(x.T.astype(np.float64)), abs=0.3)
+
+
+def test_measurement_of_silence_and_of_a_short_signal():
+    silent = measure(np.zeros((2, SR), np.float32), sr=SR)
+    assert silent.integrated_lufs == -math.inf
+    assert math.isnan(silent.loudness_range_lu)  # no 3 s window above the -70 LUFS gate
+    short = measure(speech_like(2.0), sr=SR)
+    assert math.isfinite(short.integrated_lufs) and math.isnan(short.loudness_range_lu)
+    assert isinstance(short, Measurement)
+    with pytest.raises(CalmplaceError):
+        master(np.zeros((2, SR), np.float32), sr=SR)
+
+
+# ------------------------------------------------------------------------------------------------
+# master()
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    return speech_like(30.0)
+
+
+@pytest.fixture(scope="module")
+def mastered(speech) -> np.ndarray:
+    return master(speech, sr=SR)
+
+
+def test_master_hits_target_loudness_and_ceiling(speech, mastered):
+    assert mastered.shape == speech.shape and mastered.dtype == np.float32
+    lufs = pyloudnorm.Meter(SR).integrated_loudness(mastered.T.astype(np.float64))
+    assert lufs == pytest.approx(-16.0, abs=0.5)  # the contract's ±0.5 LU (master aims for ±0.1)
+    assert true_peak_dbtp(mastered, sr=SR) <= -1.0
+    # a different 4x interpolator reads peaks a few hundredths of a dB differently
+    assert independent_true_peak_db(mastered) <= -1.0 + 0.05
+    # with make-up gain alone the clicks would peak ~15 dB over the ceiling: the limiter had work
+    assert independent_true_peak_db(speech) + (-16.0 - measure(speech, sr=SR).integrated_lufs) > -1.0 + 10.0
+
+
+def test_master_hits_other_targets():
+    x = speech_like(12.0, seed=5)
+    y = master(x, sr=SR, target_lufs=-19.0, ceiling_dbtp=-2.0)
+    m = measure(y, sr=SR)
+    assert m.integrated_lufs == pytest.approx(-19.0, abs=0.5) and m.true_peak_dbtp <= -2.0
+
+
+def test_limiter_does_not_clip(speech, mastered):
+    mag = np.abs(mastered)
+    assert mag.max() < 1.0
+    # a clipper leaves runs of equal samples at the top; a gain ramp never does
+    loud = mag >= 0.5 * mag.max()
+    flat = loud[:, 2:] & (mag[:, 2:] == mag[:, 1:-1]) & (mag[:, 1:-1] == mag[:, :-2])
+    assert not flat.any()
+    # the gain moves smoothly: two cascaded 67-sample (1.5 ms) moving averages let the reduction
+    # change by at most 1/67 of its depth per sample; a clipper changes it all in one sample
+    makeup = mastered[0, int(1.0 * SR)] / speech[0, int(1.0 * SR)]
+    around = slice(int(2.2 * SR) - 400, int(2.2 * SR) + 400)
+    audible = np.abs(speech[0, around]) > 1e-3
+    gain_db = 20 * np.log10(mastered[0, around][audible] / (speech[0, around][audible] * makeup))
+    depth_db = -gain_db.min()
+    steps = np.abs(np.diff(gain_db)) / np.diff(np.flatnonzero(audible))  # per sample
+    assert steps.max() <= depth_db / 67 + 1e-3  # 1e-3 dB: float32 rounding of the ratio
+    assert depth_db > 6.0  # the click at 2.2 s was pulled down by more than 6 dB
+
+
+def test_limiter_leaves_passages_far_from_peaks_alone():
+    # a steady 220 Hz hum (peaks ~13 dB under the ceiling after make-up gain) with two clicks
+    n = np.arange(12 * SR)
+    x = np.stack([np.sin(2 * np.pi * 220 / SR * n), np.cos(2 * np.pi * 220 / SR * n)]) * 0.05
+    for at in (int(2.2 * SR), CHUNK - 3):
+        x[:, at:at + 3] += [[0.9, -0.7, 0.4]]
+    x = x.astype(np.float32)
+    y = master(x, sr=SR)
+    first = slice(1, SR)  # x[0, 0] = 0
+    gain = float(np.median(y[0, first].astype(np.float64) / x[0, first]))  # the make-up gain
+    # before a click's 3 ms look-ahead, and once the 100 ms release has decayed below 0.001 dB
+    # (1.2 s even from 20 dB), only the make-up gain is applied
+    for region in (slice(0, int(2.2 * SR) - 200), slice(int(3.5 * SR), CHUNK - 3 - 200),
+                   slice(CHUNK + int(1.3 * SR), x.shape[1])):
+        # rtol 2e-7: one float32 multiplication's rounding (master multiplies by a float32 gain)
+        np.testing.assert_allclose(y[:, region], x[:, region] * np.float32(gain), rtol=2e-7, atol=0)
+    assert np.abs(y[:, int(2.2 * SR):int(2.2 * SR) + 3]).max() < 0.9  # while the clicks were limited
+
+
+def test_master_rejects_bad_shapes():
+    with pytest.raises(ValueError):
+        master(np.zeros((2, 3, 4), np.float32), sr=SR)
