@@ -259,11 +259,20 @@ class Manifest:
 # Building
 
 
-def make_engine(profile: VoiceProfile):
+def make_engine(profile: VoiceProfile, settings: Settings | None = None, ui=None):
+    """The engine for a voice profile. `settings.fallback_tts` lets a recorded voice fill missing
+    takes with its synthetic fallback; `ui.info` hears a recorded voice's warnings (stale takes)."""
     if profile.engine == "tts":
         from .speech.tts import TtsEngine
 
         return TtsEngine(profile)
+    if profile.engine == "recorded":
+        from .speech.recorded import RecordedEngine
+
+        # the profile was read from <voices_dir>/<name>.yaml; its takes live beside it
+        voices_dir = Path(profile.path).parent if profile.path else Path("voices")
+        return RecordedEngine(profile, voices_dir=voices_dir, fallback_tts=bool(settings and settings.fallback_tts),
+                              on_warning=(lambda message: ui.info(f"warning: {message}")) if ui else None)
     raise CalmplaceError(f"voice {profile.name!r}: engine {profile.engine!r} is not supported yet")
 
 
@@ -494,6 +503,28 @@ class BuildLock:
             os.close(self.fd)  # closing releases the lock
             self.fd = None
         return False
+
+
+def track_timeline(project: Project, name: str, locale: str | None, *, settings: Settings = Settings(),
+                   out_dir: Path | None = None, cache_dir: Path | None = None, ui=None,
+                   engine_factory: Callable[[VoiceProfile], object] = make_engine) -> tuple[Job, Plan, Timeline]:
+    """One script's plan and timeline in a locale (its first when None), speaking missing takes."""
+    ui = ui or NullUI()
+    jobs, problems = gather(project, (name,), settings=settings)
+    if problems:
+        raise CalmplaceError("\n".join(problems))
+    chosen = [j for j in jobs if locale is None or j.locale == locale]
+    if not chosen:
+        raise CalmplaceError(f"{name} has no locale {locale!r} (it has {', '.join(j.locale for j in jobs)})")
+    job = chosen[0]
+    out_dir = out_dir or project.root / "build"
+    cache = TakeCache(cache_dir or out_dir / ".cache")
+    engine = engine_factory(job.profile)
+    item = _plan_track(job, engine=engine, project=project, out_dir=out_dir, cache=cache, settings=settings)
+    synthesise(item, engine=engine, cache=cache, jobs=1, force=False, ui=ui)
+    the_plan = plan(job.script, job.locale)
+    lengths = [cache.get(k).size for k in item.take_keys]
+    return job, the_plan, build_timeline(the_plan, lengths, sr=settings.sr)
 
 
 def clean(out_dir: Path, cache_dir: Path | None = None) -> list[Path]:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import click
+import numpy as np
 
 from . import __version__
 from .build import Report, Settings, build, gather
@@ -145,3 +146,91 @@ def voices_cmd(locale: str | None) -> None:
     if not voices:
         click.echo(f"no installed voices{' for ' + locale if locale else ''}", err=True)
         sys.exit(1)
+
+
+@main.command("plot")
+@click.argument("script")
+@click.option("--locale", metavar="L", help="Which locale's track [default: the script's first].")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="PNG file [default: build/<locale>/<id>-timeline.png].")
+@click.pass_obj
+def plot_cmd(ui: UI, script: str, locale: str | None, out_file: Path | None) -> None:
+    """Draw the built track's timeline: speech, pauses, sections, bed gain, short-term loudness."""
+    from .build import track_timeline
+    from .fsio import atomic_write
+    from .master import short_term_lufs
+    from .plot import plot_track
+
+    try:
+        job, the_plan, timeline = track_timeline(_project(), script, locale, ui=ui)
+        mp3 = Path("build") / job.locale / f"{job.script.id}.mp3"
+        loudness = None
+        if mp3.is_file():
+            import soundfile as sf
+
+            samples, sr = sf.read(mp3, dtype="float32", always_2d=True)
+            loudness = short_term_lufs(samples.T, sr=sr)
+        else:
+            ui.info(f"{mp3} is not built yet: plotting without its loudness (run calmplace build first)")
+        png = plot_track(timeline, title=f"{the_plan.title} ({job.locale})", seed_base=job.script.id,
+                         short_term_lufs=loudness)
+    except CalmplaceError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    out_file = out_file or Path("build") / job.locale / f"{job.script.id}-timeline.png"
+    atomic_write(out_file, png)
+    ui.info(f"wrote {out_file}")
+
+
+@main.group("ambience")
+def ambience_group() -> None:
+    """The soundscapes: built-ins generated in code, and files in ambience/."""
+
+
+@ambience_group.command("list")
+def ambience_list() -> None:
+    """Names and one-line descriptions of the built-in soundscapes and the files in ambience/."""
+    from .ambience import BUILTINS
+    from .ambience.userfile import AUDIO_SUFFIXES
+
+    for name, text in BUILTINS.items():
+        click.echo(f"{name:10} {text}")
+    folder = _project().ambience_dir
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES) \
+        if folder.is_dir() else []
+    for path in files:
+        click.echo(f"{path.relative_to(folder).as_posix():10} (file in ambience/)")
+
+
+@ambience_group.command("preview")
+@click.argument("name")
+@click.option("--seconds", type=click.FloatRange(1, 600), default=30.0, show_default=True)
+@click.option("--level-db", type=click.FloatRange(-60, 0), default=0.0, show_default=True,
+              help="Bed level; the preview is mastered like a track either way.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="MP3 file [default: build/ambience/NAME.mp3].")
+@click.pass_obj
+def ambience_preview(ui: UI, name: str, seconds: float, level_db: float, out_file: Path | None) -> None:
+    """Render NAME alone (fades included) to an MP3, to hear a bed before using it."""
+    from . import SR
+    from .ambience import render_bed
+    from .encode import Tags, master_to_mp3
+    from .fsio import atomic_write
+    from .units import db_to_gain, seconds_to_samples
+
+    try:
+        n = seconds_to_samples(seconds, sr=SR)
+        bed = render_bed(name, n_samples=n, sr=SR, seed=1, ambience_dir=_project().ambience_dir)
+        fade = min(n // 4, seconds_to_samples(2.0, sr=SR))
+        ramp = np.sin(0.5 * np.pi * np.linspace(0, 1, fade, dtype=np.float32))
+        bed *= np.float32(db_to_gain(level_db))
+        bed[:, :fade] *= ramp
+        bed[:, n - fade:] *= ramp[::-1]
+        # mastered to -23 LUFS (the bed's own reference), not -16: a bed alone should sound as it will under a voice
+        mp3, measured = master_to_mp3(bed, sr=SR, target_lufs=-23.0, tags=Tags(title=f"calmplace ambience: {name}"))
+    except CalmplaceError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    out_file = out_file or Path("build") / "ambience" / f"{Path(name).stem}.mp3"
+    atomic_write(out_file, mp3)
+    ui.info(f"wrote {out_file} ({seconds:g} s, {measured.integrated_lufs:.1f} LUFS)")

@@ -217,19 +217,30 @@ def _integrated(energies: np.ndarray, *, n: int, sr: int) -> float:
         return float(_LUFS_OFFSET + 10 * np.log10((weights * z[:, gated]).mean(axis=1).sum()))
 
 
-def _loudness_range(energies: np.ndarray, *, n: int, sr: int) -> float:
-    """EBU Tech 3342 loudness range from 3 s short-term loudness sampled every 100 ms."""
+def _short_term(energies: np.ndarray, *, n: int, sr: int) -> np.ndarray:
+    """EBU Tech 3341 short-term loudness: 3 s windows every 100 ms (-inf where silent)."""
     hop = _hop(sr)
     per_window = int(round(_SHORT_TERM_S / _HOP_S))
     full_hops = n // hop  # a partial last hop is left out of the short-term windows
     if full_hops < per_window:
-        return math.nan
+        return np.zeros(0)
     weights = np.array(_CHANNEL_WEIGHTS[:energies.shape[0]])[:, np.newaxis]
     power = (weights * energies[:, :full_hops]).sum(axis=0)
     csum = np.concatenate(([0.0], np.cumsum(power)))
     short_term = (csum[per_window:] - csum[:-per_window]) / (per_window * hop)
     with np.errstate(divide="ignore"):
-        lufs = _LUFS_OFFSET + 10 * np.log10(np.maximum(short_term, 0.0))
+        return _LUFS_OFFSET + 10 * np.log10(np.maximum(short_term, 0.0))
+
+
+def short_term_lufs(samples: np.ndarray, *, sr: int) -> np.ndarray:
+    """Short-term loudness (3 s window) every 100 ms; element i ends at (i + 30) * 100 ms."""
+    x = _as_audio(samples)
+    return _short_term(_scan(x, sr=sr, true_peak=False).energies, n=x.shape[1], sr=sr)
+
+
+def _loudness_range(energies: np.ndarray, *, n: int, sr: int) -> float:
+    """EBU Tech 3342 loudness range from 3 s short-term loudness sampled every 100 ms."""
+    lufs = _short_term(energies, n=n, sr=sr)
     lufs = lufs[lufs >= _ABS_GATE_LUFS]
     if lufs.size == 0:
         return math.nan
