@@ -66,11 +66,15 @@ def _locate(sound: str, *, ambience_dir: Path) -> tuple[Path | None, str | None]
     if given.is_absolute() or given.drive:
         return None, (f"ambience sound {sound!r} is an absolute path: name a file inside {ambience_dir} "
                       f"relative to it, e.g. 'rain.wav'")
-    root = ambience_dir.resolve()
-    full = (root / given).resolve()   # follows symlinks, so a link pointing elsewhere is caught too
+    try:
+        root = ambience_dir.resolve()
+        full = (root / given).resolve()   # follows symlinks, so a link pointing elsewhere is caught too
+        present = full.exists()
+    except (OSError, ValueError) as exc:  # e.g. a NUL byte, a symlink loop, no permission
+        return None, f"ambience sound {sound!r} is not a usable file name ({exc})"
     if not full.is_relative_to(root):
         return None, f"ambience sound {sound!r} points outside {ambience_dir}: only files inside it can be used"
-    if not full.exists():
+    if not present:
         hint = ""
         if not given.suffix:
             matches = sorted(p.name for p in full.parent.glob(given.name + ".*")

@@ -4,7 +4,8 @@ Every generated bed is rendered in fixed chunks of `CHUNK` samples, one after an
 sizes the caller reads. Chunk k draws its random numbers from a generator seeded by (seed, salt, k), filters
 carry their state (`sosfilt` zi) from chunk to chunk, slow curves are defined by absolute sample time, and
 events that ring past the end of a chunk are carried into the next one. So `read(a)` then `read(b)` is
-bitwise the same audio as `read(a + b)`, and a source never holds more than one chunk plus a tail.
+bitwise the same audio as `read(a + b)`, and a source holds one chunk plus an event tail (and, just
+after its first opening, the calibration minute it has not played yet), never the whole track.
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ class ChunkedBed:
     def _chunk(self, k: int) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def prime(self, chunks: list[np.ndarray]) -> None:
+        """Queue chunks 0..m-1, already rendered (for calibration), exactly as `read` would make them."""
+        assert self._k == 0 and self._buf.shape[1] == 0
+        self._buf = np.concatenate([(c * self.gain).astype(np.float32) for c in chunks], axis=1)
+        self._k = len(chunks)
+
     def read(self, n_samples: int) -> np.ndarray:
         """The next (2, n_samples) float32 block."""
         if n_samples < 0:
@@ -77,7 +84,7 @@ class Sos:
 
 
 class Upsampler:
-    """Stateful integer upsampler for layers rendered at a lower rate (resonator banks below ~2 kHz).
+    """Stateful integer upsampler for layers rendered at a lower rate (resonator banks below ~3 kHz).
 
     Zero-stuffing then an 8th-order elliptic low-pass (0.1 dB ripple, 80 dB stop band) whose state is
     carried like any other filter, so chunk joins stay exact. Parallel filters cost per sample and per
@@ -293,9 +300,3 @@ def _taper(length: int) -> np.ndarray:
     taper = np.ones(length, dtype=np.float32)
     taper[tail_start:] = 0.5 + 0.5 * np.cos(np.pi * np.arange(length - tail_start) / (length - tail_start))
     return taper
-
-
-def render_seconds(make: Callable[[], ChunkedBed], seconds: float) -> np.ndarray:
-    """The first `seconds` of a fresh bed, uncalibrated (gain 1)."""
-    bed = make()
-    return bed.read(int(round(seconds * bed.sr)))

@@ -3,12 +3,10 @@
 Each is a `ChunkedBed`: noise through stateful filters, shaped by smooth random curves of absolute time,
 plus short enveloped events (droplets, bubbles, chirps, pops) drawn per chunk from a seeded generator.
 Nothing is looped, so nothing repeats. Levels inside a recipe are relative; the whole bed is brought to
-REFERENCE_LUFS afterwards by one constant gain (see `calibration_gain`).
+REFERENCE_LUFS afterwards by one constant gain (see `open_builtin`).
 """
 
 from __future__ import annotations
-
-from functools import lru_cache
 
 import numpy as np
 from scipy import signal
@@ -78,14 +76,15 @@ class Rain(ChunkedBed):
         ticks = ~plink
         if ticks.any():                                    # impacts on leaves and ground: a short damped tone
             m = int(ticks.sum())
-            f = _log_uniform(rng, 1500.0, 6000.0, m)
+            f = np.minimum(_log_uniform(rng, 1500.0, 6000.0, m), 0.4 * sr)   # below Nyquist at any rate
             env = event_envelope(512, attack=rng.uniform(0.15e-3, 0.4e-3, m) * sr,
                                  decay=rng.uniform(0.6e-3, 2.5e-3, m) * sr)
             waves = 9.0 * amp[ticks, None] * env * np.sin(TAU * f[:, None] * np.arange(512) / sr)
             self.bus.add(onsets[ticks], waves, pan_gains(pan[ticks]))
         if plink.any():                                    # drops on water: bubbles of 1-3.6 mm radius
             m = int(plink.sum())
-            waves = _bubbles(rng, m, f0_hz=_log_uniform(rng, 900.0, 3500.0, m), amp=4.0 * amp[plink],
+            f0 = np.minimum(_log_uniform(rng, 900.0, 3500.0, m), 0.3 * sr)   # room for the upward glide
+            waves = _bubbles(rng, m, f0_hz=f0, amp=4.0 * amp[plink],
                              length=1024, sr=sr)
             self.bus.add(onsets[plink], waves, pan_gains(pan[plink]))
         return hiss + self.bus.end()
@@ -448,18 +447,30 @@ GENERATORS: dict[str, type[ChunkedBed]] = {
 }
 
 
-@lru_cache(maxsize=512)
-def calibration_gain(name: str, *, seed: int, sr: int) -> float:
-    """The constant gain that puts this generator and seed at REFERENCE_LUFS.
-
-    Measured once on the first CALIBRATION_S seconds of the very same audio; the recipes are stationary
-    beyond that scale, so every later block sits at the same level. Cached: reopening costs nothing.
-    """
-    bed = GENERATORS[name](sr=sr, seed=seed)
-    return gain_to_reference(bed.read(int(round(CALIBRATION_S * sr))), sr=sr)
+_GAINS: dict[tuple[str, int, int], float] = {}   # (name, seed, sr) -> calibrated gain
+_MAX_GAINS = 512
 
 
 def open_builtin(name: str, *, sr: int, seed: int) -> ChunkedBed:
+    """A built-in bed at REFERENCE_LUFS.
+
+    The gain is measured once per (name, seed, sr) on the first CALIBRATION_S seconds of the very same
+    audio; the recipes are levelled beyond that scale, so every later block sits at the same level.
+    On first use those seconds are kept and played out rather than rendered twice (a bounded 60 s
+    buffer); later opens reuse the cached gain and start from scratch, with bitwise the same result.
+    """
     bed = GENERATORS[name](sr=sr, seed=seed)
-    bed.gain = calibration_gain(name, seed=seed, sr=sr)
+    key = (name, int(seed), int(sr))
+    if key in _GAINS:
+        bed.gain = _GAINS[key]
+        return bed
+    n_cal = int(round(CALIBRATION_S * sr))
+    raw = []
+    while len(raw) * CHUNK < n_cal:
+        raw.append(bed._chunk(len(raw)))
+    gain = gain_to_reference(np.concatenate(raw, axis=1)[:, :n_cal], sr=sr)
+    if len(_GAINS) >= _MAX_GAINS:
+        _GAINS.pop(next(iter(_GAINS)))
+    _GAINS[key] = bed.gain = gain
+    bed.prime(raw)
     return bed

@@ -1,8 +1,9 @@
 """User recordings from the ambience folder, looped seamlessly.
 
-The file is read once (soundfile: wav, flac, ogg, mp3, ...), converted to stereo at the render rate, and
-turned into a loop body whose end runs straight into its beginning: the last seconds are crossfaded into
-the first ones, so the wrap-around joins samples that were neighbours in the recording.
+The file is read once (soundfile: wav, flac, ogg, mp3, ...; at most its first 5 minutes), converted to
+stereo at the render rate, and turned into a loop body whose end runs straight into its beginning: the
+last seconds are crossfaded into the first ones, so the wrap-around joins samples that were neighbours in
+the recording. Playback starts at a seeded offset into the loop and is normalised to REFERENCE_LUFS.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .engine import seed_words
 from .loudness import gain_to_reference
 
 MIN_FILE_S = 1.0        # shorter files cannot loop without an audible pulse
+MAX_FILE_S = 300.0      # longer files loop over their first 5 minutes (106 MB as stereo float32 at 44.1 kHz)
 CROSSFADE_S = 2.0       # the seam crossfade, or a quarter of the file if that is shorter
 SEAM_SEARCH_S = 0.05    # how far the seam may move to line up with the head (a 20 Hz period)
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff")
@@ -34,7 +36,7 @@ def to_stereo(audio: np.ndarray) -> np.ndarray:
         return np.vstack([audio, audio])
     if ch == 2:
         return audio
-    k = np.sqrt(0.5)
+    k = float(np.sqrt(0.5))   # a Python float keeps float32 audio float32
     left, right = audio[0].copy(), audio[1].copy()
     if ch >= 3:
         left += k * audio[2]
@@ -49,7 +51,11 @@ def resample(audio: np.ndarray, *, from_sr: int, to_sr: int) -> np.ndarray:
     if from_sr == to_sr:
         return audio
     ratio = Fraction(to_sr, from_sr).limit_denominator(1000)
-    return signal.resample_poly(audio, ratio.numerator, ratio.denominator, axis=-1)
+    up, down = ratio.numerator, ratio.denominator
+    out = np.empty((audio.shape[0], -(-audio.shape[1] * up // down)), dtype=np.float32)
+    for c, channel in enumerate(audio):   # one channel at a time: half the peak memory
+        out[c] = signal.resample_poly(channel, up, down)
+    return out
 
 
 def _decorrelate(stereo: np.ndarray, *, sr: int, rng: np.random.Generator) -> np.ndarray:
@@ -68,7 +74,7 @@ def _decorrelate(stereo: np.ndarray, *, sr: int, rng: np.random.Generator) -> np
     out = np.empty_like(stereo)
     for c, sign in enumerate((1.0, -1.0)):
         h = np.fft.irfft(np.exp(1j * sign * phi / 2), n_fir)
-        h = np.roll(h, n_fir // 2) * np.hanning(n_fir)
+        h = (np.roll(h, n_fir // 2) * np.hanning(n_fir)).astype(stereo.dtype)
         # periodic extension in front, then 'valid': circular convolution of the loop
         x = np.concatenate([stereo[c, -(n_fir - 1):], stereo[c]])
         out[c] = signal.oaconvolve(x, h, mode="valid")
@@ -77,6 +83,8 @@ def _decorrelate(stereo: np.ndarray, *, sr: int, rng: np.random.Generator) -> np
 
 def make_loop(audio: np.ndarray, *, sr: int) -> np.ndarray:
     """(2, n) recording -> (2, p) loop body whose last sample runs into its first without a seam.
+
+    Works in place: the result is a view of `audio`, whose first seconds are overwritten.
 
     The tail x[p:p+X] is crossfaded into the head x[0:X]; then body[p-1] = x[p-1] is followed, on
     wrapping, by body[0] = x[p]: neighbours in the recording. The seam p is chosen within 50 ms to best
@@ -88,9 +96,9 @@ def make_loop(audio: np.ndarray, *, sr: int) -> np.ndarray:
     margin = min(64, n // 64)                      # keep clear of the resampler's edge transient
     search = min(int(round(SEAM_SEARCH_S * sr)), n // 8)
     mono = audio.sum(axis=0)
-    head = mono[:x_len]
+    head = mono[:x_len].astype(np.float64)
     lo = n - x_len - margin - search
-    region = mono[lo: n - margin]
+    region = mono[lo: n - margin].astype(np.float64)
     # normalised cross-correlation of the head against every candidate tail start in [lo, lo + search]
     num = signal.correlate(region, head, mode="valid", method="fft")
     energy = np.concatenate([[0.0], np.cumsum(region * region)])
@@ -98,7 +106,7 @@ def make_loop(audio: np.ndarray, *, sr: int) -> np.ndarray:
     denom = np.sqrt(np.maximum(tail_energy * np.dot(head, head), 1e-30))
     r_all = num / denom
     p = lo + int(np.argmax(r_all))
-    tail, head2 = audio[:, p: p + x_len], audio[:, :x_len]
+    tail, head2 = audio[:, p: p + x_len].astype(np.float64), audio[:, :x_len].astype(np.float64)
     # per-ear correlation at the chosen seam (negative: fall back to plain equal-power, never boost more)
     r = np.sum(tail * head2, axis=1) / np.sqrt(np.maximum(np.sum(tail ** 2, axis=1) * np.sum(head2 ** 2, axis=1),
                                                           1e-30))
@@ -106,7 +114,7 @@ def make_loop(audio: np.ndarray, *, sr: int) -> np.ndarray:
     t = np.arange(x_len) / x_len
     fade_out, fade_in = np.cos(0.5 * np.pi * t), np.sin(0.5 * np.pi * t)
     norm = 1.0 / np.sqrt(1.0 + 2.0 * r * fade_out * fade_in)
-    body = audio[:, :p].copy()
+    body = audio[:, :p]            # in place: the caller's recording becomes the loop (no second copy)
     body[:, :x_len] = (tail * fade_out + head2 * fade_in) * norm
     return body
 
@@ -116,7 +124,7 @@ class LoopBed:
 
     def __init__(self, loop: np.ndarray, *, sr: int, seed: int):
         self.sr = int(sr)
-        self.loop = np.ascontiguousarray(loop, dtype=np.float32)
+        self.loop = np.asarray(loop, dtype=np.float32)
         self.pos = int(np.random.default_rng([*seed_words(seed, _SALT)]).integers(self.loop.shape[1]))
 
     def read(self, n_samples: int) -> np.ndarray:
@@ -159,14 +167,17 @@ def open_file(path: Path, *, shown: str, sr: int, seed: int) -> LoopBed:
     if message:
         raise CalmplaceError(message)
     try:
-        data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as f:
+            file_sr = f.samplerate
+            data = f.read(frames=int(MAX_FILE_S * file_sr), dtype="float32", always_2d=True)
     except Exception as exc:
         raise CalmplaceError(f"ambience file {shown} could not be decoded ({exc})") from None
     if data.shape[0] < MIN_FILE_S * file_sr:  # headers of some formats (mp3) only estimate the length
         raise CalmplaceError(f"ambience file {shown} is only {data.shape[0] / file_sr:.2f} s long: "
                              f"a loop needs at least {MIN_FILE_S:g} s")
     mono = data.shape[1] == 1
-    audio = resample(to_stereo(data.T.astype(np.float64)), from_sr=file_sr, to_sr=sr)
+    audio = resample(to_stereo(data.T), from_sr=file_sr, to_sr=sr)   # may still be a view of `data`
+    del data
     rng = np.random.default_rng([*seed_words(seed, _SALT), 1])
     loop = make_loop(audio, sr=sr)
     if mono:
@@ -174,4 +185,5 @@ def open_file(path: Path, *, shown: str, sr: int, seed: int) -> LoopBed:
     gain = gain_to_reference(loop, sr=sr)
     if not np.isfinite(gain):
         raise CalmplaceError(f"ambience file {shown} is silent")
-    return LoopBed(loop * gain, sr=sr, seed=seed)
+    loop *= np.float32(gain)
+    return LoopBed(loop, sr=sr, seed=seed)
