@@ -17,11 +17,11 @@ from typing import Callable, Sequence
 import numpy as np
 import pyloudnorm
 
+from .ambience import REFERENCE_LUFS  # EBU R128 programme level: the voice is set to it, beds under it
 from .script import Ambience
 from .timeline import Timeline
 from .units import db_to_gain, seconds_to_samples
 
-REFERENCE_LUFS = -23.0     # EBU R128 programme level: speech and beds are set relative to it
 DUCK_LOOKAHEAD_S = 0.15    # the dip is complete when the first word starts
 DUCK_RELEASE_S = 1.5       # and swells back slowly into the pause
 CROSSFADE_S = 3.0          # between two sections' different ambiences

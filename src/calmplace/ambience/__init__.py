@@ -13,9 +13,11 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from ..errors import CalmplaceError
-from .generators import GENERATORS, open_builtin
-from .loudness import REFERENCE_LUFS
-from .userfile import AUDIO_SUFFIXES, check_file, open_file
+
+# The generators, the meter and the file loader pull in scipy.signal (about a second to import):
+# they are imported where audio is made, so `calmplace check` and no-op builds stay fast.
+REFERENCE_LUFS = -23.0  # EBU R128 programme level; every bed is rendered at it
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff")  # what libsndfile reads
 
 __all__ = ["REFERENCE_LUFS", "BUILTINS", "BedSource", "open_bed", "render_bed", "validate_sound"]
 
@@ -29,7 +31,6 @@ BUILTINS: dict[str, str] = {
     "pink": "pink noise: an even, soft hiss (-3 dB per octave)",
     "brown": "brown noise: a deep, steady rumble (-6 dB per octave)",
 }
-assert BUILTINS.keys() == GENERATORS.keys()
 
 _MAX_LISTED = 20  # files named in an error message before "... and N more"
 
@@ -98,6 +99,8 @@ def validate_sound(sound: str, *, ambience_dir: Path) -> str | None:
     if message:
         return message
     assert path is not None
+    from .userfile import check_file
+
     return check_file(path, shown=_shown(sound, ambience_dir))
 
 
@@ -112,12 +115,16 @@ def open_bed(sound: str, *, sr: int, seed: int, ambience_dir: Path,
     if int(sr) < 8000:
         raise CalmplaceError(f"sample rate {sr} Hz is too low for ambience (need at least 8000 Hz)")
     if sound in BUILTINS:
+        from .generators import open_builtin
+
         return open_builtin(sound, sr=int(sr), seed=int(seed))
     ambience_dir = Path(ambience_dir)
     path, message = _locate(sound, ambience_dir=ambience_dir)
     if message:
         raise CalmplaceError(message)
     assert path is not None
+    from .userfile import open_file
+
     return open_file(path, shown=_shown(sound, ambience_dir), sr=int(sr), seed=int(seed))
 
 

@@ -7,7 +7,7 @@ import pyloudnorm
 from scipy import signal
 
 # every bed is rendered at this integrated loudness (EBU R128 programme level); the mixer applies level_db on top
-REFERENCE_LUFS = -23.0
+from . import REFERENCE_LUFS  # noqa: E402  (one definition, in the package)
 
 # seconds measured per generator and seed: at least five 8-14 s ocean swells and ~20 wind gusts, so the
 # level found holds for later minutes too (their 60 s loudness wanders by ~0.3 LU s.d. around it)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from fractions import Fraction
 
 import numpy as np
-from scipy.signal import resample_poly
 
 from ..units import db_to_gain, seconds_to_samples
 
@@ -17,6 +16,7 @@ def resample(samples: np.ndarray, *, sr_in: int, sr_out: int) -> np.ndarray:
     """Polyphase resampling with scipy's Kaiser-windowed anti-alias filter (time on the last axis)."""
     if sr_in == sr_out:
         return samples.astype(np.float32, copy=False)
+    from scipy.signal import resample_poly  # imported here: a no-op build never needs it
     ratio = Fraction(sr_out, sr_in).limit_denominator(1000)
     return resample_poly(samples, ratio.numerator, ratio.denominator, axis=-1).astype(np.float32)
 
