@@ -300,12 +300,14 @@ class TrackResult:
 def build(project: Project, names: tuple[str, ...] = (), *, locales: tuple[str, ...] = (), out_dir: Path | None = None,
           cache_dir: Path | None = None, settings: Settings = Settings(), jobs: int = 1, force: bool = False,
           check_only: bool = False, ui=None,
-          engine_factory: Callable[[VoiceProfile], object] = make_engine) -> Report:
+          engine_factory: Callable[[VoiceProfile], object] | None = None) -> Report:
     """Gather and validate everything, plan every track, speak the missing takes, then render
     the changed tracks (`jobs` at a time) and write their outputs atomically.
 
     With `check_only`, nothing is built: every missing or stale output is reported as a failure."""
     ui = ui or NullUI()
+    # real engines hear the settings (fallback_tts) and the UI (a recorded voice's warnings)
+    engine_factory = engine_factory or (lambda profile: make_engine(profile, settings, ui))
     report = Report()
     out_dir = out_dir or project.root / "build"
     cache = TakeCache(cache_dir or out_dir / ".cache")
@@ -507,9 +509,10 @@ class BuildLock:
 
 def track_timeline(project: Project, name: str, locale: str | None, *, settings: Settings = Settings(),
                    out_dir: Path | None = None, cache_dir: Path | None = None, ui=None,
-                   engine_factory: Callable[[VoiceProfile], object] = make_engine) -> tuple[Job, Plan, Timeline]:
+                   engine_factory: Callable[[VoiceProfile], object] | None = None) -> tuple[Job, Plan, Timeline]:
     """One script's plan and timeline in a locale (its first when None), speaking missing takes."""
     ui = ui or NullUI()
+    engine_factory = engine_factory or (lambda profile: make_engine(profile, settings, ui))
     jobs, problems = gather(project, (name,), settings=settings)
     if problems:
         raise CalmplaceError("\n".join(problems))

@@ -68,6 +68,9 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
               show_default=True, help="Output folder.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Parallel workers [default: CPUs].")
 @click.option("--force", is_flag=True, help="Ignore the caches: speak every take and rebuild every output.")
+@click.option("--fallback-tts", is_flag=True,
+              help="Recorded voices: speak missing takes with the synthetic voice (the profile's `fallback:`, "
+                   "default narrator) instead of failing.")
 @click.option("--check", "check_only", is_flag=True,
               help="Build nothing; exit 1 listing every output that is missing or stale (for CI).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="CALMPLACE_CACHE",
@@ -77,10 +80,10 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
 @click.option("--fake-speech", is_flag=True, hidden=True, help="Tests only: a fast stand-in speech engine.")
 @click.pass_obj
 def build_cmd(ui: UI, scripts: tuple[str, ...], locales: tuple[str, ...], voice: str | None, out_dir: Path,
-              jobs: int | None, force: bool, check_only: bool, cache_dir: Path | None, target_lufs: float,
+              jobs: int | None, force: bool, fallback_tts: bool, check_only: bool, cache_dir: Path | None, target_lufs: float,
               fake_speech: bool) -> None:
     """Build SCRIPTS (ids or paths; all of scripts/ when none) for every locale."""
-    settings = Settings(voice=voice, target_lufs=target_lufs)
+    settings = Settings(voice=voice, target_lufs=target_lufs, fallback_tts=fallback_tts)
     kwargs = {}
     if fake_speech:
         from .speech.fake import FakeEngine
@@ -234,3 +237,9 @@ def ambience_preview(ui: UI, name: str, seconds: float, level_db: float, out_fil
     out_file = out_file or Path("build") / "ambience" / f"{Path(name).stem}.mp3"
     atomic_write(out_file, mp3)
     ui.info(f"wrote {out_file} ({seconds:g} s, {measured.integrated_lufs:.1f} LUFS)")
+
+
+from .cli_takes import takes as takes_group, template as template_cmd  # noqa: E402
+
+main.add_command(template_cmd)
+main.add_command(takes_group)

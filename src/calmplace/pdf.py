@@ -241,8 +241,8 @@ RECORDING_ADVICE = (
     "a little to one side of your mouth so that breaths do not pop.",
     "Speak slowly and softly, as if to one person. You need not hold the pauses: they are added for you.",
     "One file per take is easiest. If you record in one go, leave at least two seconds of silence "
-    "between takes, then cut the recording into the files listed below.",
-    "If a take goes wrong, say its number and read it again; keep the last good reading.",
+    "between takes, then run `calmplace takes split`, which cuts it into the files listed below.",
+    "If a take goes wrong, pause, then read the whole take again: the last reading is kept.",
     "Have water to hand, and rest your voice every ten minutes or so.",
 )
 

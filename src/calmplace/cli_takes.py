@@ -1,0 +1,297 @@
+"""Commands for recording one's own voice: `calmplace template`, `calmplace takes status|split`.
+
+Registered on the main group with `main.add_command(template)` and `main.add_command(takes)`.
+Same conventions as cli.py: problems on stderr as "error: ...", exit status 1 for bad input,
+2 for wrong usage (click's own); results on stdout.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+import click
+
+from . import SR
+from .build import Job, Settings, TakeCache, gather
+from .errors import CalmplaceError
+from .script import Project
+from .takes import Plan, plan
+from .voices import DEFAULT_RATE_WPM, VoiceProfile, load_voice
+
+
+def _project() -> Project:
+    return Project(Path.cwd())
+
+
+def _info(message: str) -> None:
+    """Progress and notes on stderr, unless the main group was asked to be quiet (-q)."""
+    ctx = click.get_current_context(silent=True)
+    ui = ctx.find_root().obj if ctx else None
+    if getattr(ui, "verbosity", 0) >= 0:
+        click.echo(message, err=True)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def _jobs(script: str, locales: tuple[str, ...], voice: str | None) -> list[Job]:
+    """Load and validate one script (and the voice, when named) like `calmplace build` does."""
+    jobs, problems = gather(_project(), (script,), locales=locales, settings=Settings(voice=voice))
+    for message in problems:
+        click.echo(message, err=True)
+    if problems:
+        sys.exit(1)
+    return jobs
+
+
+def _cache_root(project: Project) -> Path:
+    env = os.environ.get("CALMPLACE_CACHE")
+    return Path(env) if env else project.root / "build" / ".cache"
+
+
+def synthetic_profile(profile: VoiceProfile, *, voices_dir: Path) -> VoiceProfile | None:
+    """The text-to-speech voice that stands for a voice: itself, or a recorded voice's fallback."""
+    if profile.engine == "tts":
+        return profile
+    try:
+        fallback = load_voice(profile.fallback or "narrator", voices_dir=voices_dir)
+    except CalmplaceError:
+        return None
+    return fallback if fallback.engine == "tts" else None
+
+
+def expected_lengths(the_plan: Plan, profile: VoiceProfile | None, *, cache_root: Path,
+                     jobs: int | None = None) -> tuple[list[float], str]:
+    """Each take's expected length in seconds, and where the numbers come from.
+
+    From the synthetic voice when it can speak (its clips go into, and come from, the build's take
+    cache, so a template after a build costs nothing); else from the words at the voice's rate."""
+    takes = the_plan.takes
+    rate = profile.rate_wpm if profile else DEFAULT_RATE_WPM
+    reason = "no text-to-speech voice to time the takes with"
+    if profile is not None:
+        from .speech.tts import TtsEngine
+
+        engine = TtsEngine(profile)
+        cache = TakeCache(cache_root)
+        try:
+            keys = engine.take_keys(takes, script_id=the_plan.script_id, locale=the_plan.locale, sr=SR)
+            clips = [cache.get(k) for k in keys]
+            todo = [i for i, c in enumerate(clips) if c is None]
+            if todo:
+                fresh = engine.speak([takes[i] for i in todo], script_id=the_plan.script_id, locale=the_plan.locale,
+                                     sr=SR, jobs=jobs or os.cpu_count() or 1)
+                for i, clip in zip(todo, fresh):
+                    cache.put(keys[i], clip)
+                    clips[i] = clip
+            return [c.size / SR for c in clips], f"the synthetic voice {profile.name!r}"
+        except CalmplaceError as exc:
+            reason = str(exc).splitlines()[0]
+    return ([len(t.text.split()) / rate * 60.0 for t in takes],
+            f"words at {rate} words a minute ({reason})")
+
+
+# ------------------------------------------------------------------------------------------------
+# calmplace template
+
+
+@click.command("template")
+@click.argument("script")
+@click.option("--locale", "locales", multiple=True, metavar="L", help="Only this locale (repeatable).")
+@click.option("--voice", metavar="NAME", help="The recorded voice the takes are for [default: the script's voice].")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("build"),
+              show_default=True, help="Output folder (templates go in OUT/templates/<locale>/).")
+def template(script: str, locales: tuple[str, ...], voice: str | None, out_dir: Path) -> None:
+    """Write the recording template for SCRIPT: a PDF to read from and a CSV of the takes.
+
+    Every take is listed with the file it goes into (voices/NAME/<script>/<locale>/NNN.wav), its
+    text, the pauses around it and its expected length."""
+    from .fsio import atomic_write
+    from .pdf import takes_csv, template_pdf
+
+    project = _project()
+    jobs = _jobs(script, locales, None)  # the voice need not exist yet: its profile is made after recording
+    voice_name = voice or jobs[0].script.voice
+    profile = jobs[0].profile
+    if voice:
+        try:
+            profile = load_voice(voice, voices_dir=project.voices_dir)
+        except CalmplaceError:
+            _info(f"note: there is no voices/{voice}.yaml yet; create it with the line `engine: recorded` "
+                  f"before building")
+    if profile.engine == "tts" and profile.name == voice_name:
+        _info(f"note: {voice_name!r} is a text-to-speech voice; name your own voice with --voice NAME "
+              f"(and create voices/NAME.yaml with `engine: recorded`)")
+    tts = synthetic_profile(profile, voices_dir=project.voices_dir)
+    for job in jobs:
+        the_plan = plan(job.script, job.locale)
+        expected, source = expected_lengths(the_plan, tts, cache_root=_cache_root(project))
+        try:
+            pdf = template_pdf(the_plan, expected_s=expected, voice_name=voice_name, script_id=job.script.id)
+            csv_text = takes_csv(the_plan, expected_s=expected)
+        except ValueError as exc:
+            _fail(f"{job.label}: {exc}")
+        folder = out_dir / "templates" / job.locale
+        try:
+            atomic_write(folder / f"{job.script.id}-recording.pdf", pdf)
+            atomic_write(folder / f"{job.script.id}-takes.csv", csv_text)
+        except OSError as exc:
+            _fail(f"cannot write the template: {exc}")
+        total = sum(expected)
+        _info(f"{job.label}: {len(the_plan.takes)} takes, about "
+              f"{f'{total:.0f} s' if total < 90 else f'{total / 60:.0f} min'} of speech (lengths from {source})")
+        click.echo(str(folder / f"{job.script.id}-recording.pdf"))
+        click.echo(str(folder / f"{job.script.id}-takes.csv"))
+
+
+# ------------------------------------------------------------------------------------------------
+# calmplace takes ...
+
+
+@click.group("takes")
+def takes() -> None:
+    """Your own recorded voice: check the takes, or split one long recording into them."""
+
+
+def _recorded_jobs(script: str, locales: tuple[str, ...], voice: str | None) -> list[Job]:
+    jobs = _jobs(script, locales, voice)
+    profile = jobs[0].profile
+    if profile.engine != "recorded":
+        from .speech.recorded import shown
+
+        _fail(f"voice {profile.name!r} ({shown(Path(profile.path))}) is a text-to-speech voice (engine: {profile.engine}); "
+              f"takes belong to a recorded voice: name one with --voice NAME, whose voices/NAME.yaml says "
+              f"`engine: recorded`")
+    return jobs
+
+
+def _fmt_s(seconds: float) -> str:
+    return f"{seconds:.1f} s"
+
+
+@takes.command("status")
+@click.argument("script")
+@click.option("--voice", metavar="NAME", help="The recorded voice [default: the script's voice].")
+@click.option("--locale", "locales", multiple=True, metavar="L", help="Only this locale (repeatable).")
+@click.option("--accept", is_flag=True,
+              help="Remember that each take present was recorded for the script's current text "
+                   "(clears 'stale' after a harmless edit).")
+def status_cmd(script: str, voice: str | None, locales: tuple[str, ...], accept: bool) -> None:
+    """Show each take of SCRIPT as ok, missing or stale, with its noise floor and peak warnings.
+
+    Exit status 1 when a take is missing, stale or unreadable (the build would fail or be out of date)."""
+    from .speech.recorded import (analyse, expected_name, read_audio, record_entry, save_record, shown,
+                                  stray_files, take_dir, take_states)
+
+    project = _project()
+    jobs = _recorded_jobs(script, locales, voice)
+    trouble = 0
+    for job in jobs:
+        the_plan = plan(job.script, job.locale)
+        folder = take_dir(project.voices_dir, job.profile.name, job.script.id, job.locale)
+        states = take_states(folder, the_plan.takes)
+        click.echo(f"{job.label}, voice {job.profile.name}: {shown(folder)}/")
+        counts = {"ok": 0, "missing": 0, "stale": 0, "duplicate": 0, "unreadable": 0, "silent": 0}
+        n_warn = 0
+        accepted = {}
+        for s in states:
+            line = f"  {s.take.name}  "
+            notes: list[str] = []
+            state = s.state
+            if s.state == "missing":
+                line += f"missing    {expected_name(folder, s.take).name} (or .flac, .ogg, .mp3)"
+            elif s.state == "duplicate":
+                line += f"duplicate  {', '.join(p.name for p in (s.path, *s.others))}: keep one"
+            else:
+                try:
+                    data, sr = read_audio(s.path)
+                    a = analyse(data, sr)
+                except CalmplaceError as exc:
+                    state = "unreadable"
+                    line += f"unreadable {s.path.name}: {str(exc).split(': ', 1)[-1]}"
+                else:
+                    if not a.speech:  # the build would stop at this take
+                        state = "silent"
+                    line += (f"{state:10} {s.path.name:10} {_fmt_s(a.duration_s):>7}  noise {a.noise_floor_dbfs:4.0f} "
+                             f"dBFS  peak {a.peak_dbfs:5.1f} dBFS  {a.sr} Hz {a.channels} ch")
+                    notes = a.warnings()
+                    if s.state == "stale":
+                        notes.insert(0, f"recorded for \u201c{s.recorded_text}\u201d; the script now says "
+                                        f"\u201c{s.take.text}\u201d")
+                    if accept and state != "silent":
+                        accepted[s.take.name] = record_entry(s.take, s.path, sha256=s.sha256)
+            counts[state] += 1
+            click.echo(line)
+            for note in notes:
+                click.echo(f"        {note}")
+            n_warn += len([n for n in notes if not n.startswith("recorded for")])
+        for p in stray_files(folder, the_plan.takes):
+            click.echo(f"  note: {p.name} is not a take of this script ({len(states)} takes); it is not used")
+        summary = [f"{counts['ok']} of {len(states)} takes ok"]
+        summary += [f"{v} {k}" for k, v in counts.items() if v and k != "ok"]
+        if n_warn:
+            summary.append(f"{n_warn} warning{'s' if n_warn != 1 else ''}")
+        click.echo("  " + ", ".join(summary))
+        if accept and accepted:
+            save_record(folder, accepted, script_id=job.script.id, locale=job.locale)
+            click.echo(f"  accepted {len(accepted)} take{'s' if len(accepted) != 1 else ''} as recorded for the "
+                       f"current text ({shown(folder / 'takes.json')})")
+            counts["stale"] = 0
+        elif not accept and not any(s.accepted for s in states) and counts["ok"]:
+            click.echo("  (run with --accept to remember which text each take was recorded for, so that later "
+                       "edits to the script are flagged)")
+        trouble += sum(v for k, v in counts.items() if k != "ok")
+    sys.exit(1 if trouble else 0)
+
+
+@takes.command("split")
+@click.argument("script")
+@click.argument("recording", type=click.Path(path_type=Path))
+@click.option("--voice", metavar="NAME", help="The recorded voice [default: the script's voice].")
+@click.option("--locale", metavar="L", help="The locale read in the recording (needed when the script has several).")
+@click.option("--format", "fmt", type=click.Choice(["wav", "flac"]), default="wav", show_default=True,
+              help="Format of the take files (24-bit, at the recording's own rate).")
+@click.option("--force", is_flag=True, help="Replace take files that already exist.")
+def split_cmd(script: str, recording: Path, voice: str | None, locale: str | None, fmt: str, force: bool) -> None:
+    """Split RECORDING, every take of SCRIPT read in order with a pause between, into the take files."""
+    from .speech.recorded import read_audio, shown, take_dir
+    from .split import plan_split, write_split
+
+    project = _project()
+    jobs = _recorded_jobs(script, (locale,) if locale else (), voice)
+    if len(jobs) > 1:
+        _fail(f"{jobs[0].script.id} has locales {', '.join(j.locale for j in jobs)}: say which one the recording "
+              f"reads with --locale")
+    job = jobs[0]
+    try:
+        data, sr = read_audio(recording)
+        the_plan = plan(job.script, job.locale)
+        profile = synthetic_profile(job.profile, voices_dir=project.voices_dir)
+        expected, source = expected_lengths(the_plan, profile, cache_root=_cache_root(project))
+        result = plan_split(recording, data, sr, the_plan.takes, expected)
+        folder = take_dir(project.voices_dir, job.profile.name, job.script.id, job.locale)
+        written, removed = write_split(result, data, folder=folder, script_id=job.script.id, locale=job.locale,
+                                       fmt=fmt, force=force)
+    except CalmplaceError as exc:
+        _fail(str(exc))
+    except OSError as exc:  # the take folder cannot be written
+        _fail(f"cannot write the takes: {exc}")
+    _info(f"{shown(recording)}: the reading is {result.tempo:.2f}x as long as the synthetic voice's "
+          f"(expected lengths from {source})")
+    for note in result.notes:
+        _info(note)
+    for cut, path in zip(result.cuts, written):
+        click.echo(f"  {cut.take.name}  {shown(path)}  at {cut.speech_start / sr:7.1f} s  "
+                   f"{_fmt_s(cut.length_s):>7} (expected {_fmt_s(cut.expected_s)})"
+                   f"{'  ' + str(len(cut.chunks)) + ' parts' if len(cut.chunks) > 1 else ''}")
+    for path in removed:
+        _info(f"removed {shown(path)} (replaced)")
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    _info(f"wrote {len(written)} takes to {shown(folder)}/")
+
+
+__all__ = ["template", "takes", "expected_lengths", "synthetic_profile"]

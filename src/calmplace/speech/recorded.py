@@ -1,0 +1,573 @@
+"""A person's own voice: takes read from `voices/<name>/<script-id>/<locale>/<NNN>.<ext>` (contract §4).
+
+Each take file is prepared the same way, so takes recorded on different days, devices and rooms
+sit together in one track:
+
+1. decoded to float (wav, flac, ogg, mp3 through libsndfile; m4a and aac through pydub and ffmpeg),
+2. mono: the average of its channels,
+3. DC removed, then a gentle high-pass (2nd-order Butterworth at 70 Hz run forward and backward:
+   zero phase, so nothing moves in time; -12 dB at 35 Hz, under 1 dB at 100 Hz) to take out
+   rumble, handling noise and mains hum's lowest partial without thinning the voice,
+4. resampled to the library rate,
+5. leading and trailing silence cut to a short natural margin, where "silence" is judged against
+   the take's own noise floor (room tone differs from room to room and from phone to microphone,
+   so no fixed threshold fits them all),
+6. loudness-matched: every take to the same speech loudness (BS.1770, gated), so no take jumps
+   out; the mix then sets the voice as a whole to its reference level.
+
+The reader's own pauses before and after a take are cut away: the script's pauses, placed by the
+timeline, set the rhythm, exactly as for the synthetic voice.
+
+Which text each take was recorded for is remembered in `takes.json` next to the takes (written by
+`calmplace takes split` and `calmplace takes status --accept`), so a take whose script text has
+changed since is reported as stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..ambience import AUDIO_SUFFIXES
+from ..errors import CalmplaceError
+from ..fsio import atomic_write, sha256_file
+from ..takes import Take
+from ..units import db_to_gain, seconds_to_samples
+from ..voices import VoiceProfile
+from . import take_label
+from .clips import resample
+
+PREP_VERSION = "recorded-prep v1"  # bump when prepare() changes: every recorded take is prepared again
+
+# Extensions read through libsndfile (python-soundfile; the same list as ambience files: wav, flac,
+# ogg, oga, mp3, aif, aiff), then through pydub + ffmpeg
+SOUNDFILE_EXTS = tuple(s.lstrip(".") for s in AUDIO_SUFFIXES)
+FFMPEG_EXTS = ("m4a", "aac")
+TAKE_EXTS = SOUNDFILE_EXTS + FFMPEG_EXTS
+RECORD_FILE = "takes.json"
+
+MIN_RATE = 8000             # telephone band: below it consonants are gone
+HIGHPASS_HZ = 70.0          # under the lowest fundamental of a deep voice (~80-85 Hz)
+LEAD_MARGIN_S = 0.10        # room kept before the first sound: a soft onset ("h", "f") the detector missed
+TAIL_MARGIN_S = 0.15        # and after the last: a word's decay and the room's short reverb
+FADE_FRACTION = 0.5         # the outer half of each margin fades in/out, so room tone never starts with a step
+TAKE_LUFS = -23.0           # every take's speech loudness (EBU R128's programme level, as the mix uses)
+NOISE_WARN_DBFS = -60.0     # a noise floor above this is audible under quiet speech and in the margins
+CLIP_LEVEL = 0.999          # |sample| at or above this counts as full scale (decoders round ±1.0 a little)
+CLIP_RUN = 3                # three full-scale samples in a row: the converter ran out of headroom
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading audio
+
+
+def read_audio(path: Path) -> tuple[np.ndarray, int]:
+    """(n, channels) float32 and the file's own rate; a CalmplaceError naming the file otherwise."""
+    path = Path(path)
+    ext = path.suffix.lower().lstrip(".")
+    if not path.is_file():
+        raise CalmplaceError(f"{path}: cannot read the file: {'it is a folder' if path.is_dir() else 'no such file'}")
+    if ext in FFMPEG_EXTS:
+        data, sr = _read_ffmpeg(path)
+    else:
+        import soundfile as sf
+
+        try:
+            data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        except OSError as exc:  # LibsndfileError is a RuntimeError; OSError: missing, no permission
+            raise CalmplaceError(f"{path}: cannot read the file: {exc.strerror or exc}") from None
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise CalmplaceError(f"{path}: not an audio file calmplace can read ({_reason(exc)}); "
+                                 f"use WAV, FLAC, OGG or MP3") from None
+    if data.size == 0 or data.shape[0] == 0:
+        raise CalmplaceError(f"{path}: the file holds no audio (0 samples)")
+    if sr < MIN_RATE:
+        raise CalmplaceError(f"{path}: the sample rate is {sr} Hz; record at {MIN_RATE} Hz or more "
+                             f"(44100 or 48000 Hz is best)")
+    if not np.all(np.isfinite(data)):
+        raise CalmplaceError(f"{path}: the file holds invalid samples (not finite numbers)")
+    return data, int(sr)
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip()
+    # libsndfile's message repeats the path: "Error opening '<path>': Format not recognised."
+    if ": " in text and text.startswith("Error opening"):
+        text = text.split(": ", 1)[1]
+    return text.rstrip(".") or type(exc).__name__
+
+
+def _read_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
+    try:
+        from pydub import AudioSegment  # only here: it needs ffmpeg, and warns at import without it
+        from pydub.exceptions import CouldntDecodeError
+    except ImportError:
+        raise CalmplaceError(f"{path}: reading .{path.suffix.lstrip('.')} files needs pydub "
+                             f"(pip install pydub) and ffmpeg; or save the take as WAV or FLAC") from None
+    try:
+        seg = AudioSegment.from_file(str(path))
+    except FileNotFoundError:
+        raise CalmplaceError(f"{path}: reading .{path.suffix.lstrip('.')} files needs ffmpeg "
+                             f"(apt-get install ffmpeg, brew install ffmpeg); or save the take as WAV or FLAC") from None
+    except (CouldntDecodeError, OSError, IndexError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CalmplaceError(f"{path}: not an audio file calmplace can read ({first})") from None
+    raw = np.array(seg.get_array_of_samples())
+    data = (raw.reshape(-1, seg.channels).astype(np.float32) / float(1 << (8 * seg.sample_width - 1)))
+    return data, int(seg.frame_rate)
+
+
+# ------------------------------------------------------------------------------------------------
+# Levels and speech detection, shared with `split`
+
+
+def to_mono(data: np.ndarray) -> np.ndarray:
+    """The average of the channels, float64, with DC removed."""
+    mono = data.astype(np.float64).mean(axis=1) if data.ndim == 2 else data.astype(np.float64)
+    return mono - mono.mean()
+
+
+def highpass(mono: np.ndarray, *, sr: int, cutoff_hz: float = HIGHPASS_HZ) -> np.ndarray:
+    from scipy.signal import butter, sosfiltfilt
+
+    if mono.size < 64:  # too short to filter (sosfiltfilt pads by ~3x the filter length)
+        return mono
+    sos = butter(2, cutoff_hz, btype="highpass", fs=sr, output="sos")
+    return sosfiltfilt(sos, mono)
+
+
+def frame_db(x: np.ndarray, frame: int) -> np.ndarray:
+    """RMS level of each whole frame of `frame` samples, dBFS (digital silence: -120)."""
+    n = x.size // frame
+    if n == 0:
+        return np.full(1, 10 * np.log10(np.mean(x ** 2) + 1e-12)) if x.size else np.full(1, -120.0)
+    power = np.mean(x[: n * frame].reshape(n, frame).astype(np.float64) ** 2, axis=1)
+    return 10 * np.log10(power + 1e-12)
+
+
+def noise_floor_dbfs(x: np.ndarray, *, sr: int) -> float:
+    """Mean power of the quietest 10% of 50 ms frames: the room when nobody speaks."""
+    db = frame_db(x, max(1, sr // 20))
+    quiet = np.sort(db)[: max(1, db.size // 10)]
+    return float(10 * np.log10(np.mean(10 ** (quiet / 10)) + 1e-12))
+
+
+@dataclass(frozen=True)
+class Levels:
+    """How loud a recording's silence and speech are, from 10 ms frames."""
+
+    floor_db: float   # 10th percentile: the room tone (a take is at least that much silence or word gaps)
+    top_db: float     # 99th percentile: the loud vowels, not a single click
+
+    @property
+    def range_db(self) -> float:
+        return self.top_db - self.floor_db
+
+
+def levels(db: np.ndarray) -> Levels:
+    return Levels(float(np.percentile(db, 10)), float(np.percentile(db, 99)))
+
+
+MIN_SPEECH_RANGE_DB = 10.0  # speech stands at least this far above the room, or there is none
+
+
+def speech_span(x: np.ndarray, *, sr: int) -> tuple[int, int] | None:
+    """First and one-past-last sample of the speech in a take, or None when there is none.
+
+    A 10 ms frame is speech when it stands clear of the take's own noise floor (12 dB, or half
+    the floor-to-speech range when that is small) and is within 45 dB of its loud vowels (the
+    same depth as the synthetic voice's trimming: soft consonants, not room reverb). Sounds
+    closer than 0.25 s belong together; an isolated burst under 50 ms (a click, a tap on the
+    microphone) is not speech unless it is all there is."""
+    frame = max(1, sr // 100)
+    db = frame_db(x, frame)
+    lv = levels(db)
+    if lv.range_db < MIN_SPEECH_RANGE_DB:
+        return None
+    threshold = max(lv.floor_db + min(12.0, lv.range_db / 2), lv.top_db - 45.0)
+    runs = _runs(db > threshold, join=int(0.25 * 100))
+    long_runs = [r for r in runs if r[1] - r[0] >= 5] or runs
+    if not long_runs:
+        return None
+    return long_runs[0][0] * frame, min(x.size, long_runs[-1][1] * frame)
+
+
+def _runs(mask: np.ndarray, *, join: int) -> list[tuple[int, int]]:
+    """[start, end) runs of True, joining runs separated by fewer than `join` False frames."""
+    idx = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    runs = list(zip(idx[::2].tolist(), idx[1::2].tolist()))
+    out: list[tuple[int, int]] = []
+    for a, b in runs:
+        if out and a - out[-1][1] < join:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
+
+
+def clipping(data: np.ndarray, *, sr: int) -> tuple[int, float | None]:
+    """Runs of at least CLIP_RUN full-scale samples in any channel: (how many, first at seconds)."""
+    full = np.abs(data) >= CLIP_LEVEL
+    if data.ndim == 1:
+        full = full[:, np.newaxis]
+    count, first = 0, None
+    for ch in range(full.shape[1]):
+        runs = [(a, b) for a, b in _runs(full[:, ch], join=1) if b - a >= CLIP_RUN]
+        count += len(runs)
+        if runs and (first is None or runs[0][0] / sr < first):
+            first = runs[0][0] / sr
+    return count, first
+
+
+@dataclass(frozen=True)
+class Analysis:
+    duration_s: float
+    sr: int
+    channels: int
+    peak_dbfs: float
+    noise_floor_dbfs: float
+    clipped_runs: int
+    clipped_at_s: float | None
+    speech: bool
+
+    def warnings(self) -> list[str]:
+        out = []
+        if self.clipped_runs:
+            out.append(f"clipped: {self.clipped_runs} run{'s' if self.clipped_runs != 1 else ''} of full-scale "
+                       f"samples, the first at {self.clipped_at_s:.2f} s; record it again a little further from "
+                       f"the microphone or with the input level lower")
+        elif self.peak_dbfs > -0.5:
+            out.append(f"peaks at {self.peak_dbfs:.1f} dBFS, at the edge of clipping; leave some headroom")
+        if self.noise_floor_dbfs > NOISE_WARN_DBFS:
+            out.append(f"noisy: the room is at {self.noise_floor_dbfs:.0f} dBFS between words (above "
+                       f"{NOISE_WARN_DBFS:.0f} dBFS a hiss or hum can be heard); a quieter room or a closer "
+                       f"microphone helps")
+        if not self.speech:
+            out.append("no speech found: the file seems to be silence or steady noise")
+        return out
+
+
+def analyse(data: np.ndarray, sr: int) -> Analysis:
+    mono = highpass(to_mono(data), sr=sr)
+    peak = float(np.max(np.abs(data)))
+    runs, first = clipping(data, sr=sr)
+    return Analysis(duration_s=data.shape[0] / sr, sr=sr, channels=data.shape[1] if data.ndim == 2 else 1,
+                    peak_dbfs=float(20 * np.log10(peak + 1e-12)), noise_floor_dbfs=noise_floor_dbfs(mono, sr=sr),
+                    clipped_runs=runs, clipped_at_s=first, speech=speech_span(mono, sr=sr) is not None)
+
+
+# ------------------------------------------------------------------------------------------------
+# Preparing a take
+
+
+def speech_loudness(clip: np.ndarray, *, sr: int) -> float | None:
+    """Gated BS.1770 loudness of a clip, LUFS; short clips with shorter gating blocks."""
+    import pyloudnorm
+
+    x = clip.astype(np.float64)
+    duration = x.size / sr
+    if duration >= 0.2:
+        # 400 ms blocks as BS.1770 says; a take under 0.8 s gets blocks half its length, so that
+        # several (overlapping) blocks still measure it
+        meter = pyloudnorm.Meter(sr, block_size=min(0.4, duration / 2))
+        loudness = meter.integrated_loudness(x)
+        if np.isfinite(loudness):
+            return float(loudness)
+    # very short or very quiet: the mean power of the frames within 20 dB of the loudest
+    db = frame_db(x, max(1, sr // 100))
+    voiced = db[db > db.max() - 20]
+    if voiced.size == 0 or voiced.max() <= -110:
+        return None
+    return float(10 * np.log10(np.mean(10 ** (voiced / 10))) - 0.691)
+
+
+def match_loudness(clip: np.ndarray, *, sr: int, target_lufs: float = TAKE_LUFS) -> np.ndarray:
+    loudness = speech_loudness(clip, sr=sr)
+    if loudness is None:
+        return clip.astype(np.float32)
+    return (clip * db_to_gain(target_lufs - loudness)).astype(np.float32)
+
+
+def prepare(data: np.ndarray, sr_in: int, *, sr: int, what: str) -> np.ndarray:
+    """A take file's samples → a mono float32 clip at `sr`, trimmed and loudness-matched."""
+    mono = highpass(to_mono(data), sr=sr_in)
+    span = speech_span(mono, sr=sr_in)
+    if span is None:
+        raise CalmplaceError(f"{what}: no speech found: the file seems to be silence or steady noise "
+                             f"(loudest moments only {levels(frame_db(mono, max(1, sr_in // 100))).range_db:.0f} dB "
+                             f"above the quietest)")
+    start = max(0, span[0] - seconds_to_samples(LEAD_MARGIN_S, sr=sr_in))
+    end = min(mono.size, span[1] + seconds_to_samples(TAIL_MARGIN_S, sr=sr_in))
+    clip = resample(mono[start:end], sr_in=sr_in, sr_out=sr).astype(np.float64)
+    lead = min(seconds_to_samples(LEAD_MARGIN_S * FADE_FRACTION, sr=sr), clip.size // 2)
+    tail = min(seconds_to_samples(TAIL_MARGIN_S * FADE_FRACTION, sr=sr), clip.size // 2)
+    if lead:
+        clip[:lead] *= 0.5 - 0.5 * np.cos(np.linspace(0, np.pi, lead))
+    if tail:
+        clip[-tail:] *= 0.5 + 0.5 * np.cos(np.linspace(0, np.pi, tail))
+    return match_loudness(clip, sr=sr)
+
+
+# ------------------------------------------------------------------------------------------------
+# Where takes live, and what they were recorded for
+
+
+def take_dir(voices_dir: Path, voice: str, script_id: str, locale: str) -> Path:
+    return Path(voices_dir) / voice / script_id / locale
+
+
+def take_files(folder: Path, take: Take) -> list[Path]:
+    """Every audio file in `folder` named for this take (001.wav, 001.FLAC, ...)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob(f"{take.name}.*")
+                  if p.is_file() and p.suffix.lower().lstrip(".") in TAKE_EXTS)
+
+
+def stray_files(folder: Path, takes: Sequence[Take]) -> list[Path]:
+    """Audio files in the folder that are no take of this script (012.wav when there are 11 takes)."""
+    if not folder.is_dir():
+        return []
+    names = {t.name for t in takes}
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower().lstrip(".") in TAKE_EXTS
+                  and p.stem not in names)
+
+
+def load_record(folder: Path) -> dict[str, dict]:
+    """`takes.json`: take name → {"text", "sha256", "file"}; unreadable or absent → empty."""
+    try:
+        data = json.loads((folder / RECORD_FILE).read_text(encoding="utf-8"))
+        takes = data.get("takes", {})
+        return {str(k): v for k, v in takes.items() if isinstance(v, dict)}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def save_record(folder: Path, entries: dict[str, dict], *, script_id: str, locale: str) -> None:
+    """Merge `entries` into `takes.json` and write it atomically."""
+    record = load_record(folder)
+    record.update(entries)
+    payload = {"about": "which script text each take was recorded for (written by calmplace takes)",
+               "script": script_id, "locale": locale, "version": 1,
+               "takes": {k: record[k] for k in sorted(record)}}
+    atomic_write(folder / RECORD_FILE, json.dumps(payload, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+def record_entry(take: Take, path: Path, *, sha256: str | None = None) -> dict:
+    return {"text": take.text, "sha256": sha256 or sha256_file(path), "file": path.name}
+
+
+@dataclass(frozen=True)
+class TakeState:
+    take: Take
+    state: str                     # "ok" | "missing" | "stale" | "duplicate"
+    path: Path | None = None       # the take's file (the first, for duplicates)
+    others: tuple[Path, ...] = ()  # further files for the same take
+    recorded_text: str | None = None
+    sha256: str | None = None
+    accepted: bool = False         # takes.json records this very file for this very text
+
+
+def take_states(folder: Path, takes: Sequence[Take]) -> list[TakeState]:
+    """Each take as ok / missing / stale / duplicate.
+
+    Stale: takes.json says this same file (same sha256) was recorded for a different text. A file
+    that has changed since the record was made is a new recording, taken to be of the current text."""
+    record = load_record(folder)
+    out = []
+    for take in takes:
+        files = take_files(folder, take)
+        if not files:
+            out.append(TakeState(take, "missing"))
+            continue
+        if len(files) > 1:
+            out.append(TakeState(take, "duplicate", files[0], tuple(files[1:])))
+            continue
+        sha = sha256_file(files[0])
+        entry = record.get(take.name)
+        same_file = bool(entry) and entry.get("sha256") == sha
+        if same_file and entry.get("text") != take.text:
+            out.append(TakeState(take, "stale", files[0], recorded_text=entry.get("text"), sha256=sha))
+        else:
+            out.append(TakeState(take, "ok", files[0], sha256=sha, accepted=same_file))
+    return out
+
+
+def expected_name(folder: Path, take: Take) -> Path:
+    return folder / f"{take.name}.wav"
+
+
+def shown(path: Path) -> str:
+    """A path as the person knows it: relative to the working folder when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+# ------------------------------------------------------------------------------------------------
+# The engine
+
+
+class RecordedEngine:
+    """The Engine protocol (speech/__init__.py) over a person's take files.
+
+    `fallback_tts`: missing takes are spoken by the synthetic voice named by the profile's
+    `fallback:` (default `narrator`) instead of failing the build. Warnings (stale takes, takes
+    filled in by the synthetic voice, stray files) are collected in `warnings` and passed to
+    `on_warning` as they arise."""
+
+    def __init__(self, profile: VoiceProfile, *, voices_dir: Path, fallback_tts: bool = False,
+                 fallback_engine=None, on_warning: Callable[[str], None] | None = None):
+        self.profile = profile
+        self.voices_dir = Path(voices_dir)
+        self.fallback_tts = fallback_tts
+        self._fallback = fallback_engine
+        self.on_warning = on_warning
+        self.warnings: list[str] = []
+
+    # -- helpers
+
+    def folder(self, script_id: str, locale: str) -> Path:
+        return take_dir(self.voices_dir, self.profile.name, script_id, locale)
+
+    def _warn(self, message: str) -> None:
+        self.warnings.append(message)
+        if self.on_warning:
+            self.on_warning(message)
+
+    def fallback_engine(self):
+        if self._fallback is None:
+            from ..voices import load_voice
+            from .tts import TtsEngine
+
+            name = self.profile.fallback or "narrator"
+            profile = load_voice(name, voices_dir=self.voices_dir)
+            if profile.engine != "tts":
+                raise CalmplaceError(f"voice {self.profile.name!r}: its fallback voice {name!r} must be a "
+                                     f"text-to-speech voice (engine: tts), not engine: {profile.engine}")
+            self._fallback = TtsEngine(profile)
+        return self._fallback
+
+    # -- the protocol
+
+    def identity(self, *, locale: str) -> str:
+        return f"recorded:{self.profile.name}"
+
+    def take_keys(self, takes: Sequence[Take], *, script_id: str, locale: str, sr: int) -> list[str]:
+        folder = self.folder(script_id, locale)
+        states = take_states(folder, takes)
+        label = f"{script_id} ({locale})"
+        dups = [s for s in states if s.state == "duplicate"]
+        if dups:
+            raise CalmplaceError(f"voice {self.profile.name!r}: more than one file for the same take; keep one of each:\n"
+                                 + "\n".join("  " + ", ".join(shown(p) for p in (s.path, *s.others)) for s in dups))
+        missing = [s for s in states if s.state == "missing"]
+        if missing and not self.fallback_tts:
+            lines = "\n".join(f"  {shown(expected_name(folder, s.take))}" for s in missing)
+            raise CalmplaceError(
+                f"voice {self.profile.name!r}: {len(missing)} of {len(takes)} takes of {label} "
+                f"{'is' if len(missing) == 1 else 'are'} missing:\n{lines}\n"
+                f"(.flac, .ogg or .mp3 work as well as .wav). Record them (calmplace template {script_id} prints "
+                f"their texts), or build with --fallback-tts to speak them with the synthetic voice")
+        for s in states:
+            if s.state == "stale":
+                self._warn(f"{label} take {s.take.name} is stale: {shown(s.path)} was recorded for "
+                           f"\u201c{s.recorded_text}\u201d but the script now says \u201c{s.take.text}\u201d; record it "
+                           f"again, or keep it with: calmplace takes status {script_id} --voice {self.profile.name} "
+                           f"--locale {locale} --accept")
+        for p in stray_files(folder, takes):
+            self._warn(f"{label}: {shown(p)} is not a take of this script (it has {len(takes)} takes); it is not used")
+        keys: list[str | None] = [None] * len(takes)
+        for i, s in enumerate(states):
+            if s.state != "missing":
+                _check_header(s.path)
+                h = hashlib.sha256()
+                h.update(f"{PREP_VERSION}\x00{sr}\x00".encode())
+                with open(s.path, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+                keys[i] = h.hexdigest()
+        if missing:
+            engine = self.fallback_engine()
+            tts_keys = engine.take_keys([s.take for s in missing], script_id=script_id, locale=locale, sr=sr)
+            for i, k in zip([i for i, s in enumerate(states) if s.state == "missing"], tts_keys):
+                keys[i] = _fallback_key(k)
+            self._warn(f"{label}: {len(missing)} missing take{'s' if len(missing) != 1 else ''} "
+                       f"({', '.join(s.take.name for s in missing)}) spoken by the synthetic voice "
+                       f"{getattr(getattr(engine, 'profile', None), 'name', 'fallback')!r}")
+        assert all(k is not None for k in keys)
+        return keys  # type: ignore[return-value]
+
+    def speak(self, takes: Sequence[Take], *, script_id: str, locale: str, sr: int, jobs: int = 1,
+              on_done: Callable[[int], None] | None = None) -> list[np.ndarray]:
+        folder = self.folder(script_id, locale)
+        states = take_states(folder, takes)
+        clips: list[np.ndarray | None] = [None] * len(takes)
+        missing = [i for i, s in enumerate(states) if s.state == "missing"]
+        if missing:
+            if not self.fallback_tts:  # take_keys said so already, unless a file vanished since
+                raise CalmplaceError(f"{take_label(script_id, locale, takes[missing[0]])}: "
+                                     f"{shown(expected_name(folder, takes[missing[0]]))} is missing")
+            spoken = self.fallback_engine().speak([takes[i] for i in missing], script_id=script_id, locale=locale,
+                                                  sr=sr, jobs=jobs)
+            for i, clip in zip(missing, spoken):
+                clips[i] = match_loudness(clip, sr=sr)
+                if on_done:
+                    on_done(i)
+        present = [i for i in range(len(takes)) if clips[i] is None]
+
+        def one(i: int) -> np.ndarray:
+            s = states[i]
+            if s.state == "duplicate":
+                raise CalmplaceError(f"{shown(s.path)}: more than one file for take {s.take.name}")
+            data, sr_in = read_audio(s.path)
+            return prepare(data, sr_in, sr=sr, what=shown(s.path))
+
+        with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(present) or 1))) as pool:
+            futures = {i: pool.submit(one, i) for i in present}
+            for i in present:
+                clips[i] = futures[i].result()
+                if on_done:
+                    on_done(i)
+        return clips  # type: ignore[return-value]
+
+
+def _fallback_key(tts_key: str) -> str:
+    """A synthetic take matched to the recorded takes' loudness: not the plain synthetic clip."""
+    return hashlib.sha256(f"fallback\x00{PREP_VERSION}\x00{tts_key}".encode()).hexdigest()
+
+
+def _check_header(path: Path) -> None:
+    """Fail before anything is spoken when a take file is not audio at all (cheap: the header only)."""
+    if path.suffix.lower().lstrip(".") not in SOUNDFILE_EXTS:
+        return
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except (RuntimeError, ValueError, TypeError, OSError) as exc:
+        raise CalmplaceError(f"{shown(path)}: not an audio file calmplace can read ({_reason(exc)}); "
+                             f"use WAV, FLAC, OGG or MP3") from None
+    if info.frames == 0:
+        raise CalmplaceError(f"{shown(path)}: the file holds no audio (0 samples)")
+
+
+def encode_take(data: np.ndarray, sr: int, *, fmt: str = "wav") -> bytes:
+    """Samples → WAV (PCM 24-bit) or FLAC (24-bit) bytes, at the recording's own rate and channels."""
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, data, sr, format=fmt.upper(), subtype="PCM_24")
+    return buf.getvalue()
+
+
+__all__ = ["RecordedEngine", "read_audio", "prepare", "analyse", "take_states", "take_dir", "save_record",
+           "load_record", "record_entry", "encode_take", "TAKE_EXTS", "PREP_VERSION"]
