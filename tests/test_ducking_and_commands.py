@@ -77,7 +77,7 @@ def test_ambience_list_and_preview(project: Path):
     assert unknown.exit_code == 1 and "built-ins are rain, stream" in unknown.output
 
 
-def test_plot_draws_the_track(project: Path):
+def test_plot_draws_the_track(project: Path, monkeypatch: pytest.MonkeyPatch):
     from calmplace.build import build
     from calmplace.script import Project
     from calmplace.speech.fake import FakeEngine
@@ -85,12 +85,9 @@ def test_plot_draws_the_track(project: Path):
     assert build(Project(project), engine_factory=lambda p: FakeEngine()).exit_code == 0
     import calmplace.build as b
 
-    original = b.make_engine
-    b.make_engine = lambda profile: FakeEngine()  # the plot reads takes from the cache the build filled
-    try:
-        result = _invoke(project, "plot", "tiny", "--locale", "en-US")
-    finally:
-        b.make_engine = original
+    # the stand-in voice again, so the plot finds the takes the build cached
+    monkeypatch.setattr(b, "make_engine", lambda *args, **kwargs: FakeEngine())
+    result = _invoke(project, "plot", "tiny", "--locale", "en-US")
     assert result.exit_code == 0, result.output
     png = project / "build" / "en-US" / "tiny-timeline.png"
     import matplotlib.image
