@@ -194,7 +194,7 @@ def ambience_group() -> None:
 def ambience_list() -> None:
     """Names and one-line descriptions of the built-in soundscapes and the files in ambience/."""
     from .ambience import BUILTINS
-    from .ambience.userfile import AUDIO_SUFFIXES
+    from .ambience import AUDIO_SUFFIXES
 
     for name, text in BUILTINS.items():
         click.echo(f"{name:10} {text}")

@@ -15,7 +15,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 
 from .errors import ScriptErrors
 from .units import parse_duration
-from .yamlsrc import NULL, STR, Invalid, Source
+from .yamlsrc import NULL, Invalid, Source
 
 ID_PATTERN = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 LOCALE_PATTERN = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*")

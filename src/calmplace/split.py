@@ -327,7 +327,7 @@ def plan_split(path: Path, data: np.ndarray, sr: int, takes: Sequence[Take], exp
     if bad:
         raise CalmplaceError(
             f"{where}: {found}; " + "; ".join(bad) + ". Check that every take was read once, in order, with a "
-            f"clear pause (1.5 s or more) between takes; or record the takes as separate files")
+            "clear pause (1.5 s or more) between takes; or record the takes as separate files")
     plan = SplitPlan(Path(path), sr, chunks, cuts, skipped, tempo, dropped)
     joined = [c.take.name for c in cuts if len(c.chunks) > 1]
     if m != n or joined or skipped or dropped:

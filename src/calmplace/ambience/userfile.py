@@ -23,7 +23,6 @@ MIN_FILE_S = 1.0        # shorter files cannot loop without an audible pulse
 MAX_FILE_S = 300.0      # longer files loop over their first 5 minutes (106 MB as stereo float32 at 44.1 kHz)
 CROSSFADE_S = 2.0       # the seam crossfade, or a quarter of the file if that is shorter
 SEAM_SEARCH_S = 0.05    # how far the seam may move to line up with the head (a 20 Hz period)
-from . import AUDIO_SUFFIXES  # noqa: E402  (one definition, in the package)
 _SALT = 21
 
 

@@ -86,7 +86,7 @@ def run_isolated(fn_name: str, calls: list[tuple], *, jobs: int, timeout_s: floa
                 if on_done:
                     on_done(i)
             now = time.monotonic()
-            for reader, (i, proc, deadline) in list(running.items()):
+            for i, _proc, deadline in running.values():
                 if now >= deadline:
                     raise CalmplaceError(f"the speech engine timed out after {timeout_s:.0f} s on {labels[i]}")
     finally:
