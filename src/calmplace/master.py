@@ -79,6 +79,17 @@ def measure(samples: np.ndarray, *, sr: int) -> Measurement:
     )
 
 
+def integrated_lufs(samples: np.ndarray, *, sr: int) -> float:
+    """Integrated loudness alone (ITU-R BS.1770-4), without the true-peak pass; -inf for silence."""
+    x = _as_audio(samples)
+    return _integrated(_scan(x, sr=sr, true_peak=False).energies, n=x.shape[1], sr=sr)
+
+
+def k_weighting(sr: int) -> np.ndarray:
+    """BS.1770 K-weighting at `sr` as second-order sections (passband gain folded in)."""
+    return _k_weighting(sr)
+
+
 def true_peak_dbtp(samples: np.ndarray, *, sr: int) -> float:
     """True peak in dBTP: 4x oversampled (ITU-R BS.1770-4 Annex 2), max over channels."""
     x = _as_audio(samples)
