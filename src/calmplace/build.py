@@ -461,9 +461,9 @@ def _write_track(item: TrackWork, result: TrackResult, *, out_dir: Path, manifes
                      "locale": job.locale}
             if ext == "mp3":
                 entry.update(duration_s=round(result.duration_s, 3),
-                             integrated_lufs=round(measured.integrated_lufs, 2),
-                             true_peak_dbtp=round(measured.true_peak_dbtp, 2),
-                             loudness_range_lu=round(measured.loudness_range_lu, 2))
+                             integrated_lufs=_json_number(measured.integrated_lufs),
+                             true_peak_dbtp=_json_number(measured.true_peak_dbtp),
+                             loudness_range_lu=_json_number(measured.loudness_range_lu))
             manifest.set(paths[ext].relative_to(out_dir).as_posix(), entry)
     for name, seconds in result.timings_s.items():
         report.timings_s[name] = report.timings_s.get(name, 0.0) + seconds
@@ -544,6 +544,14 @@ def clean(out_dir: Path, cache_dir: Path | None = None) -> list[Path]:
         shutil.rmtree(target)
         return [target]
     return []
+
+
+def _json_number(value: float) -> float | None:
+    """Rounded for the manifest; None where a measure is undefined (LRA of a track under 3 s), as
+    strict JSON has no NaN or infinity."""
+    import math
+
+    return round(value, 2) if math.isfinite(value) else None
 
 
 def _clock(seconds: float) -> str:
