@@ -281,6 +281,7 @@ class TrackWork:
     """Everything a worker needs to render one track: picklable, and no engine inside."""
 
     job: Job
+    plan: Plan
     take_keys: tuple[str, ...]
     output_key: str
     ambience_dir: Path
@@ -352,14 +353,13 @@ def _plan_track(job: Job, *, engine, project: Project, out_dir: Path, cache: Tak
     the_plan = plan(job.script, job.locale)
     keys = engine.take_keys(the_plan.takes, script_id=job.script.id, locale=job.locale, sr=settings.sr)
     key = output_key(job, settings=settings, take_keys=keys, ambience_hashes=_ambience_hashes(job.script, project))
-    return TrackWork(job, tuple(keys), key, project.ambience_dir, cache.root, settings)
+    return TrackWork(job, the_plan, tuple(keys), key, project.ambience_dir, cache.root, settings)
 
 
 def synthesise(item: TrackWork, *, engine, cache: TakeCache, jobs: int, force: bool, ui) -> None:
     """Put a clip for every take of a track into the cache; only missing takes are rendered
     (all of them with `force`)."""
-    job, keys = item.job, item.take_keys
-    takes = plan(job.script, job.locale).takes
+    job, keys, takes = item.job, item.take_keys, item.plan.takes
     missing = [i for i, k in enumerate(keys) if force or cache.get(k) is None]
     if not missing:
         return
@@ -429,7 +429,7 @@ def render_track(item: TrackWork) -> TrackResult:
 
     job, sr, settings = item.job, item.settings.sr, item.settings
     cache = TakeCache(item.cache_root)
-    the_plan = plan(job.script, job.locale)
+    the_plan = item.plan
     clips = [cache.get(k) for k in item.take_keys]
     if any(c is None for c in clips):
         raise CalmplaceError("a spoken take went missing from the cache while building; build again")
@@ -530,7 +530,7 @@ def track_timeline(project: Project, name: str, locale: str | None, *, settings:
     engine = engine_factory(job.profile)
     item = _plan_track(job, engine=engine, project=project, out_dir=out_dir, cache=cache, settings=settings)
     synthesise(item, engine=engine, cache=cache, jobs=1, force=False, ui=ui)
-    the_plan = plan(job.script, job.locale)
+    the_plan = item.plan
     lengths = [cache.get(k).size for k in item.take_keys]
     return job, the_plan, build_timeline(the_plan, lengths, sr=settings.sr)
 
