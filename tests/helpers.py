@@ -61,3 +61,32 @@ def pdf_text(path: Path) -> str:
 def window_rms_db(samples: np.ndarray, start: int, stop: int) -> float:
     seg = samples[..., start:stop]
     return float(10 * np.log10(np.mean(seg ** 2) + 1e-20))
+
+
+def speech_like(seconds: float, *, sr: int, seed: int = 0, first_s: float = 0.5, max_syllables: int = 12,
+                max_pause_s: float = 4.0, clicks_at: tuple[int, ...] = ()) -> np.ndarray:
+    """Stereo stand-in for a voice: band-limited noise 'syllables' (120-350 ms) in phrases of 4 to
+    `max_syllables - 1`, pauses of 1 s to `max_pause_s` between phrases, a quiet brown-noise bed at
+    -45 dB, and 3-sample clicks (~20 dB over the speech) at the sample positions `clicks_at`."""
+    from scipy.signal import butter, lfilter
+
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sr)
+    voice = np.zeros(n)
+    b, a = butter(2, [200, 4000], btype="band", fs=sr)
+    pos = int(first_s * sr)
+    while pos < n - sr:
+        for _ in range(rng.integers(4, max_syllables)):  # one phrase
+            length = int(rng.uniform(0.12, 0.35) * sr)
+            if pos + length >= n:
+                break
+            burst = lfilter(b, a, rng.standard_normal(length)) * np.hanning(length)
+            voice[pos:pos + length] += burst * rng.uniform(0.3, 1.0)
+            pos += length + int(rng.uniform(0.02, 0.1) * sr)
+        pos += int(rng.uniform(1.0, max_pause_s) * sr)
+    bed = lfilter([1.0], [1.0, -0.995], rng.standard_normal((2, n)), axis=-1)
+    x = np.stack([voice, 0.9 * voice]) * 0.1 + bed * (10 ** (-45 / 20) / bed.std())
+    for at in clicks_at:
+        if 0 <= at < n - 20:
+            x[:, at:at + 3] += [[0.9, -0.7, 0.4]]
+    return x.astype(np.float32)

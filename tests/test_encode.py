@@ -17,6 +17,7 @@ import scipy.signal
 import soundfile as sf
 from mutagen.id3 import ID3, CTOCFlags
 
+import helpers
 from calmplace.encode import (DECODER_DELAY, LAME_ENCODER_DELAY, Chapter, Tags, decode_mp3, encode_mp3,
                               master_to_mp3)
 from calmplace.errors import CalmplaceError
@@ -32,26 +33,10 @@ needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None or shutil.which
 
 
 def speech_like(seconds: float, *, seed: int = 0) -> np.ndarray:
-    """Stereo noise 'syllables' in phrases with pauses over a quiet bed, plus two sharp clicks."""
-    rng = np.random.default_rng(seed)
+    """Phrases with 1-3 s pauses over a quiet bed, plus two sharp clicks."""
     n = int(seconds * SR)
-    voice = np.zeros(n)
-    b, a = scipy.signal.butter(2, [200, 4000], btype="band", fs=SR)
-    pos = int(0.3 * SR)
-    while pos < n - SR:
-        for _ in range(rng.integers(4, 10)):
-            length = int(rng.uniform(0.12, 0.35) * SR)
-            if pos + length >= n:
-                break
-            voice[pos:pos + length] += (scipy.signal.lfilter(b, a, rng.standard_normal(length))
-                                        * np.hanning(length) * rng.uniform(0.3, 1.0))
-            pos += length + int(rng.uniform(0.02, 0.1) * SR)
-        pos += int(rng.uniform(1.0, 3.0) * SR)
-    bed = scipy.signal.lfilter([1.0], [1.0, -0.995], rng.standard_normal((2, n)), axis=-1)
-    x = np.stack([voice, 0.9 * voice]) * 0.1 + bed * (10 ** (-45 / 20) / bed.std())
-    for at in (int(1.3 * SR), n // 2):
-        x[:, at:at + 3] += [[0.9, -0.7, 0.4]]
-    return x.astype(np.float32)
+    return helpers.speech_like(seconds, sr=SR, seed=seed, first_s=0.3, max_syllables=10, max_pause_s=3.0,
+                               clicks_at=(int(1.3 * SR), n // 2))
 
 
 def lag_samples(decoded: np.ndarray, original: np.ndarray) -> int:

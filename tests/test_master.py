@@ -9,6 +9,7 @@ import pyloudnorm
 import pytest
 import scipy.signal
 
+import helpers
 from calmplace.errors import CalmplaceError
 from calmplace.master import Measurement, master, measure, true_peak_dbtp
 
@@ -34,29 +35,11 @@ def tone(freq_hz: float, *, amplitude: float, phase: float = 0.0, seconds: float
 
 
 def speech_like(seconds: float, *, seed: int = 0, clicks: bool = True) -> np.ndarray:
-    """Stereo noise 'syllables' (band-limited, 120-350 ms) in phrases with 1-4 s pauses, a quiet
-    brown-noise bed, and a few sharp clicks that stick far out of the speech level."""
-    rng = np.random.default_rng(seed)
+    """Phrases with 1-4 s pauses over a quiet bed, and clicks that stick far out of the speech
+    level, two of them on either side of a 6 s chunk boundary."""
     n = int(seconds * SR)
-    voice = np.zeros(n)
-    b, a = scipy.signal.butter(2, [200, 4000], btype="band", fs=SR)
-    pos = int(0.5 * SR)
-    while pos < n - SR:
-        for _ in range(rng.integers(4, 12)):  # one phrase
-            length = int(rng.uniform(0.12, 0.35) * SR)
-            if pos + length >= n:
-                break
-            burst = scipy.signal.lfilter(b, a, rng.standard_normal(length)) * np.hanning(length)
-            voice[pos:pos + length] += burst * rng.uniform(0.3, 1.0)
-            pos += length + int(rng.uniform(0.02, 0.1) * SR)
-        pos += int(rng.uniform(1.0, 4.0) * SR)
-    bed = scipy.signal.lfilter([1.0], [1.0, -0.995], rng.standard_normal((2, n)), axis=-1)
-    x = np.stack([voice, 0.9 * voice]) * 0.1 + bed * (10 ** (-45 / 20) / bed.std())
-    if clicks:
-        for at in (int(2.2 * SR), CHUNK - 3, CHUNK + 70, n - 2 * SR):
-            if 0 <= at < n - 20:
-                x[:, at:at + 3] += [[0.9, -0.7, 0.4]]  # a 3-sample crackle, ~20 dB over the speech
-    return x.astype(np.float32)
+    at = (int(2.2 * SR), CHUNK - 3, CHUNK + 70, n - 2 * SR) if clicks else ()
+    return helpers.speech_like(seconds, sr=SR, seed=seed, clicks_at=at)
 
 
 def independent_true_peak_db(x: np.ndarray) -> float:
