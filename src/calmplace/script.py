@@ -534,13 +534,14 @@ def load_scripts(paths: list[Path], *, project: Project | None = None) -> tuple[
     scripts, problems = [], []
     for path in paths:
         try:
-            scripts.append(load_script(path, project=project, display_path=_display(path, project)))
+            scripts.append(load_script(path, project=project, display_path=_display(path)))
         except ScriptErrors as exc:
             problems.extend(exc.problems)
     return scripts, problems
 
 
-def _display(path: Path, project: Project | None) -> str:
+def _display(path: Path) -> str:
+    """The path as the user would type it: relative to the working folder where it can be."""
     try:
         return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
