@@ -287,6 +287,7 @@ class TrackWork:
     ambience_dir: Path
     cache_root: Path
     settings: Settings
+    threads: int = 1   # for the encoder and meter inside this track; never changes a byte
 
 
 @dataclass(frozen=True)
@@ -388,8 +389,12 @@ def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache,
         pool = concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(work)),
                                                       mp_context=multiprocessing.get_context(method))
     pending: list[tuple[TrackWork, object]] = []
+    # each track gets an equal share of the CPUs for its threads (pieces of the MP3 encoded and
+    # measured side by side): one track alone uses them all
+    threads = max(1, jobs // min(jobs, len(work)))
     try:
         for item, engine in work:
+            item = dataclasses.replace(item, threads=threads)
             try:
                 with report.stage("speech"):
                     synthesise(item, engine=engine, cache=cache, jobs=jobs, force=force, ui=ui)
@@ -440,7 +445,7 @@ def render_track(item: TrackWork) -> TrackResult:
     with stage("master+encode"):
         mp3, measured = master_to_mp3(samples, sr=sr, target_lufs=settings.target_lufs,
                                       ceiling_dbtp=settings.ceiling_dbtp, bitrate_kbps=settings.bitrate_kbps,
-                                      tags=_tags(the_plan), chapters=_chapters(timeline))
+                                      tags=_tags(the_plan), chapters=_chapters(timeline), threads=item.threads)
     del samples
     with stage("pdf"):
         pdf = script_pdf(the_plan, timeline, script_path=job.script.path)

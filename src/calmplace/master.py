@@ -47,6 +47,10 @@ _KAISER_BETA = 7.0
 _TP_BLOCK = 32  # samples per block: blocks whose bound cannot reach the floor skip interpolation
 
 _CHUNK_HOPS = 60  # processing chunk = 60 x 100 ms = 6 s
+# K-weighting settles long before this: its slowest poles (the 38 Hz high-pass, Q 0.5) decay with a
+# 4.2 ms time constant, so a stretch measured apart after 0.2 s of run-in matches one measured in
+# line to within float rounding (e^-48)
+_WARMUP_S = 0.2
 
 # Limiter: 3 ms look-ahead (ramp down before the peak, two cascaded boxes = S-shaped attack),
 # 100 ms exponential release of the gain reduction; speech-limiter practice is 1.5-5 ms / 50-200 ms.
@@ -194,6 +198,61 @@ def _scan(x: np.ndarray, *, sr: int, true_peak: bool) -> _Scan:
         if true_peak:
             tp = max(tp, float(_tp_envelope(x, start, stop, gain=1.0, floor=peak).max()))
     return _Scan(np.concatenate(energies, axis=1) if energies else np.zeros((channels, 0)), peak, tp)
+
+
+@dataclass(frozen=True)
+class ScanPart:
+    """What one stretch [start, stop) of a track adds to its measurement (see `scan_part`)."""
+
+    first_hop: int
+    energies: np.ndarray   # (channels, hops) K-weighted energy in hops first_hop, first_hop + 1, ...
+    sample_peak: float
+    true_peak: float
+
+
+def scan_part(y: np.ndarray, *, offset: int, start: int, stop: int, n: int, sr: int) -> ScanPart:
+    """Measure samples [start, stop) of an n-sample track of which `y` holds samples
+    [offset, offset + y.shape[1]). Parts of a track can be measured apart (in threads, or from
+    separately decoded stretches) and combined by `measurement_from_parts` into what `measure`
+    gives for the whole track.
+
+    `y` should start `_WARMUP_S` before `start` (or at 0) so the K-weighting filter has settled,
+    and reach `_TAPS // 2` samples past `stop` (or to n) for the true-peak interpolator."""
+    x = _as_audio(y)
+    hop = _hop(sr)
+    if not (offset <= start < stop <= min(n, offset + x.shape[1])):
+        raise ValueError(f"stretch [{start}, {stop}) is not inside y ([{offset}, {offset + x.shape[1]}))")
+    warm = max(offset, start - int(round(_WARMUP_S * sr)))
+    weighted, _ = scipy.signal.sosfilt(_k_weighting(sr), x[:, warm - offset:stop - offset], axis=-1,
+                                       zi=np.zeros((2, x.shape[0], 2)))
+    weighted = weighted[:, start - warm:]
+    np.square(weighted, out=weighted)
+    first_hop = start // hop
+    edges = np.maximum(np.arange(first_hop, -(-stop // hop)) * hop, start) - start
+    energies = np.add.reduceat(weighted, edges, axis=1)
+    own = x[:, start - offset:stop - offset]
+    peak = max(float(own.max()), -float(own.min()))
+    if not math.isfinite(peak):
+        raise ValueError("samples contain NaN or infinity")
+    # _tp_envelope zero-pads outside its array: right at the track's ends, and harmless elsewhere as
+    # long as y reaches _TAPS // 2 samples beyond the stretch
+    lo, hi = max(offset, start - _TAPS), min(offset + x.shape[1], stop + _TAPS)
+    local = x[:, lo - offset:hi - offset]
+    tp = max(peak, float(_tp_envelope(local, start - lo, stop - lo, gain=1.0, floor=peak).max()))
+    return ScanPart(first_hop, energies, peak, tp)
+
+
+def measurement_from_parts(parts: list[ScanPart], *, n: int, sr: int) -> Measurement:
+    """The `measure` of a whole n-sample track from `scan_part`s that cover it exactly once."""
+    hop = _hop(sr)
+    energies = np.zeros((parts[0].energies.shape[0], -(-n // hop)))
+    for part in parts:
+        energies[:, part.first_hop:part.first_hop + part.energies.shape[1]] += part.energies
+    peak = max(p.sample_peak for p in parts)
+    return Measurement(integrated_lufs=_integrated(energies, n=n, sr=sr),
+                       true_peak_dbtp=gain_to_db(max(p.true_peak for p in parts)),
+                       loudness_range_lu=_loudness_range(energies, n=n, sr=sr),
+                       sample_peak_dbfs=gain_to_db(peak))
 
 
 def _true_peak(x: np.ndarray, *, sr: int, floor: float) -> float:
