@@ -133,7 +133,7 @@ def master_to_mp3(samples: np.ndarray, *, sr: int, target_lufs: float = TARGET_L
     best: tuple[bytes, Measurement] | None = None
     n = np.asarray(samples).shape[-1]
     for _ in range(_MAX_ENCODE_TRIES):
-        mastered = master(samples, sr=sr, target_lufs=aim_lufs, ceiling_dbtp=limiter_ceiling_dbtp)
+        mastered = master(samples, sr=sr, target_lufs=aim_lufs, ceiling_dbtp=limiter_ceiling_dbtp, threads=threads)
         data = encode_mp3(mastered, sr=sr, bitrate_kbps=bitrate_kbps, tags=tags, chapters=chapters, threads=threads)
         del mastered
         got = measure_mp3(data, n_samples=n, sr=sr, threads=threads)

@@ -57,6 +57,7 @@ _WARMUP_S = 0.2
 _LOOKAHEAD_S = 0.003
 _RELEASE_S = 0.100
 _GR_FLOOR_DB = 1e-3      # gain reduction below 0.001 dB is inaudible and set to exactly none
+_PEAK_HEADROOM_DB = 2.0  # peaks are gathered 2 dB under the threshold: later passes may raise the gain
 _LIMITER_MARGIN_DB = 0.05  # peaks are found on x; x * gain-ramp can interpolate a hair higher
 _LOUDNESS_AIM_LU = 0.1   # iterate until this close; the contract allows ±0.5 LU
 _LOUDNESS_TOL_LU = 0.5
@@ -102,21 +103,50 @@ def true_peak_dbtp(samples: np.ndarray, *, sr: int) -> float:
 
 
 def master(samples: np.ndarray, *, sr: int, target_lufs: float = TARGET_LUFS,
-           ceiling_dbtp: float = CEILING_DBTP) -> np.ndarray:
+           ceiling_dbtp: float = CEILING_DBTP, threads: int = 1) -> np.ndarray:
     """Gain to `target_lufs` integrated, then a linked look-ahead true-peak limiter at
-    `ceiling_dbtp`; repeated until both hold. Returns a new float32 (channels, n) array."""
+    `ceiling_dbtp`; repeated until both hold. Returns a new float32 (channels, n) array.
+
+    The input is measured once (K-weighted energy per 100 ms, and the few samples whose true peak
+    could reach the ceiling). A pass then re-measures only the 6 s chunks the limiter touched and
+    the chunk after each (the K-weighting's memory): elsewhere the output is the input times one
+    gain, so its energy is the input's times that gain squared and its peaks stay under the limiter's
+    threshold. `threads` measure the input's chunks side by side; the result does not depend on it."""
     x = _as_audio(samples)
-    lufs_in = _integrated(_scan(x, sr=sr, true_peak=False).energies, n=x.shape[1], sr=sr)
+    n = x.shape[1]
+    energies_x = _energies(x, sr=sr, threads=threads)
+    lufs_in = _integrated(energies_x, n=n, sr=sr)
     if not math.isfinite(lufs_in):
         raise CalmplaceError("cannot master the track: it is silent (or shorter than 0.4 s)")
     out = np.empty_like(x)
     gain_db = target_lufs - lufs_in
     threshold_db = ceiling_dbtp - _LIMITER_MARGIN_DB
+    peaks: list[tuple[np.ndarray, np.ndarray]] | None = None
+    peaks_floor_db = math.inf
     lufs = tp = math.nan
+    hop, chunk_hops = _hop(sr), _CHUNK_HOPS
+    chunks = list(_chunks(n, sr=sr))
     for _ in range(_MAX_PASSES):
-        _limit(x, out, gain=db_to_gain(gain_db), threshold=db_to_gain(threshold_db), sr=sr)
-        scan = _scan(out, sr=sr, true_peak=True)
-        lufs, tp = _integrated(scan.energies, n=x.shape[1], sr=sr), gain_to_db(scan.true_peak)
+        if threshold_db - gain_db < peaks_floor_db:   # louder than the peaks were gathered for
+            peaks_floor_db = threshold_db - gain_db - _PEAK_HEADROOM_DB
+            peaks = _peaks(x, chunks, floor=db_to_gain(peaks_floor_db), sr=sr, threads=threads)
+        gain = db_to_gain(gain_db)
+        limited = _limit(x, out, gain=gain, threshold=db_to_gain(threshold_db), sr=sr, peaks=peaks, threads=threads)
+        energies = energies_x * (gain * gain)
+        tp = 0.0   # unlimited chunks stay under the threshold: only limited ones can decide
+        warm = int(round(_WARMUP_S * sr))
+
+        def rescan(i: int) -> ScanPart:
+            start, stop = chunks[i]
+            lo, hi = max(0, start - warm), min(n, stop + _TAPS)
+            return scan_part(out[:, lo:hi], offset=lo, start=start, stop=stop, n=n, sr=sr)
+
+        redo = sorted(set(limited) | {i + 1 for i in limited if i + 1 < len(chunks)})
+        for i, part in zip(redo, _map(rescan, redo, threads=threads)):
+            energies[:, i * chunk_hops:i * chunk_hops + part.energies.shape[1]] = part.energies
+            tp = max(tp, part.true_peak)
+        assert energies.shape[1] == -(-n // hop)
+        lufs, tp = _integrated(energies, n=n, sr=sr), gain_to_db(tp) if tp > 0 else -math.inf
         loud_ok, peak_ok = abs(lufs - target_lufs) <= _LOUDNESS_AIM_LU, tp <= ceiling_dbtp
         if loud_ok and peak_ok:
             return out
@@ -129,6 +159,29 @@ def master(samples: np.ndarray, *, sr: int, target_lufs: float = TARGET_LUFS,
     raise CalmplaceError(
         f"cannot master the track to {target_lufs:g} LUFS with true peaks under {ceiling_dbtp:g} dBTP: "
         f"reached {lufs:.2f} LUFS, {tp:.2f} dBTP (peaks too far above the speech level)")
+
+
+def _energies(x: np.ndarray, *, sr: int, threads: int) -> np.ndarray:
+    """K-weighted energy per 100 ms hop, measured in 30 s parts (side by side with threads)."""
+    n = x.shape[1]
+    step = 5 * _CHUNK_HOPS * _hop(sr)
+    warm, bounds = int(round(_WARMUP_S * sr)), [(a, min(a + step, n)) for a in range(0, n, step)]
+
+    def part(bound):
+        start, stop = bound
+        lo = max(0, start - warm)
+        return scan_part(x[:, lo:stop], offset=lo, start=start, stop=stop, n=n, sr=sr, true_peak=False)
+
+    return measurement_energies(_map(part, bounds, threads=threads), n=n, sr=sr)
+
+
+def _map(fn, items, *, threads: int) -> list:
+    if threads > 1 and len(items) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            return list(pool.map(fn, items))
+    return [fn(item) for item in items]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -210,7 +263,8 @@ class ScanPart:
     true_peak: float
 
 
-def scan_part(y: np.ndarray, *, offset: int, start: int, stop: int, n: int, sr: int) -> ScanPart:
+def scan_part(y: np.ndarray, *, offset: int, start: int, stop: int, n: int, sr: int,
+              true_peak: bool = True) -> ScanPart:
     """Measure samples [start, stop) of an n-sample track of which `y` holds samples
     [offset, offset + y.shape[1]). Parts of a track can be measured apart (in threads, or from
     separately decoded stretches) and combined by `measurement_from_parts` into what `measure`
@@ -234,6 +288,8 @@ def scan_part(y: np.ndarray, *, offset: int, start: int, stop: int, n: int, sr: 
     peak = max(float(own.max()), -float(own.min()))
     if not math.isfinite(peak):
         raise ValueError("samples contain NaN or infinity")
+    if not true_peak:
+        return ScanPart(first_hop, energies, peak, math.nan)
     # _tp_envelope zero-pads outside its array: right at the track's ends, and harmless elsewhere as
     # long as y reaches _TAPS // 2 samples beyond the stretch
     lo, hi = max(offset, start - _TAPS), min(offset + x.shape[1], stop + _TAPS)
@@ -242,17 +298,21 @@ def scan_part(y: np.ndarray, *, offset: int, start: int, stop: int, n: int, sr: 
     return ScanPart(first_hop, energies, peak, tp)
 
 
-def measurement_from_parts(parts: list[ScanPart], *, n: int, sr: int) -> Measurement:
-    """The `measure` of a whole n-sample track from `scan_part`s that cover it exactly once."""
-    hop = _hop(sr)
-    energies = np.zeros((parts[0].energies.shape[0], -(-n // hop)))
+def measurement_energies(parts: list[ScanPart], *, n: int, sr: int) -> np.ndarray:
+    """Per-hop energies of a whole n-sample track from parts that cover it exactly once."""
+    energies = np.zeros((parts[0].energies.shape[0], -(-n // _hop(sr))))
     for part in parts:
         energies[:, part.first_hop:part.first_hop + part.energies.shape[1]] += part.energies
-    peak = max(p.sample_peak for p in parts)
+    return energies
+
+
+def measurement_from_parts(parts: list[ScanPart], *, n: int, sr: int) -> Measurement:
+    """The `measure` of a whole n-sample track from `scan_part`s that cover it exactly once."""
+    energies = measurement_energies(parts, n=n, sr=sr)
     return Measurement(integrated_lufs=_integrated(energies, n=n, sr=sr),
                        true_peak_dbtp=gain_to_db(max(p.true_peak for p in parts)),
                        loudness_range_lu=_loudness_range(energies, n=n, sr=sr),
-                       sample_peak_dbfs=gain_to_db(peak))
+                       sample_peak_dbfs=gain_to_db(max(p.sample_peak for p in parts)))
 
 
 def _true_peak(x: np.ndarray, *, sr: int, floor: float) -> float:
@@ -383,45 +443,104 @@ def _tp_envelope(x: np.ndarray, start: int, stop: int, *, gain: float, floor: fl
 # Look-ahead true-peak limiter
 
 
-def _limit(x: np.ndarray, out: np.ndarray, *, gain: float, threshold: float, sr: int) -> None:
+def _peaks(x: np.ndarray, chunks: list[tuple[int, int]], *, floor: float, sr: int,
+           threads: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per limiter chunk: where in [start - 1, stop + lookahead) the true-peak envelope of x exceeds
+    `floor`, and its values there. Few samples do; the limiter needs no others."""
+    lookahead = _lookahead(sr)
+
+    def one(bound):
+        start, stop = bound
+        env = _tp_envelope(x, start - 1, stop + lookahead, gain=1.0, floor=floor)
+        over = np.flatnonzero(env > floor)
+        return over, env[over]
+
+    return _map(one, chunks, threads=threads)
+
+
+def _lookahead(sr: int) -> int:
+    return 2 * int(math.ceil(_LOOKAHEAD_S * sr / 2))
+
+
+def _limit(x: np.ndarray, out: np.ndarray, *, gain: float, threshold: float, sr: int,
+           peaks: list[tuple[np.ndarray, np.ndarray]], threads: int = 1) -> list[int]:
     """out = x * gain * g, g the limiter gain: no peak of x * gain * g above `threshold` (linear).
+    `peaks` come from `_peaks` with a floor at or under threshold / gain. Returns the chunks where
+    g < 1 somewhere.
 
     Gain reduction (dB) needed at each sample is held over the look-ahead window ahead of it,
     released exponentially, then smoothed by two cascaded moving averages spanning the look-ahead;
     every sample in those averages already carries the full reduction of the peak, so the gain is
     fully down when the peak arrives and ramps down smoothly before it (no clipping). Offline, so
     the look-ahead costs no delay: out stays sample-aligned with x.
-    """
-    lookahead = 2 * int(math.ceil(_LOOKAHEAD_S * sr / 2))
+
+    Chunks are worked on side by side (`threads`): each chunk's release is first found on its own,
+    then what the chunk before hands over (one decaying value and the last few samples the
+    smoothing reads) is chained through in order, and each chunk is finished with it."""
+    lookahead = _lookahead(sr)
     box = lookahead // 2 + 1              # two boxes of box samples span lookahead + 1 samples
     decay = np.exp(-np.arange(_CHUNK_HOPS * _hop(sr)) / (_RELEASE_S * sr))
     threshold_db = gain_to_db(threshold)
-    carry = 0.0                           # released reduction at the previous sample
-    tail = np.zeros(2 * (box - 1))        # released reduction of the samples before the chunk
-    for start, stop in _chunks(x.shape[1], sr=sr):
-        np.multiply(x[:, start:stop], np.float32(gain), out=out[:, start:stop])
+    chunks = list(_chunks(x.shape[1], sr=sr))
+    tail_len = 2 * (box - 1)              # released reduction the smoothing reads before a chunk
+
+    def own_release(i: int) -> np.ndarray | None:
+        """Chunk i's released reduction (dB) from its own peaks alone; None if it has none."""
+        start, stop = chunks[i]
         # peaks in [n - 1, n + lookahead] all limit sample n (a between-sample peak needs both ends)
-        env = _tp_envelope(x, start - 1, stop + lookahead, gain=gain, floor=threshold)
-        over = np.flatnonzero(env > threshold)
-        if over.size == 0 and carry == 0.0 and not tail.any():
-            continue
-        need = np.zeros(env.shape)
-        need[over] = 20.0 * np.log10(env[over]) - threshold_db
+        at, level = peaks[i]
+        level = level * gain
+        hot = level > threshold
+        if not hot.any():
+            return None
+        need = np.zeros(stop - start + 1 + lookahead)
+        need[at[hot]] = 20.0 * np.log10(level[hot]) - threshold_db
         width = lookahead + 2
         held = scipy.ndimage.maximum_filter1d(need, size=width, mode="constant")
         held = held[width // 2:width // 2 + stop - start]
         # release: r[n] = max(held[n], r[n-1] * decay[1]), solved as a running max of held / decay
         fall = decay[:stop - start]       # fall[i] = decay[1] ** i
         released = np.maximum.accumulate(held / fall)
-        np.maximum(released, carry * decay[1], out=released)  # the previous chunk, decayed too
         released *= fall
-        released[released < _GR_FLOOR_DB] = 0.0
-        carry = float(released[-1])
-        history = np.concatenate((tail, released))
-        tail = history[-tail.size:]
+        return released
+
+    def released(i: int, own: np.ndarray | None, carry: float, part: slice = slice(None)) -> np.ndarray:
+        """Chunk i's released reduction given the `carry` it starts from (the sample before)."""
+        start, stop = chunks[i]
+        fall = decay[:stop - start][part]
+        r = carry * decay[1] * fall if own is None else np.maximum(own[part], carry * decay[1] * fall)
+        r = np.asarray(r, dtype=np.float64)
+        r[r < _GR_FLOOR_DB] = 0.0
+        return r
+
+    def finish(i: int, own: np.ndarray | None, carry: float, tail: np.ndarray) -> bool:
+        start, stop = chunks[i]
+        np.multiply(x[:, start:stop], np.float32(gain), out=out[:, start:stop])
+        if own is None and carry == 0.0 and not tail.any():
+            return False
+        history = np.concatenate((tail, released(i, own, carry)))
         smooth = _trailing_mean(_trailing_mean(history, box), box)
         if smooth.max() > 0.0:
             out[:, start:stop] *= np.exp(smooth.astype(np.float32) * np.float32(-math.log(10.0) / 20.0))
+            return True
+        return False
+
+    limited: list[int] = []
+    carry, tail = 0.0, np.zeros(tail_len)
+    window = 4 * max(1, threads)          # chunks in memory at once: bounded, whatever the length
+    for w0 in range(0, len(chunks), window):
+        ids = list(range(w0, min(w0 + window, len(chunks))))
+        owns = _map(own_release, ids, threads=threads)
+        starts = []                       # (carry, tail) each chunk starts from, chained in order
+        for i, own in zip(ids, owns):
+            starts.append((carry, tail))
+            n_i = chunks[i][1] - chunks[i][0]
+            last = released(i, own, carry, slice(max(0, n_i - tail_len), n_i))
+            carry = float(last[-1])
+            tail = np.concatenate((tail, last))[-tail_len:]
+        done = _map(lambda k: finish(ids[k], owns[k], *starts[k]), list(range(len(ids))), threads=threads)
+        limited.extend(i for i, hit in zip(ids, done) if hit)
+    return limited
 
 
 def _trailing_mean(values: np.ndarray, length: int) -> np.ndarray:
