@@ -146,6 +146,11 @@ def test_master_hits_target_loudness_and_ceiling(speech, mastered):
     assert independent_true_peak_db(speech) + (-16.0 - measure(speech, sr=SR).integrated_lufs) > -1.0 + 10.0
 
 
+def test_master_is_the_same_whatever_the_thread_count(speech, mastered):
+    # chunks are limited and measured side by side; what one chunk hands the next is chained in order
+    assert np.array_equal(master(speech, sr=SR, threads=3), mastered)
+
+
 def test_master_hits_other_targets():
     x = speech_like(12.0, seed=5)
     y = master(x, sr=SR, target_lufs=-19.0, ceiling_dbtp=-2.0)
