@@ -47,9 +47,6 @@ def test_targets_pass_and_fail_at_their_limits(bench):
     assert [t.passed for t in bad] == [False, False, False]  # 39.6 is exactly 0.6 x 66: not *under* it
     assert all(t.line().startswith("FAIL: ") for t in bad)
     assert "1.83 × naive" in bad[0].detail and "2.66 × (speech + encode) 12.40 s" in bad[1].detail
-    # half the naive time (9 s) is less than encoding alone (9.6 s): the report says so
-    assert bad[0].detail.endswith("out of reach while encoding alone takes 9.60 s > 0.5 × naive = 9.00 s")
-    assert "out of reach" not in good[0].detail
 
     missing = bench.evaluate_targets(naive_s=None, cold_one_s=33.0, speech_s=2.8, encode_floor_s=None,
                                      serial_s=66.0, parallel_s=30.0)
