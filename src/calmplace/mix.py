@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import pyloudnorm
 
 from .ambience import REFERENCE_LUFS  # EBU R128 programme level: the voice is set to it, beds under it
 from .script import Ambience
@@ -42,10 +41,12 @@ class BedRun:
 
 def speech_gain(clips: Sequence[np.ndarray], *, sr: int, target_lufs: float = REFERENCE_LUFS) -> float:
     """One gain for the whole voice so its integrated loudness (BS.1770) is the reference."""
+    from .master import integrated_lufs
+
     voiced = np.concatenate([c for c in clips if c.size]) if clips else np.zeros(0, np.float32)
     if voiced.size < sr // 2:  # under 0.4 s of gating blocks the measurement is meaningless
         return 1.0
-    loudness = pyloudnorm.Meter(sr).integrated_loudness(voiced.astype(np.float64))
+    loudness = integrated_lufs(voiced, sr=sr)
     if not np.isfinite(loudness):
         return 1.0
     return float(db_to_gain(target_lufs - loudness))
@@ -57,18 +58,28 @@ def duck_amount(spans: Sequence[tuple[int, int]], *, start: int, stop: int, sr: 
 
     Each speech span contributes a raised-cosine rise over the look-ahead before it, 1 during it,
     and a raised-cosine fall over the release after it; overlapping contributions take the max,
-    so the curve is continuous and free of steps (no zipper noise)."""
+    so the curve is continuous and free of steps (no zipper noise). Only the samples a span
+    reaches are computed."""
     la = seconds_to_samples(lookahead_s, sr=sr)
     rel = seconds_to_samples(release_s, sr=sr)
-    t = np.arange(start, stop, dtype=np.float64)
     amount = np.zeros(stop - start, dtype=np.float64)
     for s0, s1 in spans:
         if s1 + rel <= start or s0 - la >= stop:
             continue
-        rise = np.clip((t - (s0 - la)) / max(la, 1), 0.0, 1.0)
-        fall = np.clip(1.0 - (t - s1) / max(rel, 1), 0.0, 1.0)
-        shape = np.where(t < s0, 0.5 - 0.5 * np.cos(np.pi * rise), np.where(t < s1, 1.0, 0.5 - 0.5 * np.cos(np.pi * fall)))
-        np.maximum(amount, shape, out=amount)
+        # rise over [s0 - la, s0), hold over [s0, s1), fall over [s1, s1 + rel)
+        a, b = max(start, s0 - la), min(stop, s0)
+        if b > a:
+            t = np.arange(a, b, dtype=np.float64)
+            rise = np.clip((t - (s0 - la)) / max(la, 1), 0.0, 1.0)
+            np.maximum(amount[a - start:b - start], 0.5 - 0.5 * np.cos(np.pi * rise), out=amount[a - start:b - start])
+        a, b = max(start, s0), min(stop, s1)
+        if b > a:
+            amount[a - start:b - start] = 1.0
+        a, b = max(start, s1), min(stop, s1 + rel)
+        if b > a:
+            t = np.arange(a, b, dtype=np.float64)
+            fall = np.clip(1.0 - (t - s1) / max(rel, 1), 0.0, 1.0)
+            np.maximum(amount[a - start:b - start], 0.5 - 0.5 * np.cos(np.pi * fall), out=amount[a - start:b - start])
     return amount
 
 
@@ -98,23 +109,38 @@ def bed_runs(timeline: Timeline, *, seed_base: str) -> list[BedRun]:
 
 def _edge_envelope(run: BedRun, *, start: int, stop: int) -> np.ndarray:
     """Equal-power (sine) fade in at the run's start and out at its end, over [start, stop)."""
-    t = np.arange(start, stop, dtype=np.float64)
     env = np.ones(stop - start)
-    if run.fade_in:
-        x = np.clip((t - run.start) / run.fade_in, 0.0, 1.0)
-        env *= np.sin(0.5 * np.pi * x)
-    if run.fade_out:
-        x = np.clip((run.end - t) / run.fade_out, 0.0, 1.0)
-        env *= np.sin(0.5 * np.pi * x)
+    for fade, edge, sign in ((run.fade_in, run.start, 1), (run.fade_out, run.end, -1)):
+        if not fade:
+            continue
+        # the fade covers [edge, edge + fade) going in, [edge - fade, edge) going out
+        a, b = (max(start, edge), min(stop, edge + fade)) if sign > 0 else (max(start, edge - fade), min(stop, edge))
+        if b > a:
+            t = np.arange(a, b, dtype=np.float64)
+            env[a - start:b - start] *= np.sin(0.5 * np.pi * np.clip(sign * (t - edge) / fade, 0.0, 1.0))
+        outside = (start, min(stop, edge)) if sign > 0 else (max(start, edge), stop)
+        if outside[1] > outside[0]:
+            env[outside[0] - start:outside[1] - start] = 0.0
     return env
 
 
 def bed_gain_db(timeline: Timeline, run: BedRun, *, start: int, stop: int) -> np.ndarray:
     """The bed's gain relative to the reference over [start, stop): level, duck and fades, in dB."""
-    duck = duck_amount(timeline.speech_spans(), start=start, stop=stop, sr=timeline.sr)
-    env = _edge_envelope(run, start=start, stop=stop)
     with np.errstate(divide="ignore"):
-        return run.ambience.level_db - run.ambience.duck_db * duck + 20.0 * np.log10(env)
+        return 20.0 * np.log10(bed_gain(timeline, run, start=start, stop=stop).astype(np.float64))
+
+
+def bed_gain(timeline: Timeline, run: BedRun, *, start: int, stop: int) -> np.ndarray:
+    """`bed_gain_db` as a linear float32 gain, computed only where the duck or a fade moves it."""
+    duck = duck_amount(timeline.speech_spans(), start=start, stop=stop, sr=timeline.sr)
+    gain = np.full(stop - start, db_to_gain(run.ambience.level_db), dtype=np.float32)
+    moving = np.flatnonzero(duck)
+    if moving.size:
+        a, b = moving[0], moving[-1] + 1
+        gain[a:b] *= np.exp(duck[a:b] * (-run.ambience.duck_db * np.log(10.0) / 20.0)).astype(np.float32)
+    if run.fade_in and start < run.start + run.fade_in or run.fade_out and stop > run.end - run.fade_out:
+        gain *= _edge_envelope(run, start=start, stop=stop).astype(np.float32)
+    return gain
 
 
 def mix(timeline: Timeline, clips: Sequence[np.ndarray], *, open_bed: Callable[..., object], seed_base: str,
@@ -134,8 +160,7 @@ def mix(timeline: Timeline, clips: Sequence[np.ndarray], *, open_bed: Callable[.
         source = open_bed(run.ambience.sound, seed=run.seed, n_samples_hint=run.end - run.start)
         for b0 in range(run.start, run.end, block):
             b1 = min(b0 + block, run.end)
-            g = db_to_gain(bed_gain_db(timeline, run, start=b0, stop=b1)).astype(np.float32)
-            out[:, b0:b1] += source.read(b1 - b0) * g[np.newaxis, :]
+            out[:, b0:b1] += source.read(b1 - b0) * bed_gain(timeline, run, start=b0, stop=b1)[np.newaxis, :]
     return out
 
 
