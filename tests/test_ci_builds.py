@@ -49,6 +49,17 @@ def test_parallel_equals_serial_and_rebuilds_are_byte_identical(project: Path):
     assert read_outputs(project / "one") == first
 
 
+def test_one_track_with_cpus_to_spare_is_byte_identical(project: Path):
+    # one track and jobs=2: rendered in this process with two threads, its bed generated ahead
+    # while the takes are spoken (mix.BedPrefetch)
+    serial, _ = run(project, out_dir=project / "one", jobs=1, locales=("en-GB",))
+    threaded, _ = run(project, out_dir=project / "two", jobs=2, locales=("en-GB",))
+    assert serial.exit_code == threaded.exit_code == 0 and serial.built == threaded.built == 1
+    outputs = [name for name in OUTPUTS if name.startswith("en-GB/")]
+    assert outputs and all((project / "one" / name).read_bytes() == (project / "two" / name).read_bytes()
+                           for name in outputs)
+
+
 def test_editing_one_word_rebuilds_one_script_and_one_take(project: Path):
     (project / "scripts" / "other.yaml").write_text(
         "title: Other\nlocales: [en-GB]\nsections:\n  - text: A second script. [pause 2s] Second take.\n")

@@ -395,20 +395,31 @@ def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache,
     try:
         for item, engine in work:
             item = dataclasses.replace(item, threads=threads)
+            # rendered here with CPUs to spare: generate the bed while the takes are spoken
+            prefetch = _bed_prefetch(item) if pool is None and threads > 1 else None
             try:
                 with report.stage("speech"):
                     synthesise(item, engine=engine, cache=cache, jobs=jobs, force=force, ui=ui)
             except CalmplaceError as exc:
+                if prefetch:
+                    prefetch.close()
                 pending.append((item, exc))
                 continue
-            pending.append((item, pool.submit(render_track, item) if pool else None))
+            pending.append((item, pool.submit(render_track, item) if pool else prefetch))
         with ui.progress("rendering tracks", len(pending)) as bar:
             for item, handle in pending:
                 try:
-                    result = handle if isinstance(handle, Exception) else \
-                        handle.result() if handle is not None else render_track(item)
+                    if isinstance(handle, Exception):
+                        result = handle
+                    elif hasattr(handle, "result"):
+                        result = handle.result()
+                    else:
+                        result = render_track(item, bed_prefetch=handle)
                 except CalmplaceError as exc:
                     result = exc
+                finally:
+                    if hasattr(handle, "close"):
+                        handle.close()
                 bar.update(1)
                 yield item, result
     finally:
@@ -416,9 +427,28 @@ def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache,
             pool.shutdown(cancel_futures=True)
 
 
-def render_track(item: TrackWork) -> TrackResult:
+def _bed_prefetch(item: TrackWork):
+    """The track's first bed, generated ahead in a thread (see mix.BedPrefetch); None if the track
+    starts without ambience."""
+    from .mix import BedPrefetch, bed_seed
+
+    sections = item.plan.sections
+    if not sections or sections[0].ambience is None:
+        return None
+    sound, sr = sections[0].ambience.sound, item.settings.sr
+
+    def open_source():
+        from .ambience import open_bed
+
+        return open_bed(sound, sr=sr, seed=bed_seed(item.job.script.id, 0, sound), ambience_dir=item.ambience_dir)
+
+    return BedPrefetch(open_source, key=(sound, bed_seed(item.job.script.id, 0, sound)))
+
+
+def render_track(item: TrackWork, *, bed_prefetch=None) -> TrackResult:
     """One track's outputs, as bytes: timeline, mix, master and encode, PDF, captions. Pure but
-    for reading the take cache and ambience files; runs in a worker process when jobs > 1."""
+    for reading the take cache and ambience files; runs in a worker process when jobs > 1.
+    `bed_prefetch` (a mix.BedPrefetch) serves the first bed if it is the one the mix opens."""
     from .captions import webvtt
     from .encode import master_to_mp3
     from .mix import bed_opener, mix
@@ -440,7 +470,8 @@ def render_track(item: TrackWork) -> TrackResult:
         raise CalmplaceError("a spoken take went missing from the cache while building; build again")
     timeline = build_timeline(the_plan, [c.size for c in clips], sr=sr)
     with stage("mix"):
-        samples = mix(timeline, clips, open_bed=bed_opener(item.ambience_dir, sr=sr), seed_base=job.script.id)
+        samples = mix(timeline, clips, open_bed=bed_opener(item.ambience_dir, sr=sr, ready=bed_prefetch),
+                      seed_base=job.script.id)
     del clips
     with stage("master+encode"):
         mp3, measured = master_to_mp3(samples, sr=sr, target_lufs=settings.target_lufs,

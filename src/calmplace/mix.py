@@ -102,9 +102,14 @@ def bed_runs(timeline: Timeline, *, seed_base: str) -> list[BedRun]:
         e = n if last else min(n, end + half)
         fade_in = seconds_to_samples(ambience.fade_in_s, sr=timeline.sr) if first else start - s + min(half, start)
         fade_out = seconds_to_samples(ambience.fade_out_s, sr=timeline.sr) if last else e - end + min(half, n - end)
-        digest = hashlib.sha256(f"{seed_base}|{i}|{ambience.sound}".encode()).digest()
-        out.append(BedRun(ambience, s, e, min(fade_in, e - s), min(fade_out, e - s), int.from_bytes(digest[:4], "little")))
+        out.append(BedRun(ambience, s, e, min(fade_in, e - s), min(fade_out, e - s), bed_seed(seed_base, i, ambience.sound)))
     return out
+
+
+def bed_seed(seed_base: str, run_index: int, sound: str) -> int:
+    """The seed of the run_index-th bed run (counting runs without ambience too)."""
+    digest = hashlib.sha256(f"{seed_base}|{run_index}|{sound}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
 
 
 def _edge_envelope(run: BedRun, *, start: int, stop: int) -> np.ndarray:
@@ -164,11 +169,72 @@ def mix(timeline: Timeline, clips: Sequence[np.ndarray], *, open_bed: Callable[.
     return out
 
 
-def bed_opener(ambience_dir: Path, *, sr: int):
-    """Bind the ambience library to a project folder, for `mix(open_bed=...)`."""
+def bed_opener(ambience_dir: Path, *, sr: int, ready: "BedPrefetch | None" = None):
+    """Bind the ambience library to a project folder, for `mix(open_bed=...)`; a `ready` prefetch
+    serves the first opening of its own (sound, seed)."""
     from .ambience import open_bed
 
     def _open(sound: str, *, seed: int, n_samples_hint: int):
+        nonlocal ready
+        if ready is not None and ready.key == (sound, seed):
+            source, ready = ready, None
+            return source
         return open_bed(sound, sr=sr, seed=seed, ambience_dir=ambience_dir, n_samples_hint=n_samples_hint)
 
     return _open
+
+
+class BedPrefetch:
+    """A bed source read ahead, `BLOCK` samples at a time, by a background thread: the track's
+    first bed can be generated while its takes are still being spoken (the speech runs in other
+    processes, so this process would otherwise wait). Reads give exactly what the source would
+    (beds join block reads seamlessly); at most `ahead_blocks` blocks are held."""
+
+    def __init__(self, open_source: Callable[[], object], *, key: tuple[str, int], ahead_blocks: int = 160):
+        import queue
+        import threading
+
+        self.key = key
+        self._queue: "queue.Queue[np.ndarray | BaseException]" = queue.Queue(maxsize=ahead_blocks)
+        self._stop = threading.Event()
+        self._buf = np.zeros((2, 0), dtype=np.float32)
+        self._thread = threading.Thread(target=self._run, args=(open_source,), daemon=True,
+                                        name="calmplace-bed-prefetch")
+        self._thread.start()
+
+    def _run(self, open_source) -> None:
+        import queue
+
+        try:
+            source = open_source()
+            while not self._stop.is_set():
+                block = source.read(BLOCK)
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(block, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as exc:  # handed to the reader, raised there
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(exc, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+
+    def read(self, n_samples: int) -> np.ndarray:
+        pieces, have = [self._buf], self._buf.shape[1]
+        while have < n_samples:
+            block = self._queue.get()
+            if isinstance(block, BaseException):
+                raise block
+            pieces.append(block)
+            have += block.shape[1]
+        whole = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)
+        self._buf = whole[:, n_samples:]
+        return whole[:, :n_samples]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
