@@ -1,0 +1,137 @@
+"""The real engine's processes: one zygote per speak() call forks a process per take (speech/tts.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from calmplace import SR
+from calmplace.errors import CalmplaceError
+from calmplace.speech import tts
+from calmplace.speech.clips import _X2_TAPS, _upsample2, resample
+from calmplace.speech.tts import TtsEngine
+from calmplace.voices import load_voice
+
+REPO = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.skipif(not tts.zygote_supported(), reason="the zygote is Linux-only")
+
+TEXTS = [
+    "Let your shoulders soften.",
+    "Notice the air, cool as it comes in and a little warmer as it leaves.",
+    "Rest here for a while.",
+    "Let your shoulders soften.",  # the same text again, in the same call
+]
+
+
+@pytest.fixture(scope="module")
+def narrator() -> TtsEngine:
+    return TtsEngine(load_voice("narrator", voices_dir=REPO / "voices"))
+
+
+def _bytes(clips) -> list[bytes]:
+    return [c.tobytes() for c in clips]
+
+
+def test_clips_do_not_depend_on_jobs_order_or_batching(narrator: TtsEngine):
+    serial = _bytes(narrator.speak_texts(TEXTS, locale="en-GB", sr=SR, jobs=1))
+    assert serial[0] == serial[3] and len(set(serial)) == 3
+    shuffled = [TEXTS[2], TEXTS[1], TEXTS[0], TEXTS[2], TEXTS[1]]
+    parallel = _bytes(narrator.speak_texts(shuffled, locale="en-GB", sr=SR, jobs=2))
+    assert parallel == [serial[2], serial[1], serial[0], serial[2], serial[1]]
+    one_by_one = [_bytes(narrator.speak_texts([t], locale="en-GB", sr=SR, jobs=3))[0] for t in TEXTS[1:3]]
+    assert one_by_one == serial[1:3]
+
+
+def test_clips_are_those_of_a_freshly_initialised_engine(narrator: TtsEngine):
+    """What the zygote's takes give is what a freshly started engine gives for each text (the
+    way every take was rendered before the zygote), so cached takes stay valid. (Both go
+    through the same resampler: that it is scipy's, bit for bit, is the next test.)"""
+    voice = narrator.voice_for("en-US")
+    calls = [(t, voice.id, narrator.profile.rate_wpm, narrator.profile.volume) for t in TEXTS[:3]]
+    fresh = tts.run_isolated("render", calls, jobs=2, timeout_s=60, labels=["a", "b", "c"])
+    expected = [tts._finish(out["samples"], sr_in=out["sr"], sr=SR, what="x").tobytes() for out in fresh]
+    assert _bytes(narrator.speak_texts(TEXTS[:3], locale="en-US", sr=SR, jobs=2)) == expected
+
+
+def test_the_x2_resampler_is_scipys_bit_for_bit():
+    from scipy.signal import firwin, resample_poly
+
+    taps = firwin(41, 0.5, window=("kaiser", 5.0)).astype(np.float32)
+    taps *= 2
+    assert taps.tobytes() == _X2_TAPS.tobytes()
+    rng = np.random.default_rng(7)
+    signals = [rng.standard_normal(n).astype(np.float32) * 0.3 for n in (1, 2, 10, 11, 21, 22, 1000, 22050)]
+    speech = (np.round(rng.standard_normal(20000) * 3000) / 32768).astype(np.float32)
+    speech[:3000] = 0.0  # espeak's leading silence, and its quietest samples
+    speech[5000:5100] = 1 / 32768
+    signals += [speech, np.zeros(64, np.float32), np.full(64, -0.0, np.float32)]
+    for x in signals:
+        assert _upsample2(x).tobytes() == resample_poly(x, 2, 1).astype(np.float32).tobytes()
+        assert resample(x, sr_in=22050, sr_out=44100).tobytes() == _upsample2(x).tobytes()
+
+
+@pytest.fixture
+def zygotes(monkeypatch) -> list[tts.ZygoteSynth]:
+    made: list[tts.ZygoteSynth] = []
+
+    class Recorded(tts.ZygoteSynth):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(tts, "ZygoteSynth", Recorded)
+    return made
+
+
+def _running_in_group(pgid: int, *, settle_s: float = 0.0) -> list[int]:
+    """Processes of a process group still alive (not zombies), after up to `settle_s` for them to go."""
+    deadline = time.monotonic() + settle_s
+    while (alive := _alive(pgid)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return alive
+
+
+def _alive(pgid: int, *, zombies: bool = False) -> list[int]:
+    alive = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and (zombies or fields[0] not in "ZX"):
+                alive.append(int(entry))
+    return alive
+
+
+def test_a_hung_take_is_named_and_killed(narrator: TtsEngine, zygotes):
+    impatient = TtsEngine(narrator.profile, timeout_s=1.0)
+    endless = "Breathe in, and breathe out, slowly. " * 400  # a quarter of an hour of speech
+    with pytest.raises(CalmplaceError, match=r"timed out after 1 s on take 002"):
+        impatient.speak_texts(["Rest.", endless, "Rest."], locale="en-GB", sr=SR, jobs=3)
+    (zygote,) = zygotes
+    assert zygote.proc.returncode is not None  # reaped, and it had killed and reaped its take
+    assert _alive(zygote.proc.pid, zombies=True) == []
+
+
+def test_a_dying_engine_is_an_error_not_a_traceback(narrator: TtsEngine, zygotes):
+    def kill_engine(_i):
+        os.killpg(zygotes[0].proc.pid, signal.SIGKILL)
+
+    with pytest.raises(CalmplaceError, match=r"take 00[23]: the speech engine process died"):
+        narrator.speak_texts(TEXTS[:3], locale="en-GB", sr=SR, on_done=kill_engine)
+    # the take it was speaking was killed with it (init reaps it)
+    assert _running_in_group(zygotes[0].proc.pid, settle_s=5) == []
+
+
+def test_an_unknown_voice_stops_the_zygote_with_a_clear_error(zygotes):
+    with pytest.raises(CalmplaceError, match="did not select voice 'xx/no-such-voice'"):
+        tts.run_zygote(["Hello."], voice_id="xx/no-such-voice", rate_wpm=140, volume=1.0, jobs=1,
+                       timeout_s=30, labels=["take 001"], on_samples=lambda i, pcm: None)
+    assert zygotes[0].proc.returncode == 0
