@@ -108,9 +108,9 @@ def master(samples: np.ndarray, *, sr: int, target_lufs: float = TARGET_LUFS,
     `ceiling_dbtp`; repeated until both hold. Returns a new float32 (channels, n) array.
 
     The input is measured once (K-weighted energy per 100 ms, and the few samples whose true peak
-    could reach the ceiling). A pass then re-measures only the 6 s chunks the limiter touched and
-    the chunk after each (the K-weighting's memory): elsewhere the output is the input times one
-    gain, so its energy is the input's times that gain squared and its peaks stay under the limiter's
+    could reach the ceiling). A pass then re-measures only the stretches the limiter lowered, and
+    0.2 s after each (the K-weighting's memory): elsewhere the output is the input times one gain,
+    so its energy is the input's times that gain squared and its peaks stay under the limiter's
     threshold. `threads` measure the input's chunks side by side; the result does not depend on it."""
     x = _as_audio(samples)
     n = x.shape[1]
@@ -124,26 +124,25 @@ def master(samples: np.ndarray, *, sr: int, target_lufs: float = TARGET_LUFS,
     peaks: list[tuple[np.ndarray, np.ndarray]] | None = None
     peaks_floor_db = math.inf
     lufs = tp = math.nan
-    hop, chunk_hops = _hop(sr), _CHUNK_HOPS
+    hop = _hop(sr)
     chunks = list(_chunks(n, sr=sr))
     for _ in range(_MAX_PASSES):
         if threshold_db - gain_db < peaks_floor_db:   # louder than the peaks were gathered for
             peaks_floor_db = threshold_db - gain_db - _PEAK_HEADROOM_DB
             peaks = _peaks(x, chunks, floor=db_to_gain(peaks_floor_db), sr=sr, threads=threads)
         gain = db_to_gain(gain_db)
-        limited = _limit(x, out, gain=gain, threshold=db_to_gain(threshold_db), sr=sr, peaks=peaks, threads=threads)
+        lowered = _limit(x, out, gain=gain, threshold=db_to_gain(threshold_db), sr=sr, peaks=peaks, threads=threads)
         energies = energies_x * (gain * gain)
-        tp = 0.0   # unlimited chunks stay under the threshold: only limited ones can decide
+        tp = 0.0   # outside the lowered stretches out = x * gain stays under the threshold
         warm = int(round(_WARMUP_S * sr))
 
-        def rescan(i: int) -> ScanPart:
-            start, stop = chunks[i]
+        def rescan(region: tuple[int, int]) -> ScanPart:
+            start, stop = region
             lo, hi = max(0, start - warm), min(n, stop + _TAPS)
             return scan_part(out[:, lo:hi], offset=lo, start=start, stop=stop, n=n, sr=sr)
 
-        redo = sorted(set(limited) | {i + 1 for i in limited if i + 1 < len(chunks)})
-        for i, part in zip(redo, _map(rescan, redo, threads=threads)):
-            energies[:, i * chunk_hops:i * chunk_hops + part.energies.shape[1]] = part.energies
+        for part in _map(rescan, _regions(lowered, n=n, sr=sr), threads=threads):
+            energies[:, part.first_hop:part.first_hop + part.energies.shape[1]] = part.energies
             tp = max(tp, part.true_peak)
         assert energies.shape[1] == -(-n // hop)
         lufs, tp = _integrated(energies, n=n, sr=sr), gain_to_db(tp) if tp > 0 else -math.inf
@@ -159,6 +158,22 @@ def master(samples: np.ndarray, *, sr: int, target_lufs: float = TARGET_LUFS,
     raise CalmplaceError(
         f"cannot master the track to {target_lufs:g} LUFS with true peaks under {ceiling_dbtp:g} dBTP: "
         f"reached {lufs:.2f} LUFS, {tp:.2f} dBTP (peaks too far above the speech level)")
+
+
+def _regions(lowered: list[tuple[int, int]], *, n: int, sr: int) -> list[tuple[int, int]]:
+    """Whole hops to re-measure after limiting: each lowered stretch, from the hop holding the
+    first sample a true-peak interpolation of it reads to the hop after the K-weighting has
+    forgotten it (_WARMUP_S later); merged where they meet."""
+    hop, tail = _hop(sr), int(round(_WARMUP_S * sr))
+    regions: list[tuple[int, int]] = []
+    for a, b in lowered:
+        start = max(0, (a - _TAPS) // hop * hop)
+        stop = min(n, -(-(b + tail + _TAPS) // hop) * hop)
+        if regions and start <= regions[-1][1]:
+            regions[-1] = (regions[-1][0], max(regions[-1][1], stop))
+        else:
+            regions.append((start, stop))
+    return regions
 
 
 def _energies(x: np.ndarray, *, sr: int, threads: int) -> np.ndarray:
@@ -463,10 +478,10 @@ def _lookahead(sr: int) -> int:
 
 
 def _limit(x: np.ndarray, out: np.ndarray, *, gain: float, threshold: float, sr: int,
-           peaks: list[tuple[np.ndarray, np.ndarray]], threads: int = 1) -> list[int]:
+           peaks: list[tuple[np.ndarray, np.ndarray]], threads: int = 1) -> list[tuple[int, int]]:
     """out = x * gain * g, g the limiter gain: no peak of x * gain * g above `threshold` (linear).
-    `peaks` come from `_peaks` with a floor at or under threshold / gain. Returns the chunks where
-    g < 1 somewhere.
+    `peaks` come from `_peaks` with a floor at or under threshold / gain. Returns the stretches
+    [a, b) where g < 1, in order.
 
     Gain reduction (dB) needed at each sample is held over the look-ahead window ahead of it,
     released exponentially, then smoothed by two cascaded moving averages spanning the look-ahead;
@@ -513,19 +528,24 @@ def _limit(x: np.ndarray, out: np.ndarray, *, gain: float, threshold: float, sr:
         r[r < _GR_FLOOR_DB] = 0.0
         return r
 
-    def finish(i: int, own: np.ndarray | None, carry: float, tail: np.ndarray) -> bool:
+    def finish(i: int, own: np.ndarray | None, carry: float, tail: np.ndarray) -> list[tuple[int, int]]:
+        """Chunk i of out; the stretches [a, b) where the limiter lowered it."""
         start, stop = chunks[i]
         np.multiply(x[:, start:stop], np.float32(gain), out=out[:, start:stop])
         if own is None and carry == 0.0 and not tail.any():
-            return False
+            return []
         history = np.concatenate((tail, released(i, own, carry)))
         smooth = _trailing_mean(_trailing_mean(history, box), box)
-        if smooth.max() > 0.0:
-            out[:, start:stop] *= np.exp(smooth.astype(np.float32) * np.float32(-math.log(10.0) / 20.0))
-            return True
-        return False
+        lowered = np.flatnonzero(smooth > 0.0)
+        if lowered.size == 0:
+            return []
+        out[:, start:stop] *= np.exp(smooth.astype(np.float32) * np.float32(-math.log(10.0) / 20.0))
+        breaks = np.flatnonzero(np.diff(lowered) > 1)
+        firsts = np.r_[lowered[0], lowered[breaks + 1]] + start
+        lasts = np.r_[lowered[breaks], lowered[-1]] + start + 1
+        return list(zip(firsts.tolist(), lasts.tolist()))
 
-    limited: list[int] = []
+    lowered: list[tuple[int, int]] = []
     carry, tail = 0.0, np.zeros(tail_len)
     window = 4 * max(1, threads)          # chunks in memory at once: bounded, whatever the length
     for w0 in range(0, len(chunks), window):
@@ -538,9 +558,9 @@ def _limit(x: np.ndarray, out: np.ndarray, *, gain: float, threshold: float, sr:
             last = released(i, own, carry, slice(max(0, n_i - tail_len), n_i))
             carry = float(last[-1])
             tail = np.concatenate((tail, last))[-tail_len:]
-        done = _map(lambda k: finish(ids[k], owns[k], *starts[k]), list(range(len(ids))), threads=threads)
-        limited.extend(i for i, hit in zip(ids, done) if hit)
-    return limited
+        for stretches in _map(lambda k: finish(ids[k], owns[k], *starts[k]), list(range(len(ids))), threads=threads):
+            lowered.extend(stretches)
+    return lowered
 
 
 def _trailing_mean(values: np.ndarray, length: int) -> np.ndarray:
