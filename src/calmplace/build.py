@@ -384,10 +384,15 @@ def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache,
         import concurrent.futures
         import multiprocessing
 
-        # forkserver: workers start from a clean, single-threaded server, not from this process
+        # forkserver: workers start from a clean, single-threaded server, not from this process.
+        # The server imports the rendering modules once (scipy.signal alone takes 1.5-2 s here) and
+        # every worker forks from it; a first no-op task starts it while the first takes are spoken
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-        pool = concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(work)),
-                                                      mp_context=multiprocessing.get_context(method))
+        context = multiprocessing.get_context(method)
+        if method == "forkserver":
+            context.set_forkserver_preload(list(_RENDER_MODULES))
+        pool = concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(work)), mp_context=context)
+        pool.submit(_import_render_modules)
     pending: list[tuple[TrackWork, object]] = []
     # each track gets an equal share of the CPUs for its threads (pieces of the MP3 encoded and
     # measured side by side): one track alone uses them all
@@ -425,6 +430,17 @@ def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache,
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+
+
+_RENDER_MODULES = ("calmplace.mix", "calmplace.master", "calmplace.encode", "calmplace.ambience.generators",
+                   "calmplace.pdf", "calmplace.captions")
+
+
+def _import_render_modules() -> None:
+    import importlib
+
+    for name in _RENDER_MODULES:
+        importlib.import_module(name)
 
 
 def _bed_prefetch(item: TrackWork):
