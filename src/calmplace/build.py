@@ -489,15 +489,30 @@ def render_track(item: TrackWork, *, bed_prefetch=None) -> TrackResult:
         samples = mix(timeline, clips, open_bed=bed_opener(item.ambience_dir, sr=sr, ready=bed_prefetch),
                       seed_base=job.script.id)
     del clips
-    with stage("master+encode"):
-        mp3, measured = master_to_mp3(samples, sr=sr, target_lufs=settings.target_lufs,
-                                      ceiling_dbtp=settings.ceiling_dbtp, bitrate_kbps=settings.bitrate_kbps,
-                                      tags=_tags(the_plan), chapters=_chapters(timeline), threads=item.threads)
-    del samples
-    with stage("pdf"):
-        pdf = script_pdf(the_plan, timeline, script_path=job.script.path)
-    with stage("captions"):
-        vtt = webvtt(the_plan, timeline).encode("utf-8")
+
+    def documents() -> tuple[bytes, bytes]:
+        with stage("pdf"):
+            pdf = script_pdf(the_plan, timeline, script_path=job.script.path)
+        with stage("captions"):
+            vtt = webvtt(the_plan, timeline).encode("utf-8")
+        return pdf, vtt
+
+    side = None
+    if item.threads > 1:  # the PDF and captions are written beside the mastering
+        from concurrent.futures import ThreadPoolExecutor
+
+        side = ThreadPoolExecutor(max_workers=1)
+        docs = side.submit(documents)
+    try:
+        with stage("master+encode"):
+            mp3, measured = master_to_mp3(samples, sr=sr, target_lufs=settings.target_lufs,
+                                          ceiling_dbtp=settings.ceiling_dbtp, bitrate_kbps=settings.bitrate_kbps,
+                                          tags=_tags(the_plan), chapters=_chapters(timeline), threads=item.threads)
+        del samples
+        pdf, vtt = docs.result() if side else documents()
+    finally:
+        if side:
+            side.shutdown()
     return TrackResult({"mp3": mp3, "pdf": pdf, "vtt": vtt}, timeline.duration_s, len(the_plan.takes), measured,
                        timings)
 
