@@ -106,6 +106,27 @@ def encode_mp3(samples: np.ndarray, *, sr: int, bitrate_kbps: int = DEFAULT_BITR
     return tag + _info_frame(audio, n_samples=n) + audio
 
 
+def _decode_bytes(data: bytes, *, frames: int) -> np.ndarray:
+    """Up to `frames` samples of MP3 bytes as (channels, n) float32. On Linux libsndfile reads them
+    from an in-memory file descriptor with its own IO: a BytesIO would call back into Python for
+    every read, holding the GIL, so stretches decoded in threads would take turns."""
+    import os
+
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("calmplace-mp3")
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.lseek(fd, 0, os.SEEK_SET)
+            with sf.SoundFile(fd, closefd=False) as f:
+                return f.read(frames=frames, dtype="float32", always_2d=True).T
+        finally:
+            os.close(fd)
+    with sf.SoundFile(io.BytesIO(data)) as f:
+        return f.read(frames=frames, dtype="float32", always_2d=True).T
+
+
 def decode_mp3(data: bytes) -> tuple[np.ndarray, int]:
     """MP3 bytes to ((channels, n) float32, sr) with libsndfile (mpg123, gapless)."""
     with sf.SoundFile(io.BytesIO(data)) as f:
@@ -185,8 +206,7 @@ def measure_mp3(data: bytes, *, n_samples: int, sr: int, threads: int = 1) -> Me
         # padding, elsewhere it keeps everything (the minimum padding, 529)
         offset = f0 * spf
         length = n_samples - offset if f1 == n_frames else (f1 - f0) * spf - delay
-        with sf.SoundFile(io.BytesIO(_info_frame(chunk, n_samples=length) + chunk)) as f:
-            y = f.read(frames=length, dtype="float32", always_2d=True).T
+        y = _decode_bytes(_info_frame(chunk, n_samples=length) + chunk, frames=length)
         if y.shape[1] != length:
             raise CalmplaceError(f"the MP3 decodes to {y.shape[1]} samples where {length} were expected")
         usable = 2 * spf - delay if f0 > 0 else 0   # frames f0, f0 + 1 may lack reservoir and overlap
