@@ -123,3 +123,42 @@ def test_speech_gain_brings_voice_to_reference():
     g = speech_gain([clip], sr=sr)
     measured = pyloudnorm.Meter(sr).integrated_loudness((clip * g).astype(np.float64))
     assert measured == pytest.approx(-23.0, abs=0.05)  # BS.1770 on a steady tone is exact to rounding
+
+
+def test_on_ready_reports_only_final_samples_so_a_meter_can_measure_while_mixing():
+    """The mix tells a meter which samples are final; measuring then must equal measuring the
+    finished mix. Runs rain, ocean (crossfading into each other), none, ocean again, at 44.1 kHz
+    (the meter's 30 s parts need a real rate)."""
+    from calmplace.master import InputMeter
+
+    sr = 44100
+    rain, ocean = Ambience("rain", level_db=0.0, duck_db=6.0), Ambience("ocean", level_db=0.0, duck_db=6.0)
+    # the rain-ocean crossfade (58.5-61.5 s) straddles the end of the meter's second part (60 s)
+    p = make_plan([Gap(1.0), SectionStart(0, None, rain), take(1), Gap(58.0), SectionStart(1, None, ocean), take(2),
+                   Gap(20.0), SectionStart(2, None, None), take(3), Gap(20.0), SectionStart(3, None, ocean), take(4),
+                   Gap(45.0)])
+    tl = build_timeline(p, [sr] * 4, sr=sr)
+    assert [r.ambience.sound for r in bed_runs(tl, seed_base="s")] == ["rain", "ocean", "ocean"]
+    clips = [np.full(sr, 0.1, np.float32)] * 4
+    rng = np.random.default_rng(0)
+
+    class NoiseBed:
+        def read(self, n):
+            return rng.standard_normal((2, n)).astype(np.float32)
+
+    seen: list[tuple[int, bytes]] = []
+    meter = InputMeter(tl.n_samples, sr=sr)
+
+    def on_ready(out, ready):
+        # what the meter reads must never change afterwards: remember each part as measured
+        before = len(meter.parts)
+        meter.advance(out, ready)
+        for start, stop in meter.bounds[before:len(meter.parts)]:
+            seen.append((start, out[:, max(0, start - sr):stop].tobytes()))
+
+    out = mix(tl, clips, open_bed=lambda *a, **k: NoiseBed(), seed_base="s", on_ready=on_ready)
+    assert len(meter.parts) >= 3   # most parts were measured during the mix
+    for start, data in seen:
+        stop = min(start + len(data) // 8 - min(start, sr), tl.n_samples)
+        assert out[:, max(0, start - sr):stop].tobytes() == data
+    assert np.array_equal(meter.energies(out), InputMeter(tl.n_samples, sr=sr).energies(out))

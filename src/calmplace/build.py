@@ -467,6 +467,7 @@ def render_track(item: TrackWork, *, bed_prefetch=None) -> TrackResult:
     `bed_prefetch` (a mix.BedPrefetch) serves the first bed if it is the one the mix opens."""
     from .captions import webvtt
     from .encode import master_to_mp3
+    from .master import InputMeter
     from .mix import bed_opener, mix
     from .pdf import script_pdf
 
@@ -486,8 +487,10 @@ def render_track(item: TrackWork, *, bed_prefetch=None) -> TrackResult:
         raise CalmplaceError("a spoken take went missing from the cache while building; build again")
     timeline = build_timeline(the_plan, [c.size for c in clips], sr=sr)
     with stage("mix"):
+        meter = InputMeter(timeline.n_samples, sr=sr)   # measures for mastering as the mix is made
         samples = mix(timeline, clips, open_bed=bed_opener(item.ambience_dir, sr=sr, ready=bed_prefetch),
-                      seed_base=job.script.id)
+                      seed_base=job.script.id, on_ready=meter.advance)
+        energies = meter.energies(samples, threads=item.threads)
     del clips
 
     def documents() -> tuple[bytes, bytes]:
@@ -507,7 +510,8 @@ def render_track(item: TrackWork, *, bed_prefetch=None) -> TrackResult:
         with stage("master+encode"):
             mp3, measured = master_to_mp3(samples, sr=sr, target_lufs=settings.target_lufs,
                                           ceiling_dbtp=settings.ceiling_dbtp, bitrate_kbps=settings.bitrate_kbps,
-                                          tags=_tags(the_plan), chapters=_chapters(timeline), threads=item.threads)
+                                          tags=_tags(the_plan), chapters=_chapters(timeline), threads=item.threads,
+                                          energies=energies)
         del samples
         pdf, vtt = docs.result() if side else documents()
     finally:

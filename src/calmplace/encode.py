@@ -145,16 +145,19 @@ def decode_mp3(data: bytes) -> tuple[np.ndarray, int]:
 
 def master_to_mp3(samples: np.ndarray, *, sr: int, target_lufs: float = TARGET_LUFS,
                   ceiling_dbtp: float = CEILING_DBTP, bitrate_kbps: int = DEFAULT_BITRATE_KBPS,
-                  tags: Tags, chapters: Sequence[Chapter] = (), threads: int = 1) -> tuple[bytes, Measurement]:
+                  tags: Tags, chapters: Sequence[Chapter] = (), threads: int = 1,
+                  energies: np.ndarray | None = None) -> tuple[bytes, Measurement]:
     """Master, encode, and measure what the MP3 decodes to; redo with a corrected loudness target
     and a lower limiter ceiling until the decoded MP3 is within ±1 LU of `target_lufs` (we aim for
     ±0.5) and under `ceiling_dbtp`. Returns the MP3 bytes and the decoded MP3's measurement.
-    `threads` encode and measure pieces side by side; the bytes do not depend on it."""
+    `threads` encode and measure pieces side by side; the bytes do not depend on it. `energies`:
+    the input's K-weighted energies if already measured (master.InputMeter)."""
     aim_lufs, limiter_ceiling_dbtp = target_lufs + _LAME_LOSS_LU.get(bitrate_kbps, 0.2), ceiling_dbtp
     best: tuple[bytes, Measurement] | None = None
     n = np.asarray(samples).shape[-1]
     for _ in range(_MAX_ENCODE_TRIES):
-        mastered = master(samples, sr=sr, target_lufs=aim_lufs, ceiling_dbtp=limiter_ceiling_dbtp, threads=threads)
+        mastered = master(samples, sr=sr, target_lufs=aim_lufs, ceiling_dbtp=limiter_ceiling_dbtp, threads=threads,
+                          energies=energies)
         data = encode_mp3(mastered, sr=sr, bitrate_kbps=bitrate_kbps, tags=tags, chapters=chapters, threads=threads)
         del mastered
         got = measure_mp3(data, n_samples=n, sr=sr, threads=threads)

@@ -103,7 +103,7 @@ def true_peak_dbtp(samples: np.ndarray, *, sr: int) -> float:
 
 
 def master(samples: np.ndarray, *, sr: int, target_lufs: float = TARGET_LUFS,
-           ceiling_dbtp: float = CEILING_DBTP, threads: int = 1) -> np.ndarray:
+           ceiling_dbtp: float = CEILING_DBTP, threads: int = 1, energies: np.ndarray | None = None) -> np.ndarray:
     """Gain to `target_lufs` integrated, then a linked look-ahead true-peak limiter at
     `ceiling_dbtp`; repeated until both hold. Returns a new float32 (channels, n) array.
 
@@ -111,10 +111,11 @@ def master(samples: np.ndarray, *, sr: int, target_lufs: float = TARGET_LUFS,
     could reach the ceiling). A pass then re-measures only the stretches the limiter lowered, and
     0.2 s after each (the K-weighting's memory): elsewhere the output is the input times one gain,
     so its energy is the input's times that gain squared and its peaks stay under the limiter's
-    threshold. `threads` measure the input's chunks side by side; the result does not depend on it."""
+    threshold. `threads` measure the input's chunks side by side; the result does not depend on it.
+    `energies`: the input's, from an `InputMeter` that measured it as it was written."""
     x = _as_audio(samples)
     n = x.shape[1]
-    energies_x = _energies(x, sr=sr, threads=threads)
+    energies_x = _energies(x, sr=sr, threads=threads) if energies is None else energies
     lufs_in = _integrated(energies_x, n=n, sr=sr)
     if not math.isfinite(lufs_in):
         raise CalmplaceError("cannot master the track: it is silent (or shorter than 0.4 s)")
@@ -178,16 +179,35 @@ def _regions(lowered: list[tuple[int, int]], *, n: int, sr: int) -> list[tuple[i
 
 def _energies(x: np.ndarray, *, sr: int, threads: int) -> np.ndarray:
     """K-weighted energy per 100 ms hop, measured in 30 s parts (side by side with threads)."""
-    n = x.shape[1]
-    step = 5 * _CHUNK_HOPS * _hop(sr)
-    warm, bounds = int(round(_WARMUP_S * sr)), [(a, min(a + step, n)) for a in range(0, n, step)]
+    return InputMeter(x.shape[1], sr=sr).energies(x, threads=threads)
 
-    def part(bound):
+
+class InputMeter:
+    """The K-weighted energies `master` starts from, measured while the track is still being
+    written front to back (the mix calls `advance` as blocks become final), so mastering need not
+    read the whole track again first. Same 30 s parts and arithmetic as `master` uses on its own:
+    `master(x, energies=meter.energies(x))` gives the same bytes as `master(x)`."""
+
+    def __init__(self, n: int, *, sr: int):
+        step = 5 * _CHUNK_HOPS * _hop(sr)
+        self.n, self.sr = n, sr
+        self.bounds = [(a, min(a + step, n)) for a in range(0, n, step)]
+        self.parts: list[ScanPart] = []
+
+    def _part(self, x: np.ndarray, bound: tuple[int, int]) -> ScanPart:
         start, stop = bound
-        lo = max(0, start - warm)
-        return scan_part(x[:, lo:stop], offset=lo, start=start, stop=stop, n=n, sr=sr, true_peak=False)
+        lo = max(0, start - int(round(_WARMUP_S * self.sr)))
+        return scan_part(x[:, lo:stop], offset=lo, start=start, stop=stop, n=self.n, sr=self.sr, true_peak=False)
 
-    return measurement_energies(_map(part, bounds, threads=threads), n=n, sr=sr)
+    def advance(self, x: np.ndarray, ready: int) -> None:
+        """Measure the parts that end at or before sample `ready` (everything before it is final)."""
+        while len(self.parts) < len(self.bounds) and self.bounds[len(self.parts)][1] <= ready:
+            self.parts.append(self._part(x, self.bounds[len(self.parts)]))
+
+    def energies(self, x: np.ndarray, *, threads: int = 1) -> np.ndarray:
+        rest = self.bounds[len(self.parts):]
+        parts = self.parts + _map(lambda bound: self._part(x, bound), rest, threads=threads)
+        return measurement_energies(parts, n=self.n, sr=self.sr)
 
 
 def _map(fn, items, *, threads: int) -> list:

@@ -149,11 +149,12 @@ def bed_gain(timeline: Timeline, run: BedRun, *, start: int, stop: int) -> np.nd
 
 
 def mix(timeline: Timeline, clips: Sequence[np.ndarray], *, open_bed: Callable[..., object], seed_base: str,
-        block: int = BLOCK) -> np.ndarray:
+        block: int = BLOCK, on_ready: Callable[[np.ndarray, int], None] | None = None) -> np.ndarray:
     """The full track, (2, n_samples) float32, voice at REFERENCE_LUFS and beds under it.
 
     `open_bed(sound, seed=..., n_samples_hint=...)` returns a source whose `read(n)` gives the
-    next (2, n) block of that bed at REFERENCE_LUFS."""
+    next (2, n) block of that bed at REFERENCE_LUFS. `on_ready(out, k)` hears, as the beds are
+    laid in, that samples before k are final (for a meter that measures as the track is made)."""
     sr = timeline.sr
     out = np.zeros((2, timeline.n_samples), dtype=np.float32)
     gain = speech_gain(clips, sr=sr)
@@ -161,11 +162,21 @@ def mix(timeline: Timeline, clips: Sequence[np.ndarray], *, open_bed: Callable[.
         if clip.size != span.end - span.start:
             raise ValueError(f"take {span.take.name}: clip has {clip.size} samples, timeline {span.end - span.start}")
         out[:, span.start:span.end] += (clip * gain)[np.newaxis, :]
-    for run in bed_runs(timeline, seed_base=seed_base):
+    runs = bed_runs(timeline, seed_base=seed_base)
+    # runs are in order and only neighbours overlap (crossfades): what lies before the next run's
+    # start is final once this run has passed it
+    starts = [run.start for run in runs[1:]] + [timeline.n_samples]
+    if on_ready:
+        on_ready(out, runs[0].start if runs else timeline.n_samples)
+    for run, next_start in zip(runs, starts):
         source = open_bed(run.ambience.sound, seed=run.seed, n_samples_hint=run.end - run.start)
         for b0 in range(run.start, run.end, block):
             b1 = min(b0 + block, run.end)
             out[:, b0:b1] += source.read(b1 - b0) * bed_gain(timeline, run, start=b0, stop=b1)[np.newaxis, :]
+            if on_ready:
+                on_ready(out, min(b1, next_start))
+        if on_ready:
+            on_ready(out, next_start)
     return out
 
 
