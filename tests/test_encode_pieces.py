@@ -94,3 +94,13 @@ def test_ffmpeg_decodes_the_joined_stream_without_errors(encoded, tmp_path):
     path.write_bytes(encoded[1])
     run = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"], capture_output=True, text=True)
     assert run.returncode == 0 and run.stderr == ""   # no "invalid main data" / reservoir complaints
+
+
+def test_pieces_that_cannot_be_joined_fall_back_to_one_piece(pcm, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise mp3stream.StreamError("no frame near frame 1536 where the pieces can be joined")
+
+    monkeypatch.setattr(mp3stream, "join", refuse)
+    x = pcm[:, : int(85 * SR)]
+    assert encode._lame(x, sr=SR, bitrate_kbps=192, threads=2) == \
+        encode._lame_piece(x, sr=SR, bitrate_kbps=192, start=0, stop=x.shape[1])
