@@ -4,15 +4,23 @@ Each is a `ChunkedBed`: noise through stateful filters, shaped by smooth random 
 plus short enveloped events (droplets, bubbles, chirps, pops) drawn per chunk from a seeded generator.
 Nothing is looped, so nothing repeats. Levels inside a recipe are relative; the whole bed is brought to
 REFERENCE_LUFS afterwards by one constant gain (see `open_builtin`).
+
+Short events are not synthesised one by one: each bed draws a bank of a few hundred prototypes (pitches
+spread over the recipe's range, each with its own attack, decay or grain) once per seed, and every event
+is one of them at its own onset, level and pan. Hundreds of distinct prototypes, picked at random among
+dozens of events a second, never form a pattern, and the bank costs nothing per chunk.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 import numpy as np
 from scipy import signal
 
-from .engine import (CHUNK, CTRL, ChunkedBed, EventBus, Leveller, SmoothRandom, Sos, Upsampler, butter, ctrl_times,
-                     event_envelope, low_rate_factor, pan_gains, poisson_onsets, ramp_up, resonator, white)
+from .engine import (CHUNK, CTRL, F32, ChunkedBed, EventBus, Leveller, SmoothRandom, Sos, Upsampler, butter,
+                     ctrl_times, event_envelope, low_rate_factor, pan_gains, poisson_onsets, ramp_up, resonator,
+                     white)
 from .loudness import CALIBRATION_S, gain_to_reference, k_weighted_power
 
 TAU = 2 * np.pi
@@ -47,10 +55,22 @@ def _bubbles(rng: np.random.Generator, n: int, *, f0_hz: np.ndarray, amp: np.nda
     return amp.astype(np.float32)[:, None] * env * np.sin(phase)
 
 
+def _bank_pitches(rng: np.random.Generator, lo: float, hi: float, size: int) -> np.ndarray:
+    """`size` pitches log-spaced over [lo, hi), one at a random place in each of `size` equal cells."""
+    return lo * (hi / lo) ** ((np.arange(size) + rng.random(size)) / size)
+
+
+def _bank_index(f_hz: np.ndarray, lo: float, hi: float, size: int) -> np.ndarray:
+    """The cell of `_bank_pitches(.., lo, hi, size)` holding each pitch: within 1/size of the range."""
+    cell = (np.log(f_hz * (1.0 / lo)) * (size / np.log(hi / lo))).astype(np.int64)   # >= 0 for f_hz >= lo
+    return np.minimum(np.maximum(cell, 0), size - 1)
+
+
 class Rain(ChunkedBed):
     """Steady rain: a dense band-limited hiss (countless distant drops) plus nearby Poisson droplets."""
 
     SALT = 11
+    BANK = 512   # prototypes per kind of drop
 
     def __init__(self, *, sr: int, seed: int):
         super().__init__(sr=sr, seed=seed, salt=self.SALT)
@@ -58,83 +78,99 @@ class Rain(ChunkedBed):
         self.hiss = Sos(np.vstack([butter(2, 400, "highpass", sr=sr), butter(2, 7000, "lowpass", sr=sr)]))
         self.intensity = SmoothRandom((*self._words, 1), period_s=4.0, sr=sr)  # showers thicken and thin
         self.bus = EventBus(tail_samples=1024)
+        setup, m = np.random.default_rng([*self._words, 98]), self.BANK
+        # impacts on leaves and ground: a short damped tone, 1.5-6 kHz (below Nyquist at any rate)
+        f = np.minimum(_bank_pitches(setup, 1500.0, 6000.0, m), 0.4 * sr)
+        env = event_envelope(512, attack=setup.uniform(0.15e-3, 0.4e-3, m) * sr,
+                             decay=setup.uniform(0.6e-3, 2.5e-3, m) * sr)
+        self.ticks = (9.0 * env * np.sin(TAU * f[:, None] * np.arange(512) / sr)).astype(F32)
+        # drops on water: bubbles of 1-3.6 mm radius, with room below Nyquist for the upward glide
+        f0 = np.minimum(_bank_pitches(setup, 900.0, 3500.0, m), 0.3 * sr)
+        self.plinks = _bubbles(setup, m, f0_hz=f0, amp=np.full(m, 4.0), length=1024, sr=sr)
 
-    def _chunk(self, k: int) -> np.ndarray:
+    def _chunk(self, k: int, out: np.ndarray) -> np.ndarray:
         sr, rng = self.sr, self.rng(k)
         inten = self.intensity.at(ctrl_times(k))
-        hiss = self.hiss(white(rng, CHUNK, corr=0.2)) * ramp_up(_db(2.0 * (inten - 0.5)))  # +-1 dB swell
+        self.hiss.inplace(white(rng, CHUNK, corr=0.2, out=out))
+        out *= ramp_up(_db(2.0 * (inten - 0.5)), out=self.scratch("gain", (CHUNK,)))   # +-1 dB swell, both ears
 
         self.bus.begin()
         # droplets: 40/s candidates thinned by the intensity curve -> 20..40 audible drops a second
         onsets = poisson_onsets(rng, rate_hz=40.0, sr=sr)
-        keep = rng.random(len(onsets)) < 0.5 + 0.5 * self.intensity.at(k * CHUNK + onsets.astype(float))
-        onsets = onsets[keep]
+        if len(onsets):
+            keep = rng.random(len(onsets)) < 0.5 + 0.5 * self.intensity.at(k * CHUNK + onsets.astype(float))
+            onsets = onsets[keep]
         n = len(onsets)
         amp = _db(rng.uniform(-30.0, -4.0, n))          # many faint drops, a few close ones
-        pan = rng.uniform(-0.9, 0.9, n)
+        gains = pan_gains(rng.uniform(-0.9, 0.9, n)) * amp
         plink = rng.random(n) < 0.3                        # ~30 % land in puddles and ring as a bubble
-        ticks = ~plink
-        if ticks.any():                                    # impacts on leaves and ground: a short damped tone
-            m = int(ticks.sum())
-            f = np.minimum(_log_uniform(rng, 1500.0, 6000.0, m), 0.4 * sr)   # below Nyquist at any rate
-            env = event_envelope(512, attack=rng.uniform(0.15e-3, 0.4e-3, m) * sr,
-                                 decay=rng.uniform(0.6e-3, 2.5e-3, m) * sr)
-            waves = 9.0 * amp[ticks, None] * env * np.sin(TAU * f[:, None] * np.arange(512) / sr)
-            self.bus.add(onsets[ticks], waves, pan_gains(pan[ticks]))
-        if plink.any():                                    # drops on water: bubbles of 1-3.6 mm radius
-            m = int(plink.sum())
-            f0 = np.minimum(_log_uniform(rng, 900.0, 3500.0, m), 0.3 * sr)   # room for the upward glide
-            waves = _bubbles(rng, m, f0_hz=f0, amp=4.0 * amp[plink],
-                             length=1024, sr=sr)
-            self.bus.add(onsets[plink], waves, pan_gains(pan[plink]))
-        return hiss + self.bus.end()
+        which = rng.integers(0, self.BANK, n)
+        self.bus.add_from(self.ticks, which[~plink], onsets[~plink], gains[:, ~plink])
+        self.bus.add_from(self.plinks, which[plink], onsets[plink], gains[:, plink])
+        out += self.bus.end()
+        return out
 
 
 class Stream(ChunkedBed):
     """A shallow brook: band-limited rush of water, gurgling resonances and a stream of small bubbles."""
 
     SALT = 12
+    BANK = 512            # bubble prototypes per size class
+    RADIUS_M = (1.2e-3, 6e-3)
+    # two size classes, ~3 decay times long each: big bubbles (< 1.1 kHz) ring up to 24 ms, small ones < 10 ms
+    CLASSES = ((3.26 / 6e-3, 1100.0, 3072), (1100.0, 3.26 / 1.2e-3, 1536))   # (lo Hz, hi Hz, samples at sr)
 
     def __init__(self, *, sr: int, seed: int):
         super().__init__(sr=sr, seed=seed, salt=self.SALT)
         self.rush = Sos(butter(2, [200, 2500], "bandpass", sr=sr))   # brook noise sits in 0.2-2.5 kHz (by ear)
-        self.rush_mod = [SmoothRandom((*self._words, 10 + c), period_s=0.15, sr=sr) for c in range(2)]
+        self.rush_mod = SmoothRandom([(*self._words, 10 + c) for c in range(2)], period_s=0.15, sr=sr)
         # gurgles: three resonant bands at per-seed pitches, each swelling at random several times a second
         setup = np.random.default_rng([*self._words, 99])
         self.gurgle_hz = np.sort(_log_uniform(setup, 350.0, 1400.0, 3))
-        self.down = low_rate_factor(sr)                   # the gurgles run at sr / down, then upsample
-        self.gurgles = [Sos(resonator(f, 5.0, sr=sr // self.down)) for f in self.gurgle_hz]
+        # the gurgles and the bubbles (all below ~3 kHz) run at sr / down, then upsample together
+        self.down = low_rate_factor(sr)
+        low_sr = sr // self.down
         self.up = Upsampler(self.down, sr=sr, cutoff_hz=4000.0)
-        self.gurgle_mod = [[SmoothRandom((*self._words, 20 + 2 * i + c), period_s=0.11, sr=sr) for c in range(2)]
-                           for i in range(3)]
-        self.bus = EventBus(tail_samples=3072)
+        self.gurgles = [Sos(np.vstack([resonator(f, 5.0, sr=low_sr), self.up.guard])) for f in self.gurgle_hz]
+        self.gurgle_mod = SmoothRandom([(*self._words, 20 + 2 * i + c) for i in range(3) for c in range(2)],
+                                       period_s=0.11, sr=sr)
+        self.bus = EventBus(tail_samples=3072 // self.down, n=CHUNK // self.down)
+        bank_rng = np.random.default_rng([*self._words, 98])
+        self.banks = [_bubbles(bank_rng, self.BANK, f0_hz=_bank_pitches(bank_rng, lo, hi, self.BANK),
+                               amp=np.ones(self.BANK), length=length // self.down, sr=sr / self.down)
+                      for lo, hi, length in self.CLASSES]
 
-    def _chunk(self, k: int) -> np.ndarray:
-        sr, rng = self.sr, self.rng(k)
+    def _chunk(self, k: int, out: np.ndarray) -> np.ndarray:
+        sr, rng, down = self.sr, self.rng(k), self.down
+        n_low = CHUNK // down
         t = ctrl_times(k)
-        noise = white(rng, CHUNK, corr=0.3)
-        flutter = np.stack([m.at(t) for m in self.rush_mod])
-        out = 0.6 * self.rush(noise) * ramp_up(_db(4.0 * (flutter - 0.5)))    # +-2 dB flutter per ear
-        low_noise = white(rng, CHUNK // self.down, corr=0.3)
-        gurgle = np.zeros_like(low_noise)
-        for filt, mods in zip(self.gurgles, self.gurgle_mod):
-            g = np.stack([m.at(t) for m in mods]) ** 3                       # mostly quiet, brief swells
-            gurgle += 2.0 * filt(low_noise) * ramp_up(g, CTRL // self.down)
-        out += self.up(gurgle)
 
         self.bus.begin()
-        onsets = poisson_onsets(rng, rate_hz=70.0, sr=sr)  # dense enough to babble, not to roar (by ear)
+        onsets = poisson_onsets(rng, rate_hz=70.0, sr=sr / down, n=n_low)  # dense enough to babble, not to roar
         n = len(onsets)
-        radius_m = _log_uniform(rng, 1.2e-3, 6e-3, n)
+        radius_m = _log_uniform(rng, *self.RADIUS_M, n)
         f0 = 3.26 / radius_m                               # Minnaert: f0 * r ~ 3.26 m/s for air in water
         amp = 2.0 * np.sqrt(radius_m / 6e-3) * _db(rng.uniform(-20.0, 0.0, n))   # bigger bubbles are louder
-        gains = pan_gains(rng.uniform(-0.8, 0.8, n))
-        # two lengths, ~3 decay times each: big bubbles (< 1.1 kHz) ring up to 24 ms, small ones < 10 ms
-        for group, length in ((f0 < 1100.0, 3072), (f0 >= 1100.0, 1536)):
-            if group.any():
-                waves = _bubbles(rng, int(group.sum()), f0_hz=f0[group], amp=amp[group], length=length, sr=sr)
-                self.bus.add(onsets[group], waves, gains[:, group])
-        return out + self.bus.end()
+        gains = pan_gains(rng.uniform(-0.8, 0.8, n)) * amp
+        big = f0 < self.CLASSES[0][1]
+        for bank, group, (lo, hi, _) in zip(self.banks, (big, ~big), self.CLASSES):
+            self.bus.add_from(bank, _bank_index(f0[group], lo, hi, self.BANK), onsets[group], gains[:, group])
+        low = self.up.low(n_low)
+        low[...] = self.bus.end()
+
+        low_noise = white(rng, n_low, corr=0.3, out=self.scratch("low noise", (2, n_low)))
+        swell = ramp_up(2.0 * self.gurgle_mod.at(t) ** 3, CTRL // down,               # mostly quiet,
+                        out=self.scratch("swell", (2 * len(self.gurgles), n_low)))     # brief swells
+        y = self.scratch("gurgle", (2, n_low))
+        for i, filt in enumerate(self.gurgles):
+            filt(low_noise, out=y)
+            y *= swell[2 * i: 2 * i + 2]
+            low += y
+
+        self.rush.inplace(white(rng, CHUNK, corr=0.3, out=out))
+        out *= ramp_up(0.6 * _db(4.0 * (self.rush_mod.at(t) - 0.5)),                 # +-2 dB flutter per ear
+                       out=self.scratch("gain", (2, CHUNK)))
+        return self.up.add_to(out)
 
 
 class Ocean(ChunkedBed):
@@ -144,6 +180,7 @@ class Ocean(ChunkedBed):
     RISE = 0.6     # fraction of a wave period spent building up to the break
     REACH = 1.8    # a wave's wash dies out 1.8 periods after it starts, under the next ones
     MIX = (1.0, 0.8, 0.55)  # roar, surge, foam
+    MAX_PERIOD_S = 14.0
 
     def __init__(self, *, sr: int, seed: int):
         super().__init__(sr=sr, seed=seed, salt=self.SALT)
@@ -162,19 +199,25 @@ class Ocean(ChunkedBed):
     def _wave(self, i: int) -> tuple[float, float, float, float]:
         """Period (samples), swell, foam and pan of wave i: a function of (seed, i) only."""
         r = np.random.default_rng([*self._words, 8, i])
-        period = r.uniform(8.0, 14.0) * self.sr        # swell periods of 8-14 s, as ocean swell
+        period = r.uniform(8.0, self.MAX_PERIOD_S) * self.sr   # swell periods of 8-14 s, as ocean swell
         amp = r.uniform(0.75, 1.0)
         return period, amp, amp * r.uniform(0.7, 1.0), r.uniform(-0.4, 0.4)
 
     def _envelopes(self, t: np.ndarray) -> np.ndarray:
         """(3, 2, m) roar, surge and foam envelopes per ear at absolute times t (any order, any range)."""
-        while self._starts[-1] <= t.max():
+        t_min, t_max = t.min(), t.max()
+        while self._starts[-1] <= t_max:
             self._params.append(self._wave(len(self._params)))
             self._starts.append(self._starts[-1] + self._params[-1][0])
         env = np.empty((3, 2, len(t)))
         env[0], env[1], env[2] = 0.45, 0.15, 0.08   # distant surf never stops
-        for start, (period, amp, foam_amp, pan) in zip(self._starts, self._params):
-            if start > t.max() or start + self.REACH * period < t.min():
+        # only waves started within one reach of the longest period can still sound at t_min
+        first = max(bisect_left(self._starts, t_min - self.REACH * self.MAX_PERIOD_S * self.sr) - 1, 0)
+        for i in range(first, len(self._params)):
+            start, (period, amp, foam_amp, pan) = self._starts[i], self._params[i]
+            if start > t_max:
+                break
+            if start + self.REACH * period < t_min:
                 continue
             u = (t - start) / period
             active = (u > 0) & (u < self.REACH)
@@ -194,13 +237,17 @@ class Ocean(ChunkedBed):
             env[2][:, active] += g * foam_amp * foam
         return env
 
-    def _chunk(self, k: int) -> np.ndarray:
+    def _chunk(self, k: int, out: np.ndarray) -> np.ndarray:
         t = ctrl_times(k)
-        env = self._envelopes(t) * self.level.at(t)
-        noise = white(self.rng(k), CHUNK, corr=0.4)
-        out = np.zeros((2, CHUNK))
-        for mix, band, e in zip(self.MIX, self.bands, env):
-            out += mix * band(noise) * ramp_up(e)
+        env = self._envelopes(t) * self.level.at(t) * np.array(self.MIX)[:, None, None]
+        noise = white(self.rng(k), CHUNK, corr=0.4, out=self.scratch("noise", (2, CHUNK)))
+        gain, y = self.scratch("gain", (2, CHUNK)), self.scratch("band", (2, CHUNK))
+        self.bands[0](noise, out=out)
+        out *= ramp_up(env[0], out=gain)
+        for i in (1, 2):
+            band = self.bands[i](noise, out=y) if i == 1 else self.bands[i].inplace(noise)
+            band *= ramp_up(env[i], out=gain)
+            out += band
         return out
 
 
@@ -217,9 +264,9 @@ class Wind(ChunkedBed):
         bank = [resonator(f, 3.0, sr=low_sr) for f in self.BANDS_HZ]          # Q=3: airy, not a tone
         body = np.vstack([butter(2, 40, "highpass", sr=low_sr), butter(2, 250, "lowpass", sr=low_sr)])
         air = butter(1, [1500, 5000], "bandpass", sr=sr)                       # leaves and grass in gusts
-        self.low_filters = [Sos(x) for x in (body, *bank)]
-        self.air = Sos(air)
         self.up = Upsampler(self.down, sr=sr, cutoff_hz=4000.0)
+        self.low_filters = [Sos(np.vstack([x, self.up.guard])) for x in (body, *bank)]
+        self.air = Sos(air)
         # loudness shares: white noise at the low rate has the same total power in a 4x narrower band
         self.power = np.array([k_weighted_power(x, sr=low_sr) for x in (body, *bank)]
                               + [k_weighted_power(air, sr=sr)])
@@ -243,15 +290,25 @@ class Wind(ChunkedBed):
         w *= 1.3 * amp / np.sqrt(np.sum(w * w, axis=0))
         return np.concatenate([(0.45 + 0.35 * gust)[None], w, (0.12 * gust * gust)[None]])
 
-    def _chunk(self, k: int) -> np.ndarray:
+    def _chunk(self, k: int, out: np.ndarray) -> np.ndarray:
         t = ctrl_times(k)
         gains = self._gains(t) * self.level.at(t)
         rng = self.rng(k)
-        low_noise = white(rng, CHUNK // self.down, corr=0.3)
-        low = np.zeros_like(low_noise)
-        for g, filt in zip(gains[:-1], self.low_filters):
-            low += filt(low_noise) * ramp_up(g, CTRL // self.down)
-        return self.up(low) + self.air(white(rng, CHUNK, corr=0.3)) * ramp_up(gains[-1])
+        n_low, layers = CHUNK // self.down, len(self.low_filters)
+        low_noise = white(rng, n_low, corr=0.3, out=self.scratch("low noise", (2, n_low)))
+        low_gains = ramp_up(gains[:layers].reshape(2 * layers, -1), CTRL // self.down,
+                            out=self.scratch("low gains", (2 * layers, n_low)))
+        low, y = self.up.low(n_low), self.scratch("layer", (2, n_low))
+        for i, filt in enumerate(self.low_filters):
+            layer = filt(low_noise, out=y) if i < layers - 1 else filt.inplace(low_noise)
+            layer *= low_gains[2 * i: 2 * i + 2]
+            if i == 0:
+                low[...] = layer
+            else:
+                low += layer
+        self.air.inplace(white(rng, CHUNK, corr=0.3, out=out))
+        out *= ramp_up(gains[-1], out=self.scratch("gain", (2, CHUNK)))
+        return self.up.add_to(out)
 
 
 class Forest(ChunkedBed):
@@ -269,7 +326,7 @@ class Forest(ChunkedBed):
         distant = np.vstack([butter(2, 60, "highpass", sr=sr), butter(2, 450, "lowpass", sr=sr)])
         self.leaves, self.distant = Sos(leaves), Sos(distant)
         self.slow = SmoothRandom((*self._words, 1), period_s=4.5, sr=sr)   # breaths of breeze
-        self.flicker = [SmoothRandom((*self._words, 2 + c), period_s=0.18, sr=sr) for c in range(2)]
+        self.flicker = SmoothRandom([(*self._words, 2 + c) for c in range(2)], period_s=0.18, sr=sr)
         power = [k_weighted_power(x, sr=sr) for x in (leaves, distant)]
         self.level = Leveller(lambda t: power[0] * self._leaves_gain(self.slow.at(t)) ** 2
                               + power[1] * self._distant_gain(self.slow.at(t)) ** 2, sr=sr)
@@ -343,68 +400,96 @@ class Forest(ChunkedBed):
         phase = TAU * np.cumsum(freq, axis=1) / sr
         env = np.where(t < lens, np.sin(np.pi * u) ** 2, 0.0)     # Hann note: smooth onset and release
         harm = np.array([x["harmonic"] for x in sp])[:, None]
-        waves = env * (np.sin(phase) + harm * np.sin(2 * phase)) * np.array([x["level"] for x in sp])[:, None]
+        waves = (env * (np.sin(phase) + harm * np.sin(2 * phase))
+                 * np.array([x["level"] for x in sp])[:, None]).astype(F32)
         on = np.array([row[0] for row in rows])
         pan = np.array([x["pan"] for x in sp])
         self.bus.add(on, waves, pan_gains(pan))
         # one reflection off the trees, 30-70 ms later from the other side, 10 dB down
         delay = (r.uniform(0.03, 0.07, len(rows)) * sr).astype(int)
-        self.bus.add(on + delay, 0.3 * waves, pan_gains(-0.7 * pan))
+        self.bus.add(on + delay, waves, 0.3 * pan_gains(-0.7 * pan))
 
-    def _chunk(self, k: int) -> np.ndarray:
+    def _chunk(self, k: int, out: np.ndarray) -> np.ndarray:
         t = ctrl_times(k)
         slow = self.slow.at(t)
         level = self.level.at(t)
-        flick = np.stack([m.at(t) for m in self.flicker])
-        noise = white(self.rng(k), CHUNK, corr=0.15)
-        bed = (self.leaves(noise) * ramp_up(self._leaves_gain(slow) * level * (0.8 + 0.4 * flick))
-               + self.distant(noise) * ramp_up(self._distant_gain(slow) * level))
+        flick = self.flicker.at(t)
+        noise = white(self.rng(k), CHUNK, corr=0.15, out=self.scratch("noise", (2, CHUNK)))
+        gain = self.scratch("gain", (2, CHUNK))
+        self.leaves(noise, out=out)
+        out *= ramp_up(self._leaves_gain(slow) * level * (0.8 + 0.4 * flick), out=gain)
+        distant = self.distant.inplace(noise)
+        distant *= ramp_up(self._distant_gain(slow) * level, out=self.scratch("mono gain", (CHUNK,)))
+        out += distant
         self.bus.begin()
         self._birds(k)
-        return bed + 2.0 * self.bus.end()
+        birds = self.bus.end()
+        birds *= 2.0
+        out += birds
+        return out
 
 
 class Fire(ChunkedBed):
     """A wood fire: low breathing rumble, a soft flame hiss, and bursts of crackle."""
 
     SALT = 16
+    BANK = 1024   # crackle prototypes: each its own grain, attack, decays and "tock" pitch
+    LENGTH = 384  # samples of a crackle; the room filter adds a ring of RING_S
+    RING_S = 0.006
 
     def __init__(self, *, sr: int, seed: int):
         super().__init__(sr=sr, seed=seed, salt=self.SALT)
         self.rumble = Sos(np.vstack([butter(2, 30, "highpass", sr=sr), butter(2, 160, "lowpass", sr=sr)]))
         self.hiss = Sos(butter(1, [500, 3000], "bandpass", sr=sr))
-        # crackle is softened as heard across a room: 250 Hz - 4.5 kHz (by ear)
-        self.crackle_tone = Sos(np.vstack([butter(1, 250, "highpass", sr=sr), butter(2, 4500, "lowpass", sr=sr)]))
-        self.breath = [SmoothRandom((*self._words, 1 + c), period_s=1.1, sr=sr) for c in range(2)]
+        self.breath = SmoothRandom([(*self._words, 1 + c) for c in range(2)], period_s=1.1, sr=sr)
         self.burst = SmoothRandom((*self._words, 3), period_s=1.6, sr=sr)
-        self.bus = EventBus(tail_samples=384)
+        # crackle is softened as heard across a room: 250 Hz - 4.5 kHz (by ear). The filter is linear, so
+        # it is applied to each prototype once (with its ring: 6 ms takes its tail below -80 dB) rather
+        # than to the sum of the crackles, chunk after chunk
+        tone = np.vstack([butter(1, 250, "highpass", sr=sr), butter(2, 4500, "lowpass", sr=sr)])
+        raw = self._crackle_bank(np.random.default_rng([*self._words, 98]), self.BANK, sr)
+        ring = int(round(self.RING_S * sr))
+        heard = signal.sosfilt(tone, np.pad(raw.astype(np.float64), ((0, 0), (0, ring))), axis=1)
+        fade = min(ring, 64)
+        heard[:, -fade:] *= 0.5 + 0.5 * np.cos(np.pi * np.arange(1, fade + 1) / fade)   # ends at exactly 0
+        self.crackles = heard.astype(F32)
+        self.bus = EventBus(tail_samples=self.crackles.shape[1])
 
-    def _chunk(self, k: int) -> np.ndarray:
+    @classmethod
+    def _crackle_bank(cls, r: np.random.Generator, m: int, sr: int) -> np.ndarray:
+        """(m, LENGTH) crackles: a noise burst plus the woody "tock" of splitting fibres, unit level."""
+        length = cls.LENGTH
+        attack = r.uniform(0.2e-3, 0.6e-3, m) * sr
+        burst_env = event_envelope(length, attack=attack, decay=r.uniform(0.3e-3, 1.5e-3, m) * sr)
+        tone_env = event_envelope(length, attack=attack, decay=r.uniform(0.5e-3, 2.5e-3, m) * sr)
+        f = _log_uniform(r, 700.0, 3500.0, m)             # the "tock" (by ear)
+        grain = r.random((m, length), dtype=np.float32) * 2.0 - 1.0      # bounded: no freak peaks
+        return (burst_env * grain * 1.7
+                + 0.7 * tone_env * np.sin(TAU * f[:, None] * np.arange(length) / sr)).astype(F32)
+
+    def _chunk(self, k: int, out: np.ndarray) -> np.ndarray:
         sr, rng = self.sr, self.rng(k)
-        t = ctrl_times(k)
-        breath = np.stack([m.at(t) for m in self.breath])
-        noise = white(rng, CHUNK, corr=0.5)
-        bed = (self.rumble(noise) * ramp_up(0.55 + 0.45 * breath)
-               + 0.12 * self.hiss(noise) * ramp_up((0.4 + 0.6 * breath) ** 2))
+        breath = self.breath.at(ctrl_times(k))
+        noise = white(rng, CHUNK, corr=0.5, out=self.scratch("noise", (2, CHUNK)))
+        gain = self.scratch("gain", (2, CHUNK))
+        self.rumble(noise, out=out)
+        out *= ramp_up(0.55 + 0.45 * breath, out=gain)
+        hiss = self.hiss.inplace(noise)
+        hiss *= ramp_up(0.12 * (0.4 + 0.6 * breath) ** 2, out=gain)
+        out += hiss
 
         self.bus.begin()
         onsets = poisson_onsets(rng, rate_hz=40.0, sr=sr)
         # thinning by a slow burst curve: crackle comes in clusters, ~2/s between bursts, up to 40/s in one
-        keep = rng.random(len(onsets)) < 0.05 + 0.95 * self.burst.at(k * CHUNK + onsets.astype(float)) ** 3
-        onsets = onsets[keep]
+        if len(onsets):
+            keep = rng.random(len(onsets)) < 0.05 + 0.95 * self.burst.at(k * CHUNK + onsets.astype(float)) ** 3
+            onsets = onsets[keep]
         n = len(onsets)
-        if n:
-            length = 384
-            amp = _db(rng.uniform(-30.0, -8.0, n))         # log-uniform: many ticks, the odd louder pop
-            attack = rng.uniform(0.2e-3, 0.6e-3, n) * sr
-            burst_env = event_envelope(length, attack=attack, decay=rng.uniform(0.3e-3, 1.5e-3, n) * sr)
-            tone_env = event_envelope(length, attack=attack, decay=rng.uniform(0.5e-3, 2.5e-3, n) * sr)
-            f = _log_uniform(rng, 700.0, 3500.0, n)        # the woody "tock" of splitting fibres (by ear)
-            grain = rng.random((n, length), dtype=np.float32) * 2.0 - 1.0      # bounded: no freak peaks
-            waves = amp[:, None] * (burst_env * grain * 1.7
-                                    + 0.7 * tone_env * np.sin(TAU * f[:, None] * np.arange(length) / sr))
-            self.bus.add(onsets, waves, pan_gains(rng.uniform(-0.7, 0.7, n)))
-        return bed + 1.6 * self.crackle_tone(self.bus.end())
+        amp = 1.6 * _db(rng.uniform(-30.0, -8.0, n))       # log-uniform: many ticks, the odd louder pop
+        gains = pan_gains(rng.uniform(-0.7, 0.7, n)) * amp
+        self.bus.add_from(self.crackles, rng.integers(0, self.BANK, n), onsets, gains)
+        out += self.bus.end()
+        return out
 
 
 class Pink(ChunkedBed):
@@ -420,8 +505,8 @@ class Pink(ChunkedBed):
         super().__init__(sr=sr, seed=seed, salt=self.SALT)
         self.colour = Sos(np.vstack([signal.tf2sos(self.B, self.A), butter(2, 20, "highpass", sr=sr)]))
 
-    def _chunk(self, k: int) -> np.ndarray:
-        return self.colour(white(self.rng(k), CHUNK, corr=0.25))
+    def _chunk(self, k: int, out: np.ndarray) -> np.ndarray:
+        return self.colour.inplace(white(self.rng(k), CHUNK, corr=0.25, out=out))
 
 
 class Brown(ChunkedBed):
@@ -437,8 +522,8 @@ class Brown(ChunkedBed):
         leaky = signal.tf2sos([1.0 - pole], [1.0, -pole])
         self.colour = Sos(np.vstack([leaky, butter(2, 20, "highpass", sr=sr)]))
 
-    def _chunk(self, k: int) -> np.ndarray:
-        return self.colour(white(self.rng(k), CHUNK, corr=0.25))
+    def _chunk(self, k: int, out: np.ndarray) -> np.ndarray:
+        return self.colour.inplace(white(self.rng(k), CHUNK, corr=0.25, out=out))
 
 
 GENERATORS: dict[str, type[ChunkedBed]] = {
@@ -465,10 +550,12 @@ def open_builtin(name: str, *, sr: int, seed: int) -> ChunkedBed:
         bed.gain = _GAINS[key]
         return bed
     n_cal = int(round(CALIBRATION_S * sr))
-    raw = []
-    while len(raw) * CHUNK < n_cal:
-        raw.append(bed._chunk(len(raw)))
-    gain = gain_to_reference(np.concatenate(raw, axis=1)[:, :n_cal], sr=sr)
+    raw = [bed.render_next() for _ in range(-(-n_cal // CHUNK))]
+    minute = np.empty((2, n_cal), dtype=F32)
+    for i, chunk in enumerate(raw):
+        piece = chunk[:, : n_cal - i * CHUNK]
+        minute[:, i * CHUNK: i * CHUNK + piece.shape[1]] = piece
+    gain = gain_to_reference(minute, sr=sr)
     if len(_GAINS) >= _MAX_GAINS:
         _GAINS.pop(next(iter(_GAINS)))
     _GAINS[key] = bed.gain = gain
