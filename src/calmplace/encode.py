@@ -210,7 +210,8 @@ def measure_mp3(data: bytes, *, n_samples: int, sr: int, threads: int = 1) -> Me
         # padding, elsewhere it keeps everything (the minimum padding, 529)
         offset = f0 * spf
         length = n_samples - offset if f1 == n_frames else (f1 - f0) * spf - delay
-        y = _decode_bytes(_info_frame(chunk, n_samples=length) + chunk, frames=length)
+        local = [o - offsets[f0] for o in offsets[f0:f1]]
+        y = _decode_bytes(_info_frame(chunk, n_samples=length, offsets=local, music_crc=False) + chunk, frames=length)
         if y.shape[1] != length:
             raise CalmplaceError(f"the MP3 decodes to {y.shape[1]} samples where {length} were expected")
         usable = 2 * spf - delay if f0 > 0 else 0   # frames f0, f0 + 1 may lack reservoir and overlap
@@ -317,10 +318,16 @@ def _frame_bytes(header: int) -> int:
     return 144 * bitrate // sample_rate + ((header >> 9) & 1)
 
 
-def _info_frame(audio: bytes, *, n_samples: int) -> bytes:
+def _info_frame(audio: bytes, *, n_samples: int, offsets: list[int] | None = None, music_crc: bool = True) -> bytes:
     """The Xing "Info" frame with LAME extension (LAME tag spec rev 0) for a CBR stream: frame and
-    byte counts, seek TOC, and the encoder delay and padding that gapless decoders trim."""
-    first, offsets = _frames(audio)
+    byte counts, seek TOC, and the encoder delay and padding that gapless decoders trim.
+
+    `offsets` (the frames' byte offsets, if known) and `music_crc=False` (the CRC of the audio,
+    which decoders do not check) save time for the throwaway frames of `measure_mp3`'s stretches."""
+    if offsets is None:
+        first, offsets = _frames(audio)
+    else:
+        first = int.from_bytes(audio[:4], "big")
     n_frames = len(offsets)
     padding = n_frames * _SAMPLES_PER_FRAME - LAME_ENCODER_DELAY - n_samples
     # the last input sample leaves the decoder DECODER_DELAY samples late: the padding covers it
@@ -352,7 +359,7 @@ def _info_frame(audio: bytes, *, n_samples: int) -> bytes:
         bytes(((source_rate << 6) | (lame_mode << 2) | noise_shaping,
                0)),                                             # MP3 gain
         bytes(2),                                               # surround / preset: none
-        struct.pack(">IH", total, _crc16(audio)),               # music length and CRC
+        struct.pack(">IH", total, _crc16(audio) if music_crc else 0),  # music length and CRC
     ))
     start = 4 + _SIDE_INFO_BYTES
     frame[start:start + len(tag)] = tag
