@@ -27,7 +27,7 @@ try:  # the in-place kernel behind scipy.signal.sosfilt: skips its input copy an
 except ImportError:  # pragma: no cover - a scipy that moved it: the public function gives the same numbers
     _sosfilt_inplace = None
 
-CHUNK = 1 << 16  # samples per render step: ~1.5 s at 44.1 kHz, long enough to vectorise, short enough to stream
+CHUNK = 1 << 18  # samples per render step: ~6 s at 44.1 kHz, long enough that per-call overhead fades, short enough to stream
 CTRL = 256       # samples per control point for slow gains: 5.8 ms, a tenth of the fastest modulation we draw (>= 50 ms)
 
 _U64 = 1 << 64
@@ -128,6 +128,14 @@ class Sos:
             self.zi = np.ascontiguousarray(zi.transpose(1, 0, 2), dtype=F32)
         return x
 
+    def driven(self, x: np.ndarray, gain: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """The filter driven by gain * x, into `out` (C-contiguous float32, x's shape); x is left as it was.
+
+        For slow gains (swells, gusts: >= 50 ms) and filters that ring for a few milliseconds this is the
+        filtered x times the gain, one pass over memory cheaper than copying x and scaling afterwards."""
+        np.multiply(x, gain, out=out)
+        return self.inplace(out)
+
     def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """x filtered, into `out` (C-contiguous float32, x's shape) or a new array; x is left as it was."""
         if out is None:
@@ -181,9 +189,10 @@ class Upsampler:
     One or two half-band FIR stages, each doubling the rate: one output phase is the input delayed, the other
     a short convolution, and each stage carries its last taps from call to call, so chunk joins stay exact.
     The first stage passes up to `cutoff_hz` (0.8 of the low Nyquist at most) and puts the images of that
-    band at least 64 dB down (at 44.1 kHz: 27 taps, 67 dB); the second passes everything the first one
-    does not reject and puts its own images as far down. Running a bank of filters at a quarter rate makes
-    them about four times cheaper, and this costs less than one IIR pass at the full rate.
+    band at least 64 dB down (at 44.1 kHz: 27 taps, 67 dB); the second passes up to 1.3 times that, where
+    the guard below is 70 dB down, and puts its own images at least as far down (11 taps). Running a bank
+    of filters at a quarter rate makes them about four times cheaper, and this costs less than one IIR
+    pass at the full rate.
 
     Use: write the low-rate signal into `low(n)`, then `add_to(out)` adds the upsampled signal to out.
     Filtered layers that reach above the pass band end with the `guard` sections (a 4th-order elliptic
@@ -193,6 +202,7 @@ class Upsampler:
     """
 
     REJECTION_DB = 64.0
+    GUARD_REACH = 1.3
 
     def __init__(self, factor: int, *, sr: int, cutoff_hz: float, channels: int = 2):
         self.factor = int(factor)
@@ -205,7 +215,8 @@ class Upsampler:
         while rate < sr:
             rate *= 2
             self._taps.append(_halfband(rate, fp, self.REJECTION_DB))
-            fp = 0.5 * rate - fp   # the next stage passes all this one does not reject
+            # later stages pass what the guard lets through (it is 70 dB down at 1.3 times the pass band)
+            fp = min(self.GUARD_REACH * fp, 0.4 * rate)
         self._n = 0
         self._inputs: list[np.ndarray] = []    # per stage: carried input, then this call's input
         low_sr = sr / self.factor
@@ -278,22 +289,23 @@ def resonator(f_hz: float, q: float, *, sr: int) -> np.ndarray:
     return signal.tf2sos(b / a[0], a / a[0])
 
 
-_UNIT_INT16 = np.sqrt(12.0) / 65536.0   # uniform int16 -> unit variance
+_UNIT_INT8 = 1.0 / np.sqrt((256.0 ** 2 - 1.0) / 12.0)   # uniform int8 -> unit variance
 
 
 def white(rng: np.random.Generator, n_samples: int, *, corr: float = 0.0, out: np.ndarray | None = None) -> np.ndarray:
     """(2, n) float32 unit-variance white noise whose channels correlate by `corr` (into `out` if given).
 
-    Uniform noise of 16-bit resolution, four samples per 64-bit draw of the bit generator: about five
-    times cheaper than floats from the Generator, and every recipe filters it, which makes it Gaussian
-    anyway (central limit). Its mean is half a step below zero (-92 dB), and every recipe's filter
-    removes DC. R = corr * L + sqrt(1 - corr^2) * independent.
+    Uniform noise of 8-bit resolution, eight samples per 64-bit draw of the bit generator: the draws are
+    what costs, and every recipe filters this noise, which makes it Gaussian and continuous anyway
+    (central limit; the 256 levels are those of the noise itself, not a rounding of some signal). Its
+    mean is half a step below zero (-43 dB re its RMS), and every recipe's filter removes DC.
+    R = corr * L + sqrt(1 - corr^2) * independent.
     """
-    raw = rng.bit_generator.random_raw((2 * n_samples + 3) // 4)
-    ints = raw.view(np.int16)[: 2 * n_samples].reshape(2, n_samples)
+    raw = rng.bit_generator.random_raw((2 * n_samples + 7) // 8)
+    ints = raw.view(np.int8)[: 2 * n_samples].reshape(2, n_samples)
     if out is None:
         out = np.empty((2, n_samples), dtype=F32)
-    np.multiply(ints, F32(_UNIT_INT16), out=out)
+    np.multiply(ints, F32(_UNIT_INT8), out=out)
     if corr:   # in place, without a temporary: R = corr * (sqrt(1 - corr^2) / corr * R + L)
         out[1] *= F32(np.sqrt(1.0 - corr * corr) / corr)
         out[1] += out[0]
@@ -352,18 +364,26 @@ class SmoothRandom:
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def _block(self, b: int) -> np.ndarray:
-        vals = self._cache.get(b)
-        if vals is None:
-            vals = np.stack([np.random.default_rng([*w, b % _U64]).random(self._BLOCK) for w in self._words])
-            self._cache[b] = vals
+        """(4, curves, BLOCK) cubic coefficients of the spline on [j, j + 1) for the knots j of block b."""
+        coef = self._cache.get(b)
+        if coef is None:
+            v = np.concatenate([self._knots(b * self._BLOCK - 1, b * self._BLOCK),
+                                self._knots_of(b), self._knots_of(b + 1)[:, :2]], axis=1)
+            p0, p1, p2, p3 = v[:, :-3], v[:, 1:-2], v[:, 2:-1], v[:, 3:]
+            coef = np.stack([0.5 * (3 * (p1 - p2) + p3 - p0), p0 - 2.5 * p1 + 2 * p2 - 0.5 * p3, 0.5 * (p2 - p0), p1])
+            self._cache[b] = coef
             if len(self._cache) > 4:
                 self._cache.popitem(last=False)
-        return vals
+        return coef
+
+    def _knots_of(self, b: int) -> np.ndarray:
+        """The uniform knots of block b, (curves, BLOCK): knot j depends on (words, j // BLOCK) only."""
+        return np.stack([np.random.default_rng([*w, b % _U64]).random(self._BLOCK) for w in self._words])
 
     def _knots(self, j0: int, j1: int) -> np.ndarray:
         """Knots j0 .. j1 - 1 of every curve, (curves, j1 - j0)."""
         b0, b1 = j0 // self._BLOCK, (j1 - 1) // self._BLOCK
-        vals = self._block(b0) if b0 == b1 else np.concatenate([self._block(b) for b in range(b0, b1 + 1)], axis=1)
+        vals = np.concatenate([self._knots_of(b) for b in range(b0, b1 + 1)], axis=1)
         start = j0 - b0 * self._BLOCK
         return vals[:, start: start + j1 - j0]
 
@@ -372,12 +392,13 @@ class SmoothRandom:
         j = np.floor(u)
         f = u - j
         j = j.astype(np.int64)
-        j0 = int(j.min())
-        v = self._knots(j0 - 1, int(j.max()) + 3)
-        # the spline on [j, j + 1) is a cubic in f: coefficients once per knot interval, then Horner
-        p0, p1, p2, p3 = v[:, :-3], v[:, 1:-2], v[:, 2:-1], v[:, 3:]
-        coef = np.stack([0.5 * (3 * (p1 - p2) + p3 - p0), p0 - 2.5 * p1 + 2 * p2 - 0.5 * p3, 0.5 * (p2 - p0), p1])
-        a, b, c, d = coef[:, :, j - j0]
+        b0, b1 = int(j.min()) // self._BLOCK, int(j.max()) // self._BLOCK
+        if b0 == b1:
+            coef = self._block(b0)
+        else:
+            coef = np.concatenate([self._block(b) for b in range(b0, b1 + 1)], axis=-1)
+        # the spline on [j, j + 1) is a cubic in f; Horner (np.take: a C-ordered result, fast to work on)
+        a, b, c, d = np.take(coef, j - b0 * self._BLOCK, axis=2)
         a *= f
         a += b
         a *= f
