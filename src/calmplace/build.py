@@ -490,6 +490,8 @@ def render_track(item: TrackWork, *, bed_prefetch=None) -> TrackResult:
         meter = InputMeter(timeline.n_samples, sr=sr)   # measures for mastering as the mix is made
         samples = mix(timeline, clips, open_bed=bed_opener(item.ambience_dir, sr=sr, ready=bed_prefetch),
                       seed_base=job.script.id, on_ready=meter.advance)
+        if bed_prefetch is not None:
+            bed_prefetch.close()   # it reads ahead without end: stop it before the mastering
         energies = meter.energies(samples, threads=item.threads)
     del clips
 
