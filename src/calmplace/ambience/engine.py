@@ -163,6 +163,41 @@ def _fir(x: np.ndarray, g: np.ndarray, n: int) -> np.ndarray:
     return y
 
 
+class StereoSos:
+    """A one-section stereo filter run as one complex signal, left + i right: the two channels' recursions
+    then run side by side and the pass costs ~0.65 of two real ones. (With more sections the complex
+    arithmetic outweighs it; with real coefficients the result is bitwise that of the real filter.)"""
+
+    def __init__(self, sos: np.ndarray):
+        self.sos = np.ascontiguousarray(np.atleast_2d(sos), dtype=np.complex64)
+        self.zi = np.zeros((1, self.sos.shape[0], 2), dtype=np.complex64)
+        self._buf = np.zeros((0, 2), dtype=F32)
+
+    def add_driven(self, x: np.ndarray, gain: np.ndarray, out: np.ndarray, *, replace: bool = False) -> np.ndarray:
+        """out += (or, with replace, out =) the filter driven by gain * x; x, gain (broadcastable) and out
+        are (2, n) float32. For slow gains this is the filtered x times the gain (see `Sos.driven`)."""
+        n = x.shape[1]
+        if self._buf.shape[0] != n:
+            self._buf = np.empty((n, 2), dtype=F32)
+        buf = self._buf
+        gain = np.broadcast_to(gain, x.shape)
+        for c in (0, 1):
+            np.multiply(x[c], gain[c], out=buf[:, c])
+        z = buf.reshape(-1).view(np.complex64).reshape(1, n)
+        if _sosfilt_inplace is not None:
+            _sosfilt_inplace(self.sos, z, self.zi)
+        else:  # pragma: no cover
+            y, zi = signal.sosfilt(self.sos, z, axis=-1, zi=self.zi.transpose(1, 0, 2))
+            z[...] = y
+            self.zi = np.ascontiguousarray(zi.transpose(1, 0, 2), dtype=np.complex64)
+        for c in (0, 1):
+            if replace:
+                out[c] = buf[:, c]
+            else:
+                out[c] += buf[:, c]
+        return out
+
+
 @lru_cache(maxsize=16)
 def _halfband(rate: float, pass_hz: float, min_rejection_db: float) -> np.ndarray:
     """The taps of the filtering phase of a half-band interpolator from rate / 2 to `rate`, gain 2.
@@ -466,22 +501,24 @@ class Leveller:
 
 class EventBus:
     """Overlap-adds short events into chunks of n samples; what rings past a chunk's end is carried into
-    the next. float32, in one buffer kept from chunk to chunk: only the stretch events reached is cleared
-    and carried."""
+    the next. float32, in one buffer kept from chunk to chunk (only the stretch events reached is cleared
+    and carried), interleaved (sample, channel): each event is then one contiguous run of memory, and an
+    add per event costs half of what it does on two separate channel rows."""
 
     def __init__(self, *, tail_samples: int, n: int = CHUNK):
         self.tail = int(tail_samples)
         self.n = int(n)
-        self._buf = np.zeros((2, self.n + self.tail), dtype=F32)
-        self._pending = np.zeros((2, 0), dtype=F32)
+        self._buf = np.zeros((self.n + self.tail, 2), dtype=F32)
+        self._flat = self._buf.reshape(-1)
+        self._pending = np.zeros((0, 2), dtype=F32)
         self._used = 0    # samples of _buf that may be non-zero
         self._reach = 0
         self._open = False
 
     def begin(self) -> None:
-        self._buf[:, : self._used] = 0.0
-        p = self._pending.shape[1]
-        self._buf[:, :p] = self._pending
+        self._buf[: self._used] = 0.0
+        p = self._pending.shape[0]
+        self._buf[:p] = self._pending
         self._reach = self._used = p
         self._open = True
 
@@ -492,13 +529,20 @@ class EventBus:
         assert self._open
         onsets = np.asarray(onsets, dtype=np.int64)
         length = waves.shape[1]
-        if onsets.min() < 0 or onsets.max() + length > self._buf.shape[1]:
+        if onsets.min() < 0 or onsets.max() + length > self._buf.shape[0]:
             raise ValueError("event outside the chunk plus its tail")
         self._reach = max(self._reach, int(onsets.max()) + length)
-        stereo = np.asarray(gains, dtype=F32).T[:, :, None] * waves[:, None, :]     # (N, 2, L), all at once
-        out = self._buf
-        for onset, wave in zip(onsets.tolist(), stereo):  # then a slice add per event: faster than a scatter
-            out[:, onset: onset + length] += wave
+        # (N, L, 2): every event in both channels at once, then one slice add per event (faster than a
+        # scatter, and each slice is contiguous)
+        gains = np.asarray(gains, dtype=F32)
+        stereo = np.empty((len(onsets), length, 2), dtype=F32)
+        for c in (0, 1):   # one channel at a time: numpy loops fast over L, slowly over a last axis of 2
+            np.multiply(waves, gains[c][:, None], out=stereo[:, :, c])
+        stereo = stereo.reshape(len(onsets), -1)
+        flat, add, size = self._flat, np.add, 2 * length
+        for start, wave in zip((2 * onsets).tolist(), stereo):
+            run = flat[start: start + size]
+            add(run, wave, out=run)
 
     def add_from(self, bank: np.ndarray, index: np.ndarray, onsets: np.ndarray, gains: np.ndarray) -> None:
         """Like `add`, event i being the prototype bank[index[i]] of a (P, L) bank."""
@@ -506,12 +550,12 @@ class EventBus:
             self.add(onsets, bank[index], gains)
 
     def end(self) -> np.ndarray:
-        """The chunk's n samples (a view, valid until the next `begin`)."""
+        """The chunk's (2, n) samples: a view, valid until the next `begin`."""
         assert self._open
         self._open = False
         self._used = max(self._reach, self.n)
-        self._pending = self._buf[:, self.n: self._used].copy()
-        return self._buf[:, : self.n]
+        self._pending = self._buf[self.n: self._used].copy()
+        return self._buf[: self.n].T
 
 
 def poisson_onsets(rng: np.random.Generator, *, rate_hz: float, sr: int, n: int = CHUNK) -> np.ndarray:

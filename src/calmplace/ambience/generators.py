@@ -18,9 +18,9 @@ from bisect import bisect_left
 import numpy as np
 from scipy import signal
 
-from .engine import (CHUNK, CTRL, F32, ChunkedBed, EventBus, Leveller, SmoothRandom, Sos, Upsampler, butter,
-                     ctrl_times, event_envelope, low_rate_factor, pan_gains, poisson_onsets, ramp_up, resonator,
-                     white)
+from .engine import (CHUNK, CTRL, F32, ChunkedBed, EventBus, Leveller, SmoothRandom, Sos, StereoSos, Upsampler,
+                     butter, ctrl_times, event_envelope, low_rate_factor, pan_gains, poisson_onsets, ramp_up,
+                     resonator, white)
 from .loudness import CALIBRATION_S, gain_to_reference, k_weighted_power
 
 TAU = 2 * np.pi
@@ -185,7 +185,7 @@ class Ocean(ChunkedBed):
         bands = [np.vstack([butter(2, 30, "highpass", sr=sr), butter(2, 350, "lowpass", sr=sr)]),
                  butter(1, [350, 1800], "bandpass", sr=sr),
                  butter(2, [1800, 9000], "bandpass", sr=sr)]              # the spec's foam/wash band
-        self.bands = [Sos(b) for b in bands]
+        self.bands = [Sos(bands[0]), StereoSos(bands[1]), Sos(bands[2])]   # the surge: one section
         self.band_power = np.array([m * m * k_weighted_power(b, sr=sr) for m, b in zip(self.MIX, bands)])
         # waves from 80 s before time 0, so the track starts mid-swell and the leveller's window is full
         first = -(80.0 + np.random.default_rng([*self._words, 7]).uniform(0.0, 12.0)) * sr
@@ -242,7 +242,7 @@ class Ocean(ChunkedBed):
         gain = self.scratch("gain", (2, CHUNK))
         # each band driven by the noise times its envelope (seconds long: it commutes with the filters)
         self.bands[0].driven(noise, ramp_up(env[0], out=gain), out=out)
-        out += self.bands[1].driven(noise, ramp_up(env[1], out=gain), out=self.scratch("band", (2, CHUNK)))
+        self.bands[1].add_driven(noise, ramp_up(env[1], out=gain), out)
         noise *= ramp_up(env[2], out=gain)
         out += self.bands[2].inplace(noise)
         return out
@@ -263,7 +263,7 @@ class Wind(ChunkedBed):
         air = butter(1, [1500, 5000], "bandpass", sr=sr)                       # leaves and grass in gusts
         self.up = Upsampler(self.down, sr=sr, cutoff_hz=4000.0)
         self.low_filters = [Sos(np.vstack([x, self.up.guard])) for x in (body, *bank)]
-        self.air = Sos(air)
+        self.air = StereoSos(air)
         # loudness shares: white noise at the low rate has the same total power in a 4x narrower band
         self.power = np.array([k_weighted_power(x, sr=low_sr) for x in (body, *bank)]
                               + [k_weighted_power(air, sr=sr)])
@@ -302,8 +302,8 @@ class Wind(ChunkedBed):
                 low[...] = layer
             else:
                 low += layer
-        self.air.inplace(white(rng, CHUNK, corr=0.3, out=out))
-        out *= ramp_up(gains[-1], out=self.scratch("gain", (2, CHUNK)))
+        air_noise = white(rng, CHUNK, corr=0.3, out=self.scratch("noise", (2, CHUNK)))
+        self.air.add_driven(air_noise, ramp_up(gains[-1], out=self.scratch("gain", (2, CHUNK))), out, replace=True)
         return self.up.add_to(out)
 
 
@@ -435,7 +435,7 @@ class Fire(ChunkedBed):
     def __init__(self, *, sr: int, seed: int):
         super().__init__(sr=sr, seed=seed, salt=self.SALT)
         self.rumble = Sos(np.vstack([butter(2, 30, "highpass", sr=sr), butter(2, 160, "lowpass", sr=sr)]))
-        self.hiss = Sos(butter(1, [500, 3000], "bandpass", sr=sr))
+        self.hiss = StereoSos(butter(1, [500, 3000], "bandpass", sr=sr))
         self.breath = SmoothRandom([(*self._words, 1 + c) for c in range(2)], period_s=1.1, sr=sr)
         self.burst = SmoothRandom((*self._words, 3), period_s=1.6, sr=sr)
         # crackle is softened as heard across a room: 250 Hz - 4.5 kHz (by ear). The filter is linear, so
@@ -469,8 +469,7 @@ class Fire(ChunkedBed):
         gain = self.scratch("gain", (2, CHUNK))
         # each layer driven by the noise times its breathing gain (1.1 s curves: it commutes with the filters)
         self.rumble.driven(noise, ramp_up(0.55 + 0.45 * breath, out=gain), out=out)
-        noise *= ramp_up(0.12 * (0.4 + 0.6 * breath) ** 2, out=gain)
-        out += self.hiss.inplace(noise)
+        self.hiss.add_driven(noise, ramp_up(0.12 * (0.4 + 0.6 * breath) ** 2, out=gain), out)
 
         self.bus.begin()
         onsets = poisson_onsets(rng, rate_hz=40.0, sr=sr)
