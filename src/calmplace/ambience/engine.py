@@ -27,8 +27,8 @@ try:  # the in-place kernel behind scipy.signal.sosfilt: skips its input copy an
 except ImportError:  # pragma: no cover - a scipy that moved it: the public function gives the same numbers
     _sosfilt_inplace = None
 
-CHUNK = 1 << 18  # samples per render step: ~6 s at 44.1 kHz, long enough that per-call overhead fades, short enough to stream
-CTRL = 256       # samples per control point for slow gains: 5.8 ms, a tenth of the fastest modulation we draw (>= 50 ms)
+CHUNK = 1 << 18  # samples per render step: ~6 s at 44.1 kHz; per-call overhead fades, and it still streams
+CTRL = 256       # samples per control point for slow gains: 5.8 ms, a tenth of the fastest modulation (>= 50 ms)
 
 _U64 = 1 << 64
 F32 = np.float32
@@ -42,7 +42,8 @@ def seed_words(seed: int, salt: int) -> tuple[int, int]:
 class ChunkedBed:
     """A stereo `BedSource` that renders fixed chunks in order and serves reads of any size from them.
 
-    Subclasses implement `_chunk(k)` -> (2, CHUNK) float32 (float64 is accepted and rounded), called for
+    Subclasses implement `_chunk(k, out)`, which renders chunk k into `out` (a (2, CHUNK) float32 array
+    whose contents are arbitrary: the memory of a chunk already served) and returns it; it is called for
     k = 0, 1, 2, ... in order. `gain` is applied as the samples are served, so chunks rendered ahead for
     calibration are kept exactly as `_chunk` made them.
     """
@@ -340,7 +341,7 @@ def white(rng: np.random.Generator, n_samples: int, *, corr: float = 0.0, out: n
     ints = raw.view(np.int8)[: 2 * n_samples].reshape(2, n_samples)
     if out is None:
         out = np.empty((2, n_samples), dtype=F32)
-    np.multiply(ints, F32(_UNIT_INT8), out=out)
+    np.multiply(ints, F32(_UNIT_INT8), out=out, dtype=F32)
     if corr:   # in place, without a temporary: R = corr * (sqrt(1 - corr^2) / corr * R + L)
         out[1] *= F32(np.sqrt(1.0 - corr * corr) / corr)
         out[1] += out[0]
