@@ -847,7 +847,7 @@ def machine_notes(noise: str, elapsed_s: float, parent_rss_mib: float | None) ->
              "then `_espeak.Synchronize()` and a wait until the WAV header accounts for the whole file), then pydub. "
              "It has no ducking, crossfades, true-peak limiting, loudness measurement, chapters, PDF or captions, "
              "and no take cache.",
-             "calmplace renders every take in a fresh forked process (deterministic), masters to -16 LUFS "
+             "calmplace forks every take from one pre-initialised espeak-ng process (deterministic), masters to -16 LUFS "
              "integrated with a look-ahead true-peak limiter, decodes and measures its own MP3, and writes "
              "the PDF and captions too."]
     if parent_rss_mib:
