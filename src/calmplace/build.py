@@ -452,13 +452,14 @@ def _bed_prefetch(item: TrackWork):
     if not sections or sections[0].ambience is None:
         return None
     sound, sr = sections[0].ambience.sound, item.settings.sr
+    seed = bed_seed(item.job.script.id, 0, sound)   # the first run's seed, as mix.bed_runs gives it
 
     def open_source():
         from .ambience import open_bed
 
-        return open_bed(sound, sr=sr, seed=bed_seed(item.job.script.id, 0, sound), ambience_dir=item.ambience_dir)
+        return open_bed(sound, sr=sr, seed=seed, ambience_dir=item.ambience_dir)
 
-    return BedPrefetch(open_source, key=(sound, bed_seed(item.job.script.id, 0, sound)))
+    return BedPrefetch(open_source, key=(sound, seed))
 
 
 def render_track(item: TrackWork, *, bed_prefetch=None) -> TrackResult:

@@ -27,7 +27,7 @@ from mutagen.id3 import CHAP, COMM, CTOC, ID3, TALB, TDRC, TIT2, TLAN, TPE1, CTO
 
 from . import SR, mp3stream
 from .errors import CalmplaceError
-from .master import CEILING_DBTP, TARGET_LUFS, Measurement, master, measurement_from_parts, scan_part
+from .master import CEILING_DBTP, TARGET_LUFS, Measurement, master, measurement_from_parts, scan_part, thread_map
 
 DEFAULT_BITRATE_KBPS = 192
 # LAME -q 7 (LAME's "fast" setting; ffmpeg's default is -q 5, LAME's own -q 3). CPU for 681 s of
@@ -45,9 +45,9 @@ DECODER_DELAY = 529        # MP3 synthesis filterbank delay decoders add (LAME t
 # What a gapless decoder (one that reads the LAME tag) shows: nothing; the PCM timeline holds.
 ENCODER_DELAY_S = 0.0
 
-_MPEG1_L3_BITRATES_KBPS = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
+_MPEG1_L3_BITRATES_KBPS = mp3stream.BITRATES_KBPS
 _MIN_BITRATE_KBPS = 128     # calmplace delivery spec: CBR at 128 kbps or more
-_SAMPLES_PER_FRAME = 1152   # MPEG-1 Layer III
+_SAMPLES_PER_FRAME = mp3stream.SAMPLES_PER_FRAME
 _SIDE_INFO_BYTES = 32       # MPEG-1 stereo side information, before the Xing/Info tag
 _ID3_PADDING = 1024         # room for later tag edits without rewriting the audio
 _LANGUAGE = re.compile(r"[a-z]{3}")
@@ -192,7 +192,7 @@ def measure_mp3(data: bytes, *, n_samples: int, sr: int, threads: int = 1) -> Me
     start = 10 + sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(data[6:10])) if data[:3] == b"ID3" else 0
     if data[start + 4 + _SIDE_INFO_BYTES:start + 8 + _SIDE_INFO_BYTES] != b"Info":
         raise CalmplaceError("not an MP3 written by encode_mp3 (no Info frame after the ID3 tag)")
-    audio = data[start + _frame_bytes(int.from_bytes(data[start:start + 4], "big")):]
+    audio = data[start + mp3stream.frame_bytes(int.from_bytes(data[start:start + 4], "big")):]
     _, offsets = _frames(audio)
     n_frames, spf = len(offsets), _SAMPLES_PER_FRAME
     delay = LAME_ENCODER_DELAY + DECODER_DELAY
@@ -217,14 +217,7 @@ def measure_mp3(data: bytes, *, n_samples: int, sr: int, threads: int = 1) -> Me
         usable = 2 * spf - delay if f0 > 0 else 0   # frames f0, f0 + 1 may lack reservoir and overlap
         return scan_part(y[:, usable:], offset=offset + usable, start=t0, stop=t1, n=n_samples, sr=sr)
 
-    firsts = range(0, n_frames, _PIECE_FRAMES)
-    if threads > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            parts = list(pool.map(part, firsts))
-    else:
-        parts = [part(f) for f in firsts]
+    parts = thread_map(part, list(range(0, n_frames, _PIECE_FRAMES)), threads=threads)
     return measurement_from_parts([p for p in parts if p is not None], n=n_samples, sr=sr)
 
 
@@ -239,7 +232,7 @@ def _lame(x: np.ndarray, *, sr: int, bitrate_kbps: int, threads: int = 1) -> byt
     encodes independently, `threads` at a time (lameenc releases the GIL), and joined into one
     stream by `mp3stream.join`. The cut points depend only on the length, so the bytes are the
     same whatever `threads` is."""
-    total_frames = -(-(x.shape[1] + LAME_ENCODER_DELAY + DECODER_DELAY) // mp3stream.SAMPLES_PER_FRAME)
+    total_frames = -(-(x.shape[1] + LAME_ENCODER_DELAY + DECODER_DELAY) // _SAMPLES_PER_FRAME)
     n_pieces = max(1, total_frames // _PIECE_FRAMES)
     if n_pieces == 1:
         return _lame_piece(x, sr=sr, bitrate_kbps=bitrate_kbps, start=0, stop=x.shape[1])
@@ -248,21 +241,15 @@ def _lame(x: np.ndarray, *, sr: int, bitrate_kbps: int, threads: int = 1) -> byt
     for k in range(n_pieces):
         first = 0 if k == 0 else bounds[k - 1] - _WARMUP_FRAMES
         stop = x.shape[1] if k + 1 == n_pieces else \
-            min(x.shape[1], (bounds[k] + _SEARCH_FRAMES + _TAIL_FRAMES) * mp3stream.SAMPLES_PER_FRAME)
-        spans.append((first, first * mp3stream.SAMPLES_PER_FRAME, stop))
+            min(x.shape[1], (bounds[k] + _SEARCH_FRAMES + _TAIL_FRAMES) * _SAMPLES_PER_FRAME)
+        spans.append((first, first * _SAMPLES_PER_FRAME, stop))
 
     def encode(span):
         first, start, stop = span
         data = _lame_piece(x, sr=sr, bitrate_kbps=bitrate_kbps, start=start, stop=stop)
         return mp3stream.Piece(mp3stream.parse(data), first)
 
-    if threads > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=min(threads, n_pieces)) as pool:
-            pieces = list(pool.map(encode, spans))
-    else:
-        pieces = [encode(span) for span in spans]
+    pieces = thread_map(encode, spans, threads=threads)
     try:
         audio, _ = mp3stream.join(pieces, boundaries=bounds, search_frames=_SEARCH_FRAMES)
     except mp3stream.StreamError:
@@ -294,28 +281,11 @@ def _lame_piece(x: np.ndarray, *, sr: int, bitrate_kbps: int, start: int, stop: 
 
 def _frames(audio: bytes) -> tuple[int, list[int]]:
     """The first frame header and the byte offset of every frame; checks they are one CBR stream."""
-    offsets, pos, first = [], 0, None
-    while pos + 4 <= len(audio):
-        header = struct.unpack_from(">I", audio, pos)[0]
-        bitrate_index, rate_index = (header >> 12) & 0xF, (header >> 10) & 0x3
-        # sync, MPEG-1, Layer III, a listed bitrate (not free format), a listed sample rate
-        if header >> 21 != 0x7FF or (header >> 17) & 0xF != 0b1101 or bitrate_index in (0, 15) or rate_index == 3:
-            raise CalmplaceError(f"LAME output is not an MPEG-1 Layer III stream at byte {pos}")
-        if first is None:
-            first = header
-        elif (header ^ first) & 0xFFFFFC00:  # bitrate or sample rate changed: not CBR
-            raise CalmplaceError("LAME output is not constant-bitrate")
-        offsets.append(pos)
-        pos += _frame_bytes(header)
-    if first is None or pos != len(audio):
-        raise CalmplaceError("LAME output ends inside a frame")
+    try:
+        first, offsets, _ = mp3stream.frame_offsets(audio)
+    except mp3stream.StreamError as exc:
+        raise CalmplaceError(f"LAME output is not one CBR MPEG-1 Layer III stream: {exc}") from None
     return first, offsets
-
-
-def _frame_bytes(header: int) -> int:
-    bitrate = _MPEG1_L3_BITRATES_KBPS[((header >> 12) & 0xF) - 1] * 1000
-    sample_rate = (44100, 48000, 32000)[(header >> 10) & 0x3]
-    return 144 * bitrate // sample_rate + ((header >> 9) & 1)
 
 
 def _info_frame(audio: bytes, *, n_samples: int, offsets: list[int] | None = None, music_crc: bool = True) -> bytes:
@@ -334,7 +304,7 @@ def _info_frame(audio: bytes, *, n_samples: int, offsets: list[int] | None = Non
     if not DECODER_DELAY <= padding < 4096:
         raise CalmplaceError(f"unexpected LAME padding of {padding} samples")
     header = (first & ~(1 << 9)) | (1 << 16)     # same stream, no padding slot, no CRC
-    size = _frame_bytes(header)
+    size = mp3stream.frame_bytes(header)
     frame = bytearray(size)
     struct.pack_into(">I", frame, 0, header)
     total = size + len(audio)

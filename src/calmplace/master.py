@@ -142,7 +142,7 @@ def master(samples: np.ndarray, *, sr: int, target_lufs: float = TARGET_LUFS,
             lo, hi = max(0, start - warm), min(n, stop + _TAPS)
             return scan_part(out[:, lo:hi], offset=lo, start=start, stop=stop, n=n, sr=sr)
 
-        for part in _map(rescan, _regions(lowered, n=n, sr=sr), threads=threads):
+        for part in thread_map(rescan, _regions(lowered, n=n, sr=sr), threads=threads):
             energies[:, part.first_hop:part.first_hop + part.energies.shape[1]] = part.energies
             tp = max(tp, part.true_peak)
         assert energies.shape[1] == -(-n // hop)
@@ -206,15 +206,17 @@ class InputMeter:
 
     def energies(self, x: np.ndarray, *, threads: int = 1) -> np.ndarray:
         rest = self.bounds[len(self.parts):]
-        parts = self.parts + _map(lambda bound: self._part(x, bound), rest, threads=threads)
+        parts = self.parts + thread_map(lambda bound: self._part(x, bound), rest, threads=threads)
         return measurement_energies(parts, n=self.n, sr=self.sr)
 
 
-def _map(fn, items, *, threads: int) -> list:
+def thread_map(fn, items: list, *, threads: int) -> list:
+    """[fn(item) for item in items], `threads` at a time (numpy, scipy, LAME and libsndfile release
+    the GIL in their heavy loops); in order, and the same results whatever `threads` is."""
     if threads > 1 and len(items) > 1:
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(max_workers=threads) as pool:
+        with ThreadPoolExecutor(max_workers=min(threads, len(items))) as pool:
             return list(pool.map(fn, items))
     return [fn(item) for item in items]
 
@@ -490,7 +492,7 @@ def _peaks(x: np.ndarray, chunks: list[tuple[int, int]], *, floor: float, sr: in
         over = np.flatnonzero(env > floor)
         return over, env[over]
 
-    return _map(one, chunks, threads=threads)
+    return thread_map(one, chunks, threads=threads)
 
 
 def _lookahead(sr: int) -> int:
@@ -570,7 +572,7 @@ def _limit(x: np.ndarray, out: np.ndarray, *, gain: float, threshold: float, sr:
     window = 4 * max(1, threads)          # chunks in memory at once: bounded, whatever the length
     for w0 in range(0, len(chunks), window):
         ids = list(range(w0, min(w0 + window, len(chunks))))
-        owns = _map(own_release, ids, threads=threads)
+        owns = thread_map(own_release, ids, threads=threads)
         starts = []                       # (carry, tail) each chunk starts from, chained in order
         for i, own in zip(ids, owns):
             starts.append((carry, tail))
@@ -578,7 +580,7 @@ def _limit(x: np.ndarray, out: np.ndarray, *, gain: float, threshold: float, sr:
             last = released(i, own, carry, slice(max(0, n_i - tail_len), n_i))
             carry = float(last[-1])
             tail = np.concatenate((tail, last))[-tail_len:]
-        for stretches in _map(lambda k: finish(ids[k], owns[k], *starts[k]), list(range(len(ids))), threads=threads):
+        for stretches in thread_map(lambda k: finish(ids[k], owns[k], *starts[k]), list(range(len(ids))), threads=threads):
             lowered.extend(stretches)
     return lowered
 

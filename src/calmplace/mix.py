@@ -214,25 +214,23 @@ class BedPrefetch:
         self._thread.start()
 
     def _run(self, open_source) -> None:
-        import queue
-
         try:
             source = open_source()
             while not self._stop.is_set():
-                block = source.read(BLOCK)
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(block, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
+                self._put(source.read(BLOCK))
         except BaseException as exc:  # handed to the reader, raised there
-            while not self._stop.is_set():
-                try:
-                    self._queue.put(exc, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
+            self._put(exc)
+
+    def _put(self, item: "np.ndarray | BaseException") -> None:
+        """Queue an item, waiting while the queue is full, unless the prefetch is being closed."""
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
 
     def read(self, n_samples: int) -> np.ndarray:
         pieces, have = [self._buf], self._buf.shape[1]

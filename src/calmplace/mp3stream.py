@@ -24,7 +24,7 @@ import numpy as np
 
 SAMPLES_PER_FRAME = 1152
 _MAX_MAIN_DATA_BEGIN = 511   # 9 bits (MPEG-1)
-_BITRATES_KBPS = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
+BITRATES_KBPS = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
 _RATES_HZ = (44100, 48000, 32000)
 
 
@@ -60,26 +60,38 @@ class Frames:
         return self.areas[start:start + self.data_bytes[i]]
 
 
-def parse(data: bytes) -> Frames:
-    """Every frame of an MPEG-1 Layer III stream without CRC (what LAME writes by default)."""
+def frame_bytes(header: int) -> int:
+    """Bytes in the frame this 32-bit header starts (MPEG-1 Layer III, padding slot included)."""
+    return 144 * BITRATES_KBPS[((header >> 12) & 0xF) - 1] * 1000 // _RATES_HZ[(header >> 10) & 0x3] + ((header >> 9) & 1)
+
+
+def frame_offsets(data: bytes) -> tuple[int, list[int], list[int]]:
+    """The first frame header, and the byte offset and size of every frame; checks the bytes are
+    whole MPEG-1 Layer III frames at one bitrate, sample rate and channel count."""
     offsets, sizes, pos, first = [], [], 0, None
     while pos + 4 <= len(data):
         header = int.from_bytes(data[pos:pos + 4], "big")
         bitrate_index, rate_index = (header >> 12) & 0xF, (header >> 10) & 0x3
+        # sync, MPEG-1, Layer III, a listed bitrate (not free format), a listed sample rate
         if header >> 21 != 0x7FF or (header >> 17) & 0xF != 0b1101 or bitrate_index in (0, 15) or rate_index == 3:
             raise StreamError(f"not an MPEG-1 Layer III frame at byte {pos}")
-        if not (header >> 16) & 1:
-            raise StreamError("frames with CRC are not supported")
         if first is None:
             first = header
         elif (header ^ first) & 0xFFFFFC00 or ((header ^ first) >> 6) & 3 == 3:  # rate or mono/stereo changed
             raise StreamError("the stream changes bitrate, sample rate or channel count")
-        size = 144 * _BITRATES_KBPS[bitrate_index - 1] * 1000 // _RATES_HZ[rate_index] + ((header >> 9) & 1)
         offsets.append(pos)
-        sizes.append(size)
-        pos += size
+        sizes.append(frame_bytes(header))
+        pos += sizes[-1]
     if first is None or pos != len(data):
         raise StreamError("the stream ends inside a frame")
+    return first, offsets, sizes
+
+
+def parse(data: bytes) -> Frames:
+    """Every frame of an MPEG-1 Layer III stream without CRC (what LAME writes by default)."""
+    first, offsets, sizes = frame_offsets(data)
+    if not (first >> 16) & 1:
+        raise StreamError("frames with CRC are not supported")
     channels = 1 if (first >> 6) & 3 == 3 else 2
     side_bytes = 17 if channels == 1 else 32
     offset = np.array(offsets, dtype=np.int64)
