@@ -196,6 +196,57 @@ def test_limiter_leaves_passages_far_from_peaks_alone():
     assert np.abs(y[:, int(2.2 * SR):int(2.2 * SR) + 3]).max() < 0.9  # while the clicks were limited
 
 
+def dense_limiter_gain_db(x: np.ndarray, *, gain: float, threshold_db: float) -> np.ndarray:
+    """The limiter's definition, sample by sample over the whole track (no segments, no chunks):
+    reduction needed at each true peak, held over [m - 1, m + lookahead], released by a 100 ms
+    exponential, floored at 0.001 dB, smoothed by two 67-sample trailing means."""
+    from calmplace.master import _lookahead, _tp_envelope
+
+    n, lookahead = x.shape[1], _lookahead(SR)
+    env = _tp_envelope(x, 0, n, gain=gain, floor=0.0)            # floor 0: every block interpolated
+    with np.errstate(divide="ignore"):
+        need = np.maximum(20 * np.log10(env) - threshold_db, 0.0)
+    held = np.array([need[max(0, m - 1):m + lookahead + 1].max() for m in range(n)])
+    decay = math.exp(-1 / (0.1 * SR))
+    released, r = np.zeros(n), 0.0
+    for m in range(n):
+        r = max(held[m], r * decay)
+        released[m] = r if r >= 1e-3 else 0.0
+    box = lookahead // 2 + 1
+    kernel = np.ones(box) / box
+    return -np.convolve(np.convolve(released, kernel)[:n], kernel)[:n]
+
+
+def test_limiter_segments_match_the_dense_definition():
+    # clicks close together (one 8 s segment, worked in two 6 s blocks: the release carried across)
+    # and far apart (separate segments), including one in the track's first samples
+    from calmplace.master import _chunks, _limit, _peaks
+
+    n = 14 * SR
+    x = (0.05 * np.sin(2 * np.pi * 220 / SR * np.arange(n)))[np.newaxis].repeat(2, axis=0)
+    for at in [5, int(0.9 * SR)] + [CHUNK - 2 * SR + k * int(0.37 * SR) for k in range(24)] + [n - 40]:
+        x[:, at:at + 2] += [[0.8, -0.6]]
+    x = x.astype(np.float32)
+    gain, threshold_db = 2.0, -3.0
+    out = np.empty_like(x)
+    peaks = _peaks(x, list(_chunks(n, sr=SR)), floor=10 ** ((threshold_db - 6.02 - 2) / 20), sr=SR, threads=1)
+    lowered = _limit(x, out, gain=gain, threshold=10 ** (threshold_db / 20), sr=SR, peaks=peaks, threads=2)
+    expected_db = dense_limiter_gain_db(x, gain=gain, threshold_db=threshold_db)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        got_db = 20 * np.log10(out.astype(np.float64) / (x.astype(np.float64) * np.float32(gain)))
+    audible = np.abs(x[0]) > 1e-3
+    # 1e-4 dB: float32 rounding of the output and of its ratio to the input
+    np.testing.assert_allclose(got_db[0, audible], expected_db[audible], atol=1e-4, rtol=0)
+    mask = np.zeros(n, bool)
+    for a, b in lowered:
+        mask[a:b] = True
+    # the stretches reported are where it lowered; a running sum's rounding may leave a few
+    # samples at the edge of a stretch lowered by under a millionth of a dB (inaudible)
+    differ = mask != (expected_db < 0)
+    assert np.count_nonzero(differ) < 10 and np.abs(expected_db[differ]).max(initial=0.0) < 1e-6
+    assert expected_db.min() < -6.0                 # the clicks were limited hard
+
+
 def test_master_rejects_bad_shapes():
     with pytest.raises(ValueError):
         master(np.zeros((2, 3, 4), np.float32), sr=SR)

@@ -122,7 +122,7 @@ def master(samples: np.ndarray, *, sr: int, target_lufs: float = TARGET_LUFS,
     out = np.empty_like(x)
     gain_db = target_lufs - lufs_in
     threshold_db = ceiling_dbtp - _LIMITER_MARGIN_DB
-    peaks: list[tuple[np.ndarray, np.ndarray]] | None = None
+    peaks: tuple[np.ndarray, np.ndarray] | None = None
     peaks_floor_db = math.inf
     lufs = tp = math.nan
     hop = _hop(sr)
@@ -481,18 +481,19 @@ def _tp_envelope(x: np.ndarray, start: int, stop: int, *, gain: float, floor: fl
 
 
 def _peaks(x: np.ndarray, chunks: list[tuple[int, int]], *, floor: float, sr: int,
-           threads: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per limiter chunk: where in [start - 1, stop + lookahead) the true-peak envelope of x exceeds
-    `floor`, and its values there. Few samples do; the limiter needs no others."""
-    lookahead = _lookahead(sr)
+           threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where the true-peak envelope of x exceeds `floor` (sample positions, in order) and its
+    values there. Few samples do; the limiter needs no others."""
 
     def one(bound):
         start, stop = bound
-        env = _tp_envelope(x, start - 1, stop + lookahead, gain=1.0, floor=floor)
+        env = _tp_envelope(x, start, stop, gain=1.0, floor=floor)
         over = np.flatnonzero(env > floor)
-        return over, env[over]
+        return over + start, env[over]
 
-    return thread_map(one, chunks, threads=threads)
+    parts = thread_map(one, chunks, threads=threads)
+    return (np.concatenate([at for at, _ in parts]) if parts else np.zeros(0, dtype=np.intp),
+            np.concatenate([level for _, level in parts]) if parts else np.zeros(0))
 
 
 def _lookahead(sr: int) -> int:
@@ -500,7 +501,7 @@ def _lookahead(sr: int) -> int:
 
 
 def _limit(x: np.ndarray, out: np.ndarray, *, gain: float, threshold: float, sr: int,
-           peaks: list[tuple[np.ndarray, np.ndarray]], threads: int = 1) -> list[tuple[int, int]]:
+           peaks: tuple[np.ndarray, np.ndarray], threads: int = 1) -> list[tuple[int, int]]:
     """out = x * gain * g, g the limiter gain: no peak of x * gain * g above `threshold` (linear).
     `peaks` come from `_peaks` with a floor at or under threshold / gain. Returns the stretches
     [a, b) where g < 1, in order.
@@ -511,78 +512,78 @@ def _limit(x: np.ndarray, out: np.ndarray, *, gain: float, threshold: float, sr:
     fully down when the peak arrives and ramps down smoothly before it (no clipping). Offline, so
     the look-ahead costs no delay: out stays sample-aligned with x.
 
-    Chunks are worked on side by side (`threads`): each chunk's release is first found on its own,
-    then what the chunk before hands over (one decaying value and the last few samples the
-    smoothing reads) is chained through in order, and each chunk is finished with it."""
+    The reduction is worked out only where it is not zero: around each peak over the threshold,
+    from the look-ahead before it until its release falls under `_GR_FLOOR_DB` (and the smoothing
+    after that). Such segments are independent, so they are worked on side by side (`threads`);
+    elsewhere out is x * gain. On the shipped track about a tenth of the samples are in one."""
+    n = x.shape[1]
     lookahead = _lookahead(sr)
     box = lookahead // 2 + 1              # two boxes of box samples span lookahead + 1 samples
-    decay = np.exp(-np.arange(_CHUNK_HOPS * _hop(sr)) / (_RELEASE_S * sr))
-    threshold_db = gain_to_db(threshold)
-    chunks = list(_chunks(x.shape[1], sr=sr))
-    tail_len = 2 * (box - 1)              # released reduction the smoothing reads before a chunk
+    edge = 2 * (box - 1)                  # how far the smoothing reaches past a reduction
+    width = lookahead + 2                 # peaks in [m - 1, m + lookahead] all limit sample m
+    block = _CHUNK_HOPS * _hop(sr)
+    fall = np.exp(-np.arange(block) / (_RELEASE_S * sr))   # fall[i] = fall[1] ** i
+    chunks = list(_chunks(n, sr=sr))
+    thread_map(lambda c: np.multiply(x[:, c[0]:c[1]], np.float32(gain), out=out[:, c[0]:c[1]]), chunks,
+               threads=threads)
+    at, level = peaks
+    level = level * gain
+    hot = level > threshold
+    at, over_db = at[hot], 20.0 * np.log10(level[hot]) - gain_to_db(threshold)
+    # a reduction under the floor is set to none, and cannot raise a later one above it (the
+    # release only falls): peaks that need less can be left out
+    keep = over_db >= _GR_FLOOR_DB
+    at, over_db = at[keep], over_db[keep]
+    if at.size == 0:
+        return []
+    # peak p lowers samples p - lookahead .. p + 1, then its release falls under the floor
+    release = np.ceil(np.log(over_db / _GR_FLOOR_DB) * (_RELEASE_S * sr)).astype(np.int64)
+    segments: list[list[int]] = []
+    for a, b in zip((at - lookahead).tolist(), (at + 2 + release).tolist()):
+        if segments and a < segments[-1][1] + edge:   # their smoothing would meet: one segment
+            segments[-1][1] = max(segments[-1][1], b)
+        else:
+            segments.append([a, b])
 
-    def own_release(i: int) -> np.ndarray | None:
-        """Chunk i's released reduction (dB) from its own peaks alone; None if it has none."""
-        start, stop = chunks[i]
-        # peaks in [n - 1, n + lookahead] all limit sample n (a between-sample peak needs both ends)
-        at, level = peaks[i]
-        level = level * gain
-        hot = level > threshold
-        if not hot.any():
-            return None
-        need = np.zeros(stop - start + 1 + lookahead)
-        need[at[hot]] = 20.0 * np.log10(level[hot]) - threshold_db
-        width = lookahead + 2
-        held = scipy.ndimage.maximum_filter1d(need, size=width, mode="constant")
-        held = held[width // 2:width // 2 + stop - start]
-        # release: r[n] = max(held[n], r[n-1] * decay[1]), solved as a running max of held / decay
-        fall = decay[:stop - start]       # fall[i] = decay[1] ** i
-        released = np.maximum.accumulate(held / fall)
-        released *= fall
-        return released
-
-    def released(i: int, own: np.ndarray | None, carry: float, part: slice = slice(None)) -> np.ndarray:
-        """Chunk i's released reduction given the `carry` it starts from (the sample before)."""
-        start, stop = chunks[i]
-        fall = decay[:stop - start][part]
-        r = carry * decay[1] * fall if own is None else np.maximum(own[part], carry * decay[1] * fall)
-        r = np.asarray(r, dtype=np.float64)
-        r[r < _GR_FLOOR_DB] = 0.0
-        return r
-
-    def finish(i: int, own: np.ndarray | None, carry: float, tail: np.ndarray) -> list[tuple[int, int]]:
-        """Chunk i of out; the stretches [a, b) where the limiter lowered it."""
-        start, stop = chunks[i]
-        np.multiply(x[:, start:stop], np.float32(gain), out=out[:, start:stop])
-        if own is None and carry == 0.0 and not tail.any():
-            return []
-        history = np.concatenate((tail, released(i, own, carry)))
-        smooth = _trailing_mean(_trailing_mean(history, box), box)
+    def apply(start: int, smooth: np.ndarray) -> list[tuple[int, int]]:
+        smooth = smooth[:max(0, n - start)]
         lowered = np.flatnonzero(smooth > 0.0)
         if lowered.size == 0:
             return []
-        out[:, start:stop] *= np.exp(smooth.astype(np.float32) * np.float32(-math.log(10.0) / 20.0))
+        lo, hi = lowered[0], lowered[-1] + 1
+        out[:, start + lo:start + hi] *= np.exp(smooth[lo:hi].astype(np.float32) * np.float32(-math.log(10.0) / 20.0))
         breaks = np.flatnonzero(np.diff(lowered) > 1)
         firsts = np.r_[lowered[0], lowered[breaks + 1]] + start
         lasts = np.r_[lowered[breaks], lowered[-1]] + start + 1
         return list(zip(firsts.tolist(), lasts.tolist()))
 
-    lowered: list[tuple[int, int]] = []
-    carry, tail = 0.0, np.zeros(tail_len)
-    window = 4 * max(1, threads)          # chunks in memory at once: bounded, whatever the length
-    for w0 in range(0, len(chunks), window):
-        ids = list(range(w0, min(w0 + window, len(chunks))))
-        owns = thread_map(own_release, ids, threads=threads)
-        starts = []                       # (carry, tail) each chunk starts from, chained in order
-        for i, own in zip(ids, owns):
-            starts.append((carry, tail))
-            n_i = chunks[i][1] - chunks[i][0]
-            last = released(i, own, carry, slice(max(0, n_i - tail_len), n_i))
-            carry = float(last[-1])
-            tail = np.concatenate((tail, last))[-tail_len:]
-        for stretches in thread_map(lambda k: finish(ids[k], owns[k], *starts[k]), list(range(len(ids))), threads=threads):
-            lowered.extend(stretches)
-    return lowered
+    def segment(bounds: list[int]) -> list[tuple[int, int]]:
+        """One segment, a block at a time: released reduction carried over, smoothing's history too."""
+        a, b = max(0, bounds[0]), min(n, bounds[1])
+        stretches: list[tuple[int, int]] = []
+        carry, history = 0.0, np.zeros(edge)
+        for start in range(a, b, block):
+            stop = min(start + block, b)
+            need = np.zeros(stop - start + 1 + lookahead)    # for samples start - 1 .. stop + lookahead
+            lo, hi = np.searchsorted(at, (start - 1, stop + lookahead))
+            need[at[lo:hi] - (start - 1)] = over_db[lo:hi]
+            held = scipy.ndimage.maximum_filter1d(need, size=width, mode="constant")
+            held = held[width // 2:width // 2 + stop - start]
+            # release: r[m] = max(held[m], r[m-1] * fall[1]), solved as a running max of held / fall
+            f = fall[:stop - start]
+            released = np.maximum.accumulate(held / f)
+            released *= f
+            if carry:
+                np.maximum(released, carry * fall[1] * f, out=released)
+            carry = float(released[-1])
+            released[released < _GR_FLOOR_DB] = 0.0
+            history = np.concatenate((history, released))
+            stretches += apply(start, _trailing_mean(_trailing_mean(history, box), box))
+            history = history[-edge:]
+        # the smoothing runs on past the segment's last reduction
+        return stretches + apply(b, _trailing_mean(_trailing_mean(np.concatenate((history, np.zeros(edge))), box), box))
+
+    return [s for part in thread_map(segment, segments, threads=threads) for s in part]
 
 
 def _trailing_mean(values: np.ndarray, length: int) -> np.ndarray:
