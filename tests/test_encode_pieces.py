@@ -96,11 +96,23 @@ def test_ffmpeg_decodes_the_joined_stream_without_errors(encoded, tmp_path):
     assert run.returncode == 0 and run.stderr == ""   # no "invalid main data" / reservoir complaints
 
 
+def test_measured_while_encoding_equals_measuring_the_bytes(pcm, encoded):
+    # each stretch is measured as soon as its frames are final, beside the pieces still encoding
+    for threads in (1, 2):
+        data, got = encode.encode_and_measure(pcm, sr=SR, tags=Tags(title="pieces"), threads=threads)
+        assert data == encoded[1]
+        assert got == measure_mp3(data, n_samples=pcm.shape[1], sr=SR)   # the same parts: exactly equal
+
+
 def test_pieces_that_cannot_be_joined_fall_back_to_one_piece(pcm, monkeypatch):
     def refuse(*args, **kwargs):
         raise mp3stream.StreamError("no frame near frame 1536 where the pieces can be joined")
 
-    monkeypatch.setattr(mp3stream, "join", refuse)
     x = pcm[:, : int(85 * SR)]
-    assert encode._lame(x, sr=SR, bitrate_kbps=192, threads=2) == \
-        encode._lame_piece(x, sr=SR, bitrate_kbps=192, start=0, stop=x.shape[1])
+    joined = encode._lame(x, sr=SR, bitrate_kbps=192, threads=2)[0]
+    monkeypatch.setattr(mp3stream.Joiner, "add", refuse)
+    single = encode._lame_piece(x, sr=SR, bitrate_kbps=192, start=0, stop=x.shape[1])
+    assert joined != single and encode._lame(x, sr=SR, bitrate_kbps=192, threads=2)[0] == single
+    # what was measured of the pieces before the join failed is not counted
+    data, got = encode.encode_and_measure(x, sr=SR, tags=Tags(title="fallback"), threads=2)
+    assert data.endswith(single) and got == measure_mp3(data, n_samples=x.shape[1], sr=SR)

@@ -18,7 +18,7 @@ import re
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
+from typing import Callable, Sequence
 
 import lameenc
 import numpy as np
@@ -27,7 +27,8 @@ from mutagen.id3 import CHAP, COMM, CTOC, ID3, TALB, TDRC, TIT2, TLAN, TPE1, CTO
 
 from . import SR, mp3stream
 from .errors import CalmplaceError
-from .master import CEILING_DBTP, TARGET_LUFS, Measurement, master, measurement_from_parts, scan_part, thread_map
+from .master import (CEILING_DBTP, TARGET_LUFS, Measurement, ScanPart, master, measurement_from_parts, scan_part,
+                     thread_map)
 
 DEFAULT_BITRATE_KBPS = 192
 # LAME -q 7 (LAME's "fast" setting; ffmpeg's default is -q 5, LAME's own -q 3). CPU for 681 s of
@@ -91,6 +92,21 @@ def encode_mp3(samples: np.ndarray, *, sr: int, bitrate_kbps: int = DEFAULT_BITR
                chapters: Sequence[Chapter] = (), threads: int = 1) -> bytes:
     """(2, n) float audio at 44.1 kHz to CBR MP3 bytes: ID3v2.3 tag, LAME Info frame, audio.
     Deterministic: the same input gives the same bytes, whatever `threads` is."""
+    return _encode(samples, sr=sr, bitrate_kbps=bitrate_kbps, tags=tags, chapters=chapters, threads=threads,
+                   measure=False)[0]
+
+
+def encode_and_measure(samples: np.ndarray, *, sr: int, bitrate_kbps: int = DEFAULT_BITRATE_KBPS, tags: Tags,
+                       chapters: Sequence[Chapter] = (), threads: int = 1) -> tuple[bytes, Measurement]:
+    """`encode_mp3`, and `measure_mp3` of its bytes, in one pipeline: each stretch of the stream
+    is decoded and measured as soon as its frames are final, beside the pieces still being
+    encoded. Same bytes as `encode_mp3`, same measurement as `measure_mp3`."""
+    return _encode(samples, sr=sr, bitrate_kbps=bitrate_kbps, tags=tags, chapters=chapters, threads=threads,
+                   measure=True)
+
+
+def _encode(samples: np.ndarray, *, sr: int, bitrate_kbps: int, tags: Tags, chapters: Sequence[Chapter],
+            threads: int, measure: bool) -> tuple[bytes, Measurement | None]:
     x = np.asarray(samples)
     if sr != SR:
         raise ValueError(f"MP3 export is at {SR} Hz, got sr={sr}")
@@ -103,8 +119,10 @@ def encode_mp3(samples: np.ndarray, *, sr: int, bitrate_kbps: int = DEFAULT_BITR
         x = np.broadcast_to(x, (2, x.shape[1]))
     n = x.shape[1]
     tag = _id3(tags, chapters, duration_s=n / sr)
-    audio = _lame(x, sr=sr, bitrate_kbps=bitrate_kbps, threads=threads)
-    return tag + _info_frame(audio, n_samples=n) + audio
+    meter = _StreamMeter(n_samples=n, sr=sr) if measure else None
+    audio, offsets = _lame(x, sr=sr, bitrate_kbps=bitrate_kbps, threads=threads, meter=meter)
+    data = tag + _info_frame(audio, n_samples=n, offsets=offsets) + audio
+    return data, meter.measurement() if meter else None
 
 
 def _decode_bytes(data: bytes, *, frames: int) -> np.ndarray:
@@ -159,9 +177,9 @@ def master_to_mp3(samples: np.ndarray, *, sr: int, target_lufs: float = TARGET_L
     for _ in range(_MAX_ENCODE_TRIES):
         mastered = master(samples, sr=sr, target_lufs=aim_lufs, ceiling_dbtp=limiter_ceiling_dbtp, threads=threads,
                           energies=energies)
-        data = encode_mp3(mastered, sr=sr, bitrate_kbps=bitrate_kbps, tags=tags, chapters=chapters, threads=threads)
+        data, got = encode_and_measure(mastered, sr=sr, bitrate_kbps=bitrate_kbps, tags=tags, chapters=chapters,
+                                       threads=threads)
         del mastered
-        got = measure_mp3(data, n_samples=n, sr=sr, threads=threads)
         loudness_error = got.integrated_lufs - target_lufs
         if got.true_peak_dbtp <= ceiling_dbtp and abs(loudness_error) <= 1.0:
             if best is None or abs(loudness_error) < abs(best[1].integrated_lufs - target_lufs):
@@ -183,59 +201,133 @@ def master_to_mp3(samples: np.ndarray, *, sr: int, target_lufs: float = TARGET_L
 
 def measure_mp3(data: bytes, *, n_samples: int, sr: int, threads: int = 1) -> Measurement:
     """`master.measure` of what an MP3 from `encode_mp3` (n_samples long) decodes to, decoded and
-    measured in stretches of `_PIECE_FRAMES` frames, `threads` at a time.
-
-    Each stretch is decoded from its own bytes: `_PREROLL_FRAMES` frames before it give the decoder
-    its bit reservoir and overlap (two frames suffice; the output then matches a whole-file decode
-    sample for sample, tested) and the K-weighting its run-in; an Info frame made for the stretch
-    tells libsndfile its exact length. The result equals measuring a whole-file decode."""
+    measured in stretches of `_PIECE_FRAMES` frames, `threads` at a time (see `_stretch`)."""
     start = 10 + sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(data[6:10])) if data[:3] == b"ID3" else 0
     if data[start + 4 + _SIDE_INFO_BYTES:start + 8 + _SIDE_INFO_BYTES] != b"Info":
         raise CalmplaceError("not an MP3 written by encode_mp3 (no Info frame after the ID3 tag)")
     audio = data[start + mp3stream.frame_bytes(int.from_bytes(data[start:start + 4], "big")):]
     _, offsets = _frames(audio)
-    n_frames, spf = len(offsets), _SAMPLES_PER_FRAME
-    delay = LAME_ENCODER_DELAY + DECODER_DELAY
+    jobs = [_stretch(audio, offsets + [len(audio)], first, n_frames=len(offsets), n_samples=n_samples, sr=sr)
+            for first in range(0, len(offsets), _PIECE_FRAMES)]
+    parts = thread_map(lambda job: job(), jobs, threads=threads)
+    return measurement_from_parts([p for p in parts if p is not None], n=n_samples, sr=sr)
 
-    def part(first: int):
-        last = min(first + _PIECE_FRAMES, n_frames)
-        t0, t1 = max(0, first * spf - delay), min(n_samples, last * spf - delay)
+
+def _stretch(audio: bytes | bytearray, offsets: list[int], first: int, *, n_frames: int | None, n_samples: int,
+             sr: int) -> Callable[[], ScanPart | None]:
+    """A job measuring the decode of frames [first, first + _PIECE_FRAMES) of a stream; it holds
+    a copy of the bytes it needs, so `audio` may grow meanwhile. `offsets` are the frames' byte
+    offsets, through the frame after the stretch (two frames more; fewer at the end);
+    `n_frames` is the stream's length in frames, None while that is not known (then the
+    stretch must not reach the end).
+
+    The stretch is decoded from its own bytes: `_PREROLL_FRAMES` frames before it give the
+    decoder its bit reservoir and overlap (two frames suffice; the output then matches a
+    whole-file decode sample for sample, tested) and the K-weighting its run-in; an Info frame
+    made for the stretch tells libsndfile its exact length. The parts combine to what measuring
+    a whole-file decode gives."""
+    spf, delay = _SAMPLES_PER_FRAME, LAME_ENCODER_DELAY + DECODER_DELAY
+    last = first + _PIECE_FRAMES if n_frames is None else min(first + _PIECE_FRAMES, n_frames)
+    t0, t1 = max(0, first * spf - delay), min(n_samples, last * spf - delay)
+    f0 = max(0, first - _PREROLL_FRAMES)
+    f1 = last + 2 if n_frames is None else min(n_frames, last + 2)   # the true-peak interpolator looks ahead
+    ends = n_frames is not None and f1 == n_frames
+    chunk = bytes(audio[offsets[f0]:offsets[f1]])
+    # with the Info frame's delay (576 + the decoder's 529) skipped, output sample j is track
+    # sample f0 * spf + j; for the stretch that ends the track the Info frame also trims LAME's
+    # padding, elsewhere it keeps everything (the minimum padding, 529)
+    offset = f0 * spf
+    length = n_samples - offset if ends else (f1 - f0) * spf - delay
+    local = [o - offsets[f0] for o in offsets[f0:f1]]
+
+    def job() -> ScanPart | None:
         if t1 <= t0:
             return None
-        f0 = max(0, first - _PREROLL_FRAMES)
-        f1 = min(n_frames, last + 2)       # two more frames: the true-peak interpolator looks ahead
-        chunk = audio[offsets[f0]:offsets[f1] if f1 < n_frames else len(audio)]
-        # with the Info frame's delay (576 + the decoder's 529) skipped, output sample j is track
-        # sample f0 * spf + j; for the stretch that ends the track the Info frame also trims LAME's
-        # padding, elsewhere it keeps everything (the minimum padding, 529)
-        offset = f0 * spf
-        length = n_samples - offset if f1 == n_frames else (f1 - f0) * spf - delay
-        local = [o - offsets[f0] for o in offsets[f0:f1]]
         y = _decode_bytes(_info_frame(chunk, n_samples=length, offsets=local, music_crc=False) + chunk, frames=length)
         if y.shape[1] != length:
             raise CalmplaceError(f"the MP3 decodes to {y.shape[1]} samples where {length} were expected")
         usable = 2 * spf - delay if f0 > 0 else 0   # frames f0, f0 + 1 may lack reservoir and overlap
         return scan_part(y[:, usable:], offset=offset + usable, start=t0, stop=t1, n=n_samples, sr=sr)
 
-    parts = thread_map(part, list(range(0, n_frames, _PIECE_FRAMES)), threads=threads)
-    return measurement_from_parts([p for p in parts if p is not None], n=n_samples, sr=sr)
+    return job
+
+
+class _StreamMeter:
+    """`measure_mp3` of a stream while it is being written: `advance` hands out a job for each
+    stretch whose frames are all final, `finish` the rest once the stream is whole."""
+
+    def __init__(self, *, n_samples: int, sr: int):
+        self.n_samples, self.sr = n_samples, sr
+        self.next_first = 0
+        self.parts: list = []   # futures of ScanPart | None, in stretch order
+
+    def advance(self, audio: bytes | bytearray, offsets: list[int], *, submit, n_frames: int | None = None) -> None:
+        """Start measuring every stretch the final frames cover; offsets[i] for every final frame i."""
+        final = len(offsets) if n_frames is None else n_frames
+        known = offsets + [len(audio)]
+        while self.next_first < final:
+            need = self.next_first + _PIECE_FRAMES + 2
+            if n_frames is None and need > final:
+                break
+            self.parts.append(submit(_stretch(audio, known, self.next_first, n_frames=n_frames,
+                                              n_samples=self.n_samples, sr=self.sr)))
+            self.next_first += _PIECE_FRAMES
+
+    def restart(self) -> None:
+        self.next_first, self.parts = 0, []
+
+    def measurement(self) -> Measurement:
+        parts = [p.result() for p in self.parts]
+        return measurement_from_parts([p for p in parts if p is not None], n=self.n_samples, sr=self.sr)
 
 
 # ------------------------------------------------------------------------------------------------
 # LAME
 
 
-def _lame(x: np.ndarray, *, sr: int, bitrate_kbps: int, threads: int = 1) -> bytes:
-    """Raw CBR MPEG-1 Layer III frames from LAME; float full scale = 16-bit full scale (32768).
+def _lame(x: np.ndarray, *, sr: int, bitrate_kbps: int, threads: int = 1,
+          meter: "_StreamMeter | None" = None) -> tuple[bytes, list[int]]:
+    """Raw CBR MPEG-1 Layer III frames from LAME, and their byte offsets; float full scale =
+    16-bit full scale (32768).
 
     A track longer than two pieces is cut into pieces of about `_PIECE_FRAMES` frames that LAME
     encodes independently, `threads` at a time (lameenc releases the GIL), and joined into one
-    stream by `mp3stream.join`. The cut points depend only on the length, so the bytes are the
-    same whatever `threads` is."""
+    stream by `mp3stream.Joiner` as they come. The cut points depend only on the length, so the
+    bytes are the same whatever `threads` is. A `meter` is handed each stretch of the stream as
+    soon as its frames are final, and measures it on the same threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
     total_frames = -(-(x.shape[1] + LAME_ENCODER_DELAY + DECODER_DELAY) // _SAMPLES_PER_FRAME)
     n_pieces = max(1, total_frames // _PIECE_FRAMES)
-    if n_pieces == 1:
-        return _lame_piece(x, sr=sr, bitrate_kbps=bitrate_kbps, start=0, stop=x.shape[1])
+    pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
+    submit = pool.submit if pool else _run_now
+    failed = True
+    try:
+        if n_pieces > 1:
+            try:
+                result = _lame_in_pieces(x, sr=sr, bitrate_kbps=bitrate_kbps, n_pieces=n_pieces,
+                                         submit=submit, meter=meter)
+                failed = False
+                return result
+            except mp3stream.StreamError:
+                # no frame near a cut where the pieces join (on the shipped track every join fell
+                # on the first frame tried): encode in one piece, slower but the same whatever
+                # `threads` is; what was measured of the pieces is thrown away
+                if meter:
+                    meter.restart()
+        audio = _lame_piece(x, sr=sr, bitrate_kbps=bitrate_kbps, start=0, stop=x.shape[1])
+        _, offsets = _frames(audio)
+        if meter:
+            meter.advance(audio, offsets, submit=submit, n_frames=len(offsets))
+        failed = False
+        return audio, offsets
+    finally:
+        if pool is not None:   # the meter's jobs finish first, unless something failed
+            pool.shutdown(wait=True, cancel_futures=failed)
+
+
+def _lame_in_pieces(x: np.ndarray, *, sr: int, bitrate_kbps: int, n_pieces: int, submit,
+                    meter: "_StreamMeter | None") -> tuple[bytes, list[int]]:
     bounds = [k * _PIECE_FRAMES for k in range(1, n_pieces)]
     spans = []  # (first track frame, first sample, last sample) of each piece
     for k in range(n_pieces):
@@ -249,14 +341,32 @@ def _lame(x: np.ndarray, *, sr: int, bitrate_kbps: int, threads: int = 1) -> byt
         data = _lame_piece(x, sr=sr, bitrate_kbps=bitrate_kbps, start=start, stop=stop)
         return mp3stream.Piece(mp3stream.parse(data), first)
 
-    pieces = thread_map(encode, spans, threads=threads)
+    # the last piece, up to twice as long as the others, is started first so it is not the one
+    # the other threads wait for at the end
+    last = submit(encode, spans[-1])
+    pieces = [submit(encode, span) for span in spans[:-1]] + [last]
+    joiner = mp3stream.Joiner(boundaries=bounds, search_frames=_SEARCH_FRAMES)
+    for k, piece in enumerate(pieces):
+        joiner.add(piece.result())
+        pieces[k] = None   # joined: its frames are in the joiner now
+        if meter:
+            meter.advance(joiner.out, joiner.offsets, submit=submit)
+    audio = joiner.finish()
+    if meter:
+        meter.advance(audio, joiner.offsets, submit=submit, n_frames=len(joiner.offsets))
+    return audio, joiner.offsets
+
+
+def _run_now(fn, *args):
+    """`Executor.submit` without threads: runs fn now; returns a finished Future."""
+    from concurrent.futures import Future
+
+    future: Future = Future()
     try:
-        audio, _ = mp3stream.join(pieces, boundaries=bounds, search_frames=_SEARCH_FRAMES)
-    except mp3stream.StreamError:
-        # no frame near a cut where the pieces join (on the shipped track every join fell on the
-        # first frame tried): encode in one piece, slower but the same whatever `threads` is
-        return _lame_piece(x, sr=sr, bitrate_kbps=bitrate_kbps, start=0, stop=x.shape[1])
-    return audio
+        future.set_result(fn(*args))
+    except BaseException as exc:
+        future.set_exception(exc)
+    return future
 
 
 def _lame_piece(x: np.ndarray, *, sr: int, bitrate_kbps: int, start: int, stop: int) -> bytes:
@@ -352,7 +462,7 @@ def _crc16(data: bytes) -> int:
     crc(a + b) = crc(a) advanced over len(b) zero bytes, xor crc(b)."""
     table = _crc16_table()
     buf = np.frombuffer(data, dtype=np.uint8)
-    lanes = 4096
+    lanes = 16384   # ~1000 rows for a 16 MB track: numpy steps long enough to beat the Python loop
     length = len(buf) // lanes
     crc = 0
     if length >= 16:

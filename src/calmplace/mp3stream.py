@@ -141,31 +141,96 @@ def join(pieces: list[Piece], *, boundaries: list[int], search_frames: int) -> t
     sides match and the main data can be re-laid. Returns the stream and the joins chosen."""
     if len(boundaries) != len(pieces) - 1:
         raise ValueError("one boundary between each two pieces")
-    plan: list[tuple[Piece, int, int]] = []   # (piece, first track frame used, end track frame)
-    layout = _Layout()
-    joins: list[int] = []
-    start = pieces[0].first_frame
-    for k, piece in enumerate(pieces):
-        if k + 1 == len(pieces):
-            end = piece.first_frame + len(piece.frames)
-            layout.place(piece, start, end)
-            plan.append((piece, start, end))
-            break
-        nxt = pieces[k + 1]
-        for f in range(boundaries[k], boundaries[k] + search_frames):
-            if not _windows_match(piece, nxt, f):
+    joiner = Joiner(boundaries=boundaries, search_frames=search_frames)
+    for piece in pieces:
+        joiner.add(piece)
+    return joiner.finish(), joiner.joins
+
+
+class Joiner:
+    """`join`, a piece at a time, writing frames out as soon as they are final: a frame's bytes
+    are final once the main data laid so far reaches past its area (later frames' data is laid
+    after it). A caller can decode the start of the stream while later pieces are being encoded."""
+
+    def __init__(self, *, boundaries: list[int], search_frames: int):
+        self.boundaries, self.search_frames = list(boundaries), search_frames
+        self.joins: list[int] = []
+        self.out = bytearray()        # the final frames, end to end
+        self.offsets: list[int] = []  # byte offset of each final frame in `out`
+        self._layout = _Layout()
+        self._last: Piece | None = None
+        self._start = 0
+        self._areas = bytearray()     # the joined main-data stream, as laid so far
+        self._laid = 0                # frames whose main data is in _areas
+        self._area_pos = 0            # where the next frame's area starts in _areas
+        self._pending: list[tuple[bytes, int]] = []   # (header + side info, area bytes) not yet out
+        self._out_area = 0            # where the first pending frame's area starts
+
+    def add(self, piece: Piece) -> None:
+        """The next piece: joins the previous one to it, and writes out what is final."""
+        if self._last is None:
+            self._last, self._start = piece, piece.first_frame
+            return
+        k = len(self.joins)
+        if k == len(self.boundaries):
+            raise ValueError("more pieces than boundaries + 1")
+        previous = self._last
+        for f in range(self.boundaries[k], self.boundaries[k] + self.search_frames):
+            if not _windows_match(previous, piece, f):
                 continue
-            trial = layout.copy()
-            trial.place(piece, start, f)
-            if trial.place_until_settled(nxt, f):
+            trial = self._layout.copy()
+            trial.place(previous, self._start, f)
+            if trial.place_until_settled(piece, f):
                 break
         else:
-            raise StreamError(f"no frame near frame {boundaries[k]} where the pieces can be joined")
-        layout.place(piece, start, f)
-        plan.append((piece, start, f))
-        joins.append(f)
-        start = f
-    return layout.write(plan), joins
+            raise StreamError(f"no frame near frame {self.boundaries[k]} where the pieces can be joined")
+        self._lay(previous, self._start, f)
+        self.joins.append(f)
+        self._start, self._last = f, piece
+
+    def finish(self) -> bytes:
+        """The last piece's frames to its end; the whole stream."""
+        if self._last is None or len(self.joins) != len(self.boundaries):
+            raise ValueError("one boundary between each two pieces")
+        self._lay(self._last, self._start, self._last.first_frame + len(self._last.frames))
+        self._write_out(final_area=len(self._areas))
+        return bytes(self.out)
+
+    @property
+    def final_frames(self) -> int:
+        return len(self.offsets)
+
+    def _lay(self, piece: Piece, start: int, end: int) -> None:
+        self._layout.place(piece, start, end)
+        frames = piece.frames
+        begins = self._layout.begins
+        need = self._area_pos + sum(frames.area_bytes[start - piece.first_frame:end - piece.first_frame])
+        self._areas.extend(bytes(need - len(self._areas)))
+        for f in range(start, end):
+            i = f - piece.first_frame
+            begin = begins[self._laid]
+            main = frames.main_data(i)
+            self._areas[self._area_pos - begin:self._area_pos - begin + len(main)] = main
+            o = frames.offset[i]
+            head = bytearray(frames.data[o:o + 4 + frames.side_bytes])
+            head[4] = begin >> 1                                  # main_data_begin, 9 bits
+            head[5] = (head[5] & 0x7F) | ((begin & 1) << 7)
+            self._pending.append((bytes(head), frames.area_bytes[i]))
+            self._area_pos += frames.area_bytes[i]
+            self._laid += 1
+        self._write_out(final_area=self._layout.data_end)
+
+    def _write_out(self, *, final_area: int) -> None:
+        done = 0
+        for head, size in self._pending:
+            if self._out_area + size > final_area:
+                break
+            self.offsets.append(len(self.out))
+            self.out += head
+            self.out += self._areas[self._out_area:self._out_area + size]
+            self._out_area += size
+            done += 1
+        del self._pending[:done]
 
 
 def _windows_match(a: Piece, b: Piece, f: int) -> bool:
@@ -217,30 +282,3 @@ class _Layout:
         except StreamError:
             return False
         return True
-
-    def write(self, plan: list[tuple[Piece, int, int]]) -> bytes:
-        areas = bytearray(self.area_end)
-        headers: list[bytes] = []
-        sizes: list[int] = []
-        area_pos, n = 0, 0
-        for piece, start, end in plan:
-            frames = piece.frames
-            for f in range(start, end):
-                i = f - piece.first_frame
-                begin = self.begins[n]
-                main = frames.main_data(i)
-                areas[area_pos - begin:area_pos - begin + len(main)] = main
-                o = frames.offset[i]
-                head = bytearray(frames.data[o:o + 4 + frames.side_bytes])
-                head[4] = begin >> 1                                  # main_data_begin, 9 bits
-                head[5] = (head[5] & 0x7F) | ((begin & 1) << 7)
-                headers.append(bytes(head))
-                sizes.append(frames.area_bytes[i])
-                area_pos += sizes[-1]
-                n += 1
-        out, pos = [], 0
-        for head, size in zip(headers, sizes):
-            out.append(head)
-            out.append(bytes(areas[pos:pos + size]))
-            pos += size
-        return b"".join(out)
