@@ -394,9 +394,10 @@ def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache,
         pool = concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(work)), mp_context=context)
         pool.submit(_import_render_modules)
     pending: list[tuple[TrackWork, object]] = []
-    # each track gets an equal share of the CPUs for its threads (pieces of the MP3 encoded and
-    # measured side by side): one track alone uses them all
-    threads = max(1, jobs // min(jobs, len(work)))
+    # every track may use all the CPUs for its threads (its bed generated beside the mix, pieces
+    # of the MP3 encoded and measured side by side): when tracks run side by side the OS shares
+    # the cores out, and the track that finishes last is not left on one of them
+    threads = jobs
     try:
         for item, engine in work:
             item = dataclasses.replace(item, threads=threads)
@@ -481,18 +482,23 @@ def render_track(item: TrackWork, *, bed_prefetch=None) -> TrackResult:
         timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
     job, sr, settings = item.job, item.settings.sr, item.settings
-    cache = TakeCache(item.cache_root)
-    the_plan = item.plan
-    clips = [cache.get(k) for k in item.take_keys]
-    if any(c is None for c in clips):
-        raise CalmplaceError("a spoken take went missing from the cache while building; build again")
-    timeline = build_timeline(the_plan, [c.size for c in clips], sr=sr)
-    with stage("mix"):
-        meter = InputMeter(timeline.n_samples, sr=sr)   # measures for mastering as the mix is made
-        samples = mix(timeline, clips, open_bed=bed_opener(item.ambience_dir, sr=sr, ready=bed_prefetch),
-                      seed_base=job.script.id, on_ready=meter.advance)
+    if bed_prefetch is None and item.threads > 1:   # in a worker process: the bed beside the mix
+        bed_prefetch = _bed_prefetch(item)
+    try:
+        cache = TakeCache(item.cache_root)
+        the_plan = item.plan
+        clips = [cache.get(k) for k in item.take_keys]
+        if any(c is None for c in clips):
+            raise CalmplaceError("a spoken take went missing from the cache while building; build again")
+        timeline = build_timeline(the_plan, [c.size for c in clips], sr=sr)
+        with stage("mix"):
+            meter = InputMeter(timeline.n_samples, sr=sr)   # measures for mastering as the mix is made
+            samples = mix(timeline, clips, open_bed=bed_opener(item.ambience_dir, sr=sr, ready=bed_prefetch),
+                          seed_base=job.script.id, on_ready=meter.advance)
+    finally:
         if bed_prefetch is not None:
             bed_prefetch.close()   # it reads ahead without end: stop it before the mastering
+    with stage("mix"):
         energies = meter.energies(samples, threads=item.threads)
     del clips
 
