@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calmplace.mix import DUCK_LOOKAHEAD_S, DUCK_RELEASE_S, bed_gain_db, bed_runs, duck_amount, mix, speech_gain
+from calmplace.mix import (BLOCK, DUCK_LOOKAHEAD_S, DUCK_RELEASE_S, BedPrefetch, _duck_parts, _edge_envelope, bed_gain,
+                           bed_gain_db, bed_runs, duck_amount, mix, speech_gain)
 from calmplace.script import Ambience
 from calmplace.takes import Gap, Plan, SectionStart, Take
 from calmplace.timeline import build_timeline
@@ -162,3 +163,102 @@ def test_on_ready_reports_only_final_samples_so_a_meter_can_measure_while_mixing
         stop = min(start + len(data) // 8 - min(start, sr), tl.n_samples)
         assert out[:, max(0, start - sr):stop].tobytes() == data
     assert np.array_equal(meter.energies(out), InputMeter(tl.n_samples, sr=sr).energies(out))
+
+
+def reference_duck(spans, *, start, stop, sr):
+    """duck_amount's definition written out per span (raised cosines from absolute sample times,
+    max of the contributions), with nothing worked out ahead."""
+    la, rel = round(DUCK_LOOKAHEAD_S * sr), round(DUCK_RELEASE_S * sr)
+    amount = np.zeros(stop - start)
+    t = np.arange(start, stop, dtype=np.float64)
+    for s0, s1 in spans:
+        rise = 0.5 - 0.5 * np.cos(np.pi * np.clip((t - (s0 - la)) / la, 0.0, 1.0))
+        fall = 0.5 - 0.5 * np.cos(np.pi * np.clip(1.0 - (t - s1) / rel, 0.0, 1.0))
+        curve = np.select([t < s0 - la, t < s0, t < s1, t < s1 + rel], [0.0, rise, 1.0, fall], default=0.0)
+        np.maximum(amount, curve, out=amount)
+    return amount
+
+
+def reference_bed_gain(tl, run, *, start, stop):
+    """bed_gain's definition on every sample: level x float32(exp(duck x k)), times the fades."""
+    duck = reference_duck(tl.speech_spans(), start=start, stop=stop, sr=tl.sr)
+    gain = np.full(stop - start, 10.0 ** (run.ambience.level_db / 20.0), dtype=np.float32)
+    gain *= np.exp(duck * (-run.ambience.duck_db * np.log(10.0) / 20.0)).astype(np.float32)
+    return gain * _edge_envelope(run, start=start, stop=stop).astype(np.float32)
+
+
+def test_bed_gain_equals_its_definition_bit_for_bit():
+    """bed_gain takes the lone rises and falls from a table and holds from one value; that must
+    give the very bytes of computing every sample. Gaps shorter than the look-ahead, between it
+    and the release, and longer, so ramps overlap holds, each other, or nothing; odd block sizes
+    cut through all of them."""
+    sr = 1000  # look-ahead 150 samples, release 1500
+    a = Ambience("stream", level_db=-17.3, duck_db=7.5, fade_in_s=0.5, fade_out_s=2.0)
+    b = Ambience("rain", level_db=-21.0, duck_db=3.0)
+    p = make_plan([Gap(0.05), SectionStart(0, None, a), take(1), Gap(0.1), take(2), Gap(1.0), take(3), Gap(4.0),
+                   take(4), Gap(6.0, kind="section"), SectionStart(1, None, b), take(5), Gap(0.4), take(6),
+                   Gap(3.0, kind="tail")])
+    tl = build_timeline(p, [400, 700, 300, 900, 500, 600], sr=sr)
+    runs = bed_runs(tl, seed_base="s")
+    assert len(runs) == 2
+    kinds = set()
+    for run in runs:
+        for block in (777, 1 << 12, run.end - run.start):
+            for b0 in range(run.start, run.end, block):
+                b1 = min(b0 + block, run.end)
+                moving, holding = _duck_parts(tl.speech_spans(), start=b0, stop=b1, la=150, rel=1500)
+                kinds |= {m[2] for m in moving} | ({"hold"} if holding else set())
+                assert np.array_equal(bed_gain(tl, run, start=b0, stop=b1),
+                                      reference_bed_gain(tl, run, start=b0, stop=b1)), (run.ambience.sound, b0, b1)
+    assert kinds == {"rise", "fall", None, "hold"}  # every path was taken: lone ramps, merged ones, holds
+
+
+def test_duck_amount_equals_its_definition_bit_for_bit():
+    """duck_amount reads its raised cosines from tables by offset; same bytes as computing them."""
+    sr = 44100
+    spans = [(3000, 50_000), (52_000, 60_000), (100_000, 180_000), (181_000, 181_500)]
+    for start, stop in ((0, 300_000), (4_321, 123_457), (59_999, 60_001), (200_000, 260_000)):
+        assert np.array_equal(duck_amount(spans, start=start, stop=stop, sr=sr),
+                              reference_duck(spans, start=start, stop=stop, sr=sr))
+
+
+def test_bed_prefetch_reads_are_the_source_stream():
+    """Reads of whole blocks (handed over uncopied), parts of blocks and several blocks at once
+    give the source's samples in order, and what a read returned does not change afterwards."""
+
+    class Counting:
+        def __init__(self):
+            self.pos = 0
+
+        def read(self, n):
+            block = np.arange(self.pos, self.pos + n, dtype=np.float32)[np.newaxis, :] * np.float32([[1], [-1]])
+            self.pos += n
+            return block
+
+    prefetch = BedPrefetch(Counting, key=("count", 0), ahead_blocks=3)
+    try:
+        sizes = [BLOCK, BLOCK, 1000, BLOCK - 1000, 0, 2 * BLOCK + 5, BLOCK - 5, BLOCK]
+        reads = [prefetch.read(n) for n in sizes]
+        kept = [r.copy() for r in reads]
+        prefetch.read(3 * BLOCK)  # the thread keeps writing blocks meanwhile
+    finally:
+        prefetch.close()
+    assert [r.shape for r in reads] == [(2, n) for n in sizes]
+    whole = np.concatenate(reads, axis=1)
+    expected = np.arange(sum(sizes), dtype=np.float32)  # exact in float32: under 2**24
+    assert np.array_equal(whole[0], expected) and np.array_equal(whole[1], -expected)
+    assert all(np.array_equal(r, k) for r, k in zip(reads, kept))
+
+
+@pytest.mark.parametrize("level_db, duck_db", [(-20.0, 6.0), (-17.3, 7.5), (-23.9, 10.0), (-12.1, 0.0), (-31.4, 4.4),
+                                               (-8.2, 13.7), (-26.6, 2.9), (-15.0, 18.1)])
+def test_bed_gain_under_speech_equals_its_definition(level_db, duck_db):
+    """The gain held under speech is one value, worked out once: it must round like the per-sample
+    arithmetic (level in float32 times float32(exp(k))), not be rounded once from float64."""
+    sr = 1000
+    p = make_plan([Gap(2.0), SectionStart(0, None, Ambience("stream", level_db=level_db, duck_db=duck_db)),
+                   take(1), Gap(2.0)])
+    tl = build_timeline(p, [500], sr=sr)
+    (run,) = bed_runs(tl, seed_base="s")
+    assert np.array_equal(bed_gain(tl, run, start=0, stop=tl.n_samples),
+                          reference_bed_gain(tl, run, start=0, stop=tl.n_samples))

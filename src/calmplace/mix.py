@@ -9,6 +9,7 @@ Only the output array is held whole; beds are rendered and added one block at a 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,7 @@ def duck_amount(spans: Sequence[tuple[int, int]], *, start: int, stop: int, sr: 
     reaches are computed."""
     la = seconds_to_samples(lookahead_s, sr=sr)
     rel = seconds_to_samples(release_s, sr=sr)
+    rise, fall = _duck_curves(la, rel)
     amount = np.zeros(stop - start, dtype=np.float64)
     for s0, s1 in spans:
         if s1 + rel <= start or s0 - la >= stop:
@@ -69,18 +71,27 @@ def duck_amount(spans: Sequence[tuple[int, int]], *, start: int, stop: int, sr: 
         # rise over [s0 - la, s0), hold over [s0, s1), fall over [s1, s1 + rel)
         a, b = max(start, s0 - la), min(stop, s0)
         if b > a:
-            t = np.arange(a, b, dtype=np.float64)
-            rise = np.clip((t - (s0 - la)) / max(la, 1), 0.0, 1.0)
-            np.maximum(amount[a - start:b - start], 0.5 - 0.5 * np.cos(np.pi * rise), out=amount[a - start:b - start])
+            np.maximum(amount[a - start:b - start], rise[a - (s0 - la):b - (s0 - la)], out=amount[a - start:b - start])
         a, b = max(start, s0), min(stop, s1)
         if b > a:
             amount[a - start:b - start] = 1.0
         a, b = max(start, s1), min(stop, s1 + rel)
         if b > a:
-            t = np.arange(a, b, dtype=np.float64)
-            fall = np.clip(1.0 - (t - s1) / max(rel, 1), 0.0, 1.0)
-            np.maximum(amount[a - start:b - start], 0.5 - 0.5 * np.cos(np.pi * fall), out=amount[a - start:b - start])
+            np.maximum(amount[a - start:b - start], fall[a - s1:b - s1], out=amount[a - start:b - start])
     return amount
+
+
+@functools.lru_cache(maxsize=8)
+def _duck_curves(la: int, rel: int) -> tuple[np.ndarray, np.ndarray]:
+    """The raised-cosine rise over `la` samples and fall over `rel`, by sample offset into each:
+    the same float64 arithmetic for every span, so worked out once (read-only)."""
+    t = np.arange(la, dtype=np.float64)
+    rise = 0.5 - 0.5 * np.cos(np.pi * np.clip(t / max(la, 1), 0.0, 1.0))
+    t = np.arange(rel, dtype=np.float64)
+    fall = 0.5 - 0.5 * np.cos(np.pi * np.clip(1.0 - t / max(rel, 1), 0.0, 1.0))
+    rise.setflags(write=False)
+    fall.setflags(write=False)
+    return rise, fall
 
 
 def bed_runs(timeline: Timeline, *, seed_base: str) -> list[BedRun]:
@@ -136,16 +147,77 @@ def bed_gain_db(timeline: Timeline, run: BedRun, *, start: int, stop: int) -> np
 
 
 def bed_gain(timeline: Timeline, run: BedRun, *, start: int, stop: int) -> np.ndarray:
-    """`bed_gain_db` as a linear float32 gain, computed only where the duck or a fade moves it."""
-    duck = duck_amount(timeline.speech_spans(), start=start, stop=stop, sr=timeline.sr)
-    gain = np.full(stop - start, db_to_gain(run.ambience.level_db), dtype=np.float32)
-    moving = np.flatnonzero(duck)
-    if moving.size:
-        a, b = moving[0], moving[-1] + 1
-        gain[a:b] *= np.exp(duck[a:b] * (-run.ambience.duck_db * np.log(10.0) / 20.0)).astype(np.float32)
+    """`bed_gain_db` as a linear float32 gain, computed only where the duck or a fade moves it.
+
+    Each sample is level x float32(exp(duck x k)), from the float64 curve `duck_amount` gives.
+    Away from speech the duck is 0 (gain = level); under speech exactly 1 (one value). A rise or
+    fall that no other span's overlaps is the same curve for every span, so its gains come from
+    a table; only where ramps overlap (max of the two) are exps worked out here."""
+    spans, sr = timeline.speech_spans(), timeline.sr
+    level_db, duck_db = run.ambience.level_db, run.ambience.duck_db
+    la, rel = seconds_to_samples(DUCK_LOOKAHEAD_S, sr=sr), seconds_to_samples(DUCK_RELEASE_S, sr=sr)
+    gain = np.full(stop - start, np.float32(db_to_gain(level_db)), dtype=np.float32)
+    moving, holding = _duck_parts(spans, start=start, stop=stop, la=la, rel=rel)
+    if moving or holding:
+        rise, fall, held = _duck_gains(la, rel, level_db=level_db, duck_db=duck_db)
+        for a, b, curve, offset in moving:
+            if curve is not None:
+                gain[a - start:b - start] = (rise if curve == "rise" else fall)[offset:offset + b - a]
+            else:
+                duck = duck_amount(spans, start=a, stop=b, sr=sr)
+                gain[a - start:b - start] *= np.exp(duck * _per_duck(duck_db)).astype(np.float32)
+        for a, b in holding:
+            gain[a - start:b - start] = held
     if run.fade_in and start < run.start + run.fade_in or run.fade_out and stop > run.end - run.fade_out:
         gain *= _edge_envelope(run, start=start, stop=stop).astype(np.float32)
     return gain
+
+
+def _per_duck(duck_db: float) -> float:
+    """k in exp(duck x k): the natural-log gain of a full duck."""
+    return -duck_db * np.log(10.0) / 20.0
+
+
+@functools.lru_cache(maxsize=16)
+def _duck_gains(la: int, rel: int, *, level_db: float, duck_db: float) -> tuple[np.ndarray, np.ndarray, np.float32]:
+    """(rise, fall, held): the float32 bed gain along a lone rise and fall, by sample offset, and
+    under speech; the same arithmetic `bed_gain` does per sample, worked out once (read-only)."""
+    rise_duck, fall_duck = _duck_curves(la, rel)
+    level = np.float32(db_to_gain(level_db))
+    rise, fall, held = (np.full(d.size, level, dtype=np.float32) * np.exp(d * _per_duck(duck_db)).astype(np.float32)
+                        for d in (rise_duck, fall_duck, np.ones(1)))
+    rise.setflags(write=False)
+    fall.setflags(write=False)
+    return rise, fall, held[0]
+
+
+def _duck_parts(spans: Sequence[tuple[int, int]], *, start: int, stop: int, la: int, rel: int,
+                ) -> tuple[list[tuple[int, int, str | None, int]], list[tuple[int, int]]]:
+    """Where the duck is not 0 within [start, stop): (moving, holding). `moving` are the rises and
+    falls, merged where they overlap, as (a, b, curve, offset): a lone one names its curve
+    ("rise" or "fall") and the offset of sample a into it; merged ones have curve None. `holding`
+    are the spans themselves, where the duck is exactly 1 (whatever ramps lie there too)."""
+    ramps: list[tuple[int, int, str, int]] = []
+    holding: list[tuple[int, int]] = []
+    for s0, s1 in spans:
+        if s1 + rel <= start or s0 - la >= stop:
+            continue
+        a, b = max(start, s0 - la), min(stop, s0)
+        if b > a:
+            ramps.append((a, b, "rise", a - (s0 - la)))
+        a, b = max(start, s0), min(stop, s1)
+        if b > a:
+            holding.append((a, b))
+        a, b = max(start, s1), min(stop, s1 + rel)
+        if b > a:
+            ramps.append((a, b, "fall", a - s1))
+    moving: list[tuple[int, int, str | None, int]] = []
+    for ramp in sorted(ramps):
+        if moving and ramp[0] < moving[-1][1]:
+            moving[-1] = (moving[-1][0], max(moving[-1][1], ramp[1]), None, 0)
+        else:
+            moving.append(ramp)
+    return moving, holding
 
 
 def mix(timeline: Timeline, clips: Sequence[np.ndarray], *, open_bed: Callable[..., object], seed_base: str,
@@ -233,14 +305,16 @@ class BedPrefetch:
                 continue
 
     def read(self, n_samples: int) -> np.ndarray:
-        pieces, have = [self._buf], self._buf.shape[1]
+        """The next (2, n_samples); a read of exactly one queued block hands it over uncopied."""
+        have = self._buf.shape[1]
+        pieces = [self._buf] if have else []
         while have < n_samples:
             block = self._queue.get()
             if isinstance(block, BaseException):
                 raise block
             pieces.append(block)
             have += block.shape[1]
-        whole = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)
+        whole = pieces[0] if len(pieces) == 1 else np.concatenate(pieces or [self._buf], axis=1)
         self._buf = whole[:, n_samples:]
         return whole[:, :n_samples]
 
