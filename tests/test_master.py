@@ -200,10 +200,12 @@ def dense_limiter_gain_db(x: np.ndarray, *, gain: float, threshold_db: float) ->
     """The limiter's definition, sample by sample over the whole track (no segments, no chunks):
     reduction needed at each true peak, held over [m - 1, m + lookahead], released by a 100 ms
     exponential, floored at 0.001 dB, smoothed by two 67-sample trailing means."""
-    from calmplace.master import _lookahead, _tp_envelope
+    from calmplace.master import _lookahead, _tp_over
 
     n, lookahead = x.shape[1], _lookahead(SR)
-    env = _tp_envelope(x, 0, n, gain=gain, floor=0.0)            # floor 0: every block interpolated
+    at, level = _tp_over(x * np.float32(gain), 0, n, floor=0.0)  # floor 0: every block interpolated
+    env = np.zeros(n)
+    env[at] = level                                              # and the envelope is 0 elsewhere
     with np.errstate(divide="ignore"):
         need = np.maximum(20 * np.log10(env) - threshold_db, 0.0)
     held = np.array([need[max(0, m - 1):m + lookahead + 1].max() for m in range(n)])
@@ -250,3 +252,121 @@ def test_limiter_segments_match_the_dense_definition():
 def test_master_rejects_bad_shapes():
     with pytest.raises(ValueError):
         master(np.zeros((2, 3, 4), np.float32), sr=SR)
+
+
+# ------------------------------------------------------------------------------------------------
+# True peak: the sparse search against dense computations
+
+
+def spiky(n: int, channels: int, *, seed: int) -> np.ndarray:
+    """A quiet bed with loud single samples here and there (a few thousand samples apart, so most
+    of the meter's 1024-sample groups are quiet, some loud only at an edge) and a loud stretch."""
+    rng = np.random.default_rng(seed)
+    x = 0.01 * rng.standard_normal((channels, n))
+    for at in np.cumsum(rng.integers(500, 6000, size=n // 500)):
+        if at < n:
+            x[int(rng.integers(channels)), at] = rng.choice([-1, 1]) * rng.uniform(0.1, 0.9)
+    x[:, n // 3:n // 3 + 3000] *= 40.0
+    x[:, :3] = x[:, -3:] = 0.8   # loud at the very ends: interpolation reads zeros past them
+    return x.astype(np.float32)
+
+
+def block_rule(x: np.ndarray, start: int, stop: int, *, floor: float) -> np.ndarray:
+    """The blocks to interpolate, straight from their definition over every block: l1 times the
+    largest |x| in the block, its neighbours and the interpolator's reach past the ends > floor."""
+    from calmplace.master import _interpolator
+
+    _, l1 = _interpolator()
+    b, left, right = 32, 11, 12
+    n_blocks = -(-(stop - start) // b)
+    padded = np.zeros((x.shape[0], left + n_blocks * b + right), np.float32)
+    lo, hi = max(0, start - left), min(x.shape[1], start + n_blocks * b + right)
+    padded[:, lo - (start - left):hi - (start - left)] = x[:, lo:hi]
+    mag = np.abs(padded).max(axis=0)
+    block_max = mag[left:left + n_blocks * b].reshape(n_blocks, b).max(axis=1)
+    near = block_max.copy()
+    near[1:] = np.maximum(near[1:], block_max[:-1])
+    near[:-1] = np.maximum(near[:-1], block_max[1:])
+    near[0] = max(near[0], mag[:left].max())
+    near[-1] = max(near[-1], mag[-right:].max())
+    return np.flatnonzero(near * l1 > floor)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_true_peak_candidate_blocks_follow_their_definition(channels):
+    # the search rules out whole groups of blocks first; it must pick exactly the blocks that the
+    # rule applied block by block picks (the same blocks keep the results the same bit for bit)
+    from calmplace.master import _tp_candidates
+
+    n = 200_003
+    x = spiky(n, channels, seed=channels)
+    rng = np.random.default_rng(channels)
+    starts = rng.integers(0, n - 1, size=40)
+    bounds = [(0, n), (5, n - 7), (n - 31, n), (60_000, 60_033)] + [
+        (int(a), int(min(n, a + rng.integers(1, 150_000)))) for a in starts]
+    picked = ruled_out = 0
+    for start, stop in bounds:
+        for floor in (0.0, 0.05, 0.3, 0.5, 1.2, 2.5):
+            got = _tp_candidates(x, start, stop, floor=floor)
+            np.testing.assert_array_equal(got, block_rule(x, start, stop, floor=floor))
+            picked, ruled_out = picked + got.size, ruled_out + (-(-(stop - start) // 32) - got.size)
+    assert picked > 1000 and ruled_out > 1000
+
+
+@pytest.mark.parametrize("loud_at", [-12, -11, -1, 0, 31, 1023, 1024, 2047, 2048, 5119, 5120, 5169, 5183, 5195, 5196])
+def test_true_peak_candidate_blocks_around_group_edges(loud_at):
+    # one loud sample on a quiet bed, measured from sample 1000 to 1000 + 5170: 5 whole groups
+    # of 1024 samples, 2 blocks after them, and the interpolator's reach 11 samples before and 12
+    # after the blocks; positions are relative to the start
+    from calmplace.master import _tp_candidates
+
+    start, stop = 1000, 1000 + 5170
+    x = (0.001 * np.random.default_rng(1).standard_normal((2, stop + 50))).astype(np.float32)
+    x[1, start + loud_at] = 0.9
+    got = _tp_candidates(x, start, stop, floor=0.5)   # 0.9 x l1 (2.25) is over it, the bed far under
+    np.testing.assert_array_equal(got, block_rule(x, start, stop, floor=0.5))
+    # the loud sample's block and its neighbours; at either end only the blocks there are
+    expected = {-12: 0, -11: 1, -1: 1, 0: 2, 31: 2, 5169: 2, 5183: 2, 5195: 1, 5196: 0}.get(loud_at, 3)
+    assert got.size == expected
+
+
+def dense_interpolated(x: np.ndarray) -> np.ndarray:
+    """Per sample n: the largest of the 3 interpolated points between n and n + 1 over the
+    channels, every one computed (float64 convolutions with the meter's taps, zero outside x)."""
+    from calmplace.master import _interpolator
+
+    toeplitz, _ = _interpolator()
+    phases = toeplitz.reshape(32 + 23, 3, 32)[:24, :, 0].T.astype(np.float64)   # (3 phases, 24 taps)
+    n = x.shape[1]
+    padded = np.pad(x.astype(np.float64), ((0, 0), (11, 12)))   # the point after n reads x[n - 11 .. n + 12]
+    between = np.zeros(n)
+    for phase in phases:
+        for channel in padded:
+            between = np.maximum(between, np.abs(np.convolve(channel, phase[::-1], mode="valid")[:n]))
+    return between
+
+
+def test_sparse_true_peak_matches_a_dense_computation():
+    from calmplace.master import _tp_max, _tp_over
+
+    n = 120_000
+    x = spiky(n, 2, seed=9)
+    between = dense_interpolated(x)
+    envelope = np.maximum(np.abs(x).max(axis=0), between)
+    # 2e-6 (absolute; peaks reach ~1.8): the meter sums 24 float32 products, this test float64
+    # ones; float32 rounding is 6e-8 of the largest term, and the taps' magnitudes sum to 2.25
+    tol = 2e-6
+    # the last: a block's worth past `stop`, the loud stretch starts (and must not count)
+    for start, stop in [(0, n), (0, 26_460), (777, n - 5), (n - 2000, n), (n // 3 - 3 - 3201, n // 3 - 3)]:
+        for floor in (0.05, 0.3, 0.5, 0.9):
+            at, level = _tp_over(x, start, stop, floor=floor)
+            expected = envelope[start:stop]
+            assert np.all(np.diff(at) > 0) and level.dtype == np.float32
+            np.testing.assert_allclose(level, expected[at], rtol=0, atol=tol)
+            assert np.isin(np.flatnonzero(expected > floor + tol), at).all()   # over it whatever the rounding
+            assert np.all(expected[at] > floor - tol)
+            top, largest = _tp_max(x, start, stop, floor=floor), between[start:stop].max()
+            if largest > floor + tol:
+                assert top == pytest.approx(largest, abs=tol)
+            else:
+                assert top <= floor + tol

@@ -45,6 +45,8 @@ _OVERSAMPLE = 4
 _TAPS = 24
 _KAISER_BETA = 7.0
 _TP_BLOCK = 32  # samples per block: blocks whose bound cannot reach the floor skip interpolation
+_TP_GROUP = 32  # blocks per group: a group whose largest |x| x l1 is under the floor is not looked at block by block
+_TP_PIECE = 64  # groups looked at per step (64 x 1024 samples x channels): temporaries stay in cache
 
 _CHUNK_HOPS = 60  # processing chunk = 60 x 100 ms = 6 s
 # K-weighting settles long before this: its slowest poles (the 38 Hz high-pass, Q 0.5) decay with a
@@ -232,12 +234,16 @@ class _Scan:
     true_peak: float       # nan unless asked for
 
 
-def _as_audio(samples: np.ndarray) -> np.ndarray:
+def _as_audio(samples: np.ndarray, *, rows: bool = False) -> np.ndarray:
+    """(channels, n) float32 in C order; with `rows`, float32 whose rows are each contiguous (a
+    slice of a track) is taken as it is: the meter reads it row by row, so a copy would be waste."""
     x = np.asarray(samples)
     if x.ndim == 1:
         x = x[np.newaxis, :]
     if x.ndim != 2 or x.shape[0] > len(_CHANNEL_WEIGHTS) or x.shape[0] > x.shape[1]:
         raise ValueError(f"expected (channels, n_samples) audio with 1-5 channels, got shape {x.shape}")
+    if rows and x.dtype == np.float32 and x.strides[1] == x.itemsize:
+        return x
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
@@ -286,7 +292,7 @@ def _scan(x: np.ndarray, *, sr: int, true_peak: bool) -> _Scan:
         if full < weighted.shape[1]:
             energies.append(weighted[:, full:].sum(axis=-1, keepdims=True))
         if true_peak:
-            tp = max(tp, float(_tp_envelope(x, start, stop, gain=1.0, floor=peak).max()))
+            tp = max(tp, _tp_max(x, start, stop, floor=peak))
     return _Scan(np.concatenate(energies, axis=1) if energies else np.zeros((channels, 0)), peak, tp)
 
 
@@ -309,7 +315,7 @@ def scan_part(y: np.ndarray, *, offset: int, start: int, stop: int, n: int, sr: 
 
     `y` should start `_WARMUP_S` before `start` (or at 0) so the K-weighting filter has settled,
     and reach `_TAPS // 2` samples past `stop` (or to n) for the true-peak interpolator."""
-    x = _as_audio(y)
+    x = _as_audio(y, rows=True)
     hop = _hop(sr)
     if not (offset <= start < stop <= min(n, offset + x.shape[1])):
         raise ValueError(f"stretch [{start}, {stop}) is not inside y ([{offset}, {offset + x.shape[1]}))")
@@ -327,11 +333,11 @@ def scan_part(y: np.ndarray, *, offset: int, start: int, stop: int, n: int, sr: 
         raise ValueError("samples contain NaN or infinity")
     if not true_peak:
         return ScanPart(first_hop, energies, peak, math.nan)
-    # _tp_envelope zero-pads outside its array: right at the track's ends, and harmless elsewhere as
+    # _tp_max zero-pads outside its array: right at the track's ends, and harmless elsewhere as
     # long as y reaches _TAPS // 2 samples beyond the stretch
     lo, hi = max(offset, start - _TAPS), min(offset + x.shape[1], stop + _TAPS)
     local = x[:, lo - offset:hi - offset]
-    tp = max(peak, float(_tp_envelope(local, start - lo, stop - lo, gain=1.0, floor=peak).max()))
+    tp = max(peak, _tp_max(local, start - lo, stop - lo, floor=peak))
     return ScanPart(first_hop, energies, peak, tp)
 
 
@@ -355,7 +361,7 @@ def measurement_from_parts(parts: list[ScanPart], *, n: int, sr: int) -> Measure
 def _true_peak(x: np.ndarray, *, sr: int, floor: float) -> float:
     tp = 0.0
     for start, stop in _chunks(x.shape[1], sr=sr):
-        tp = max(tp, float(_tp_envelope(x, start, stop, gain=1.0, floor=floor).max()))
+        tp = max(tp, _tp_max(x, start, stop, floor=floor))
     return tp
 
 
@@ -436,44 +442,130 @@ def _interpolator() -> tuple[np.ndarray, float]:
     return toeplitz.reshape(b + k - 1, -1), float(np.abs(phases).sum(axis=1).max())
 
 
-def _window(x: np.ndarray, start: int, stop: int, *, gain: float) -> np.ndarray:
-    """`x[:, start:stop] * gain` as float32, zero outside the track."""
+def _padded(x: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """`x[:, start:stop]` as a new float32 array, zero outside x (past the track's ends)."""
     n = x.shape[1]
     lo, hi = max(start, 0), min(stop, n)
     out = np.zeros((x.shape[0], stop - start), dtype=np.float32)
     if hi > lo:
-        np.multiply(x[:, lo:hi], np.float32(gain), out=out[:, lo - start:hi - start])
+        out[:, lo - start:hi - start] = x[:, lo:hi]
     return out
 
 
-def _tp_envelope(x: np.ndarray, start: int, stop: int, *, gain: float, floor: float) -> np.ndarray:
-    """Per sample n in [start, stop): the largest of |x[n]| and the 3 interpolated points between n
-    and n + 1, over all channels, of `x * gain`. Interpolation is skipped in blocks whose bound
-    (phase L1 norm x largest nearby sample) cannot exceed `floor`; there |x[n]| is returned."""
-    toeplitz, l1 = _interpolator()
-    k, b = _TAPS, _TP_BLOCK
+def _abs_max(x: np.ndarray, start: int, stop: int) -> float:
+    """Largest |x[:, start:stop]| over the channels; 0 for none (zero outside x)."""
+    seg = x[:, max(start, 0):max(min(stop, x.shape[1]), 0)]
+    return max(float(seg.max(initial=0.0)), -float(seg.min(initial=0.0)))
+
+
+def _block_abs_max(blocks: np.ndarray) -> np.ndarray:
+    """(channels, m, length) samples -> (m,) largest |sample| of each block over the channels."""
+    return np.maximum(blocks.max(axis=2), -blocks.min(axis=2)).max(axis=0)
+
+
+def _tp_candidates(x: np.ndarray, start: int, stop: int, *, floor: float) -> np.ndarray:
+    """The blocks of [start, stop) (block i: the `_TP_BLOCK` samples from start + i * _TP_BLOCK)
+    whose interpolated points might exceed `floor`: l1 x near > floor, l1 the largest phase L1
+    norm and near the largest |x| over the channels in the block, its two neighbours and the
+    interpolator's reach before the first block and after the last (zero outside x).
+
+    x is read in place, mostly in long runs, and block by block only in groups of `_TP_GROUP`
+    blocks whose largest |x| times l1 exceeds the floor. A block elsewhere counts as 0: its own
+    largest |x| times l1 is at most the floor (float32 rounding is monotonic), so it cannot decide
+    whether a near it is part of exceeds the floor."""
+    _, l1 = _interpolator()
+    k, b, g = _TAPS, _TP_BLOCK, _TP_GROUP
+    channels, n = x.shape
     n_blocks = -(-(stop - start) // b)
-    left = k // 2 - 1
-    seg = _window(x, start - left, start + n_blocks * b + k // 2, gain=gain)
-    mag = np.abs(seg)
-    env = mag[:, left:left + n_blocks * b].max(axis=0)
-    block_max = env.reshape(n_blocks, b).max(axis=1)
+    if n_blocks <= 0:
+        return np.zeros(0, dtype=np.intp)
+    whole = max(0, min(n_blocks, (n - start) // b)) // g * g   # blocks in whole groups inside x
+    n_groups = whole // g
+    groups = x[:, start:start + whole * b].reshape(channels, n_groups, g * b)
+    block_max = np.zeros(n_blocks, dtype=np.float32)   # exact in groups not ruled out, else 0
+    group_max = np.empty(n_groups, dtype=np.float32)
+    piece = _TP_PIECE
+    for a in range(0, n_groups, piece):
+        part = groups[:, a:a + piece]
+        np.maximum(part.max(axis=2), -part.min(axis=2)).max(axis=0, out=group_max[a:a + piece])
+    if whole < n_blocks:   # fewer blocks than a group after the whole groups: looked at one by one
+        rest = x[:, start + whole * b:start + n_blocks * b]
+        if rest.shape[1] < (n_blocks - whole) * b:   # past x's end: zero-padded
+            rest = _padded(x, start + whole * b, start + n_blocks * b)
+        block_max[whole:] = _block_abs_max(rest.reshape(channels, -1, b))
+    hot = np.flatnonzero(group_max * l1 > floor)
+    if hot.size:
+        in_groups = block_max[:whole].reshape(-1, g)
+        for i in range(0, hot.size, piece):
+            mag = groups[:, hot[i:i + piece]]
+            np.abs(mag, out=mag)
+            mag = mag.max(axis=0).reshape(-1)
+            in_groups[hot[i:i + piece]] = np.maximum.reduceat(mag, np.arange(0, mag.size, b)).reshape(-1, g)
+    end = start + n_blocks * b
     near = block_max.copy()
     near[1:] = np.maximum(near[1:], block_max[:-1])
     near[:-1] = np.maximum(near[:-1], block_max[1:])
-    near[0] = max(near[0], float(mag[:, :left].max(initial=0.0)))
-    near[-1] = max(near[-1], float(mag[:, -(k // 2):].max()))
-    candidates = np.flatnonzero(near * l1 > floor)
-    if candidates.size:
-        channels = x.shape[0]
-        windows = sliding_window_view(seg, b + k - 1, axis=1)[:, candidates * b]
-        y = np.abs(windows.reshape(-1, b + k - 1) @ toeplitz).reshape(channels, -1, _OVERSAMPLE - 1, b)
-        between = y[:, :, 0]
-        for p in range(1, _OVERSAMPLE - 1):
-            np.maximum(between, y[:, :, p], out=between)
-        blocks = env.reshape(n_blocks, b)
-        blocks[candidates] = np.maximum(blocks[candidates], between.max(axis=0))
-    return env[:stop - start]
+    near[0] = max(near[0], _abs_max(x, start - (k // 2 - 1), start))
+    near[-1] = max(near[-1], _abs_max(x, end, end + k // 2))
+    return np.flatnonzero(near * l1 > floor)
+
+
+def _tp_blocks(x: np.ndarray, start: int, stop: int, *,
+               floor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The true-peak work on samples [start, stop) of x, done only in the blocks that might exceed
+    `floor` (`_tp_candidates`; elsewhere every |x| and interpolated point is at most near x l1 <=
+    floor): those blocks, their samples (channels, blocks, _TP_BLOCK) and the largest of the 3
+    interpolated points after each sample, over the channels (blocks, _TP_BLOCK). The last block
+    may run past `stop`: callers drop what lies there."""
+    toeplitz, _ = _interpolator()
+    k, b = _TAPS, _TP_BLOCK
+    channels, n = x.shape
+    width, left = b + k - 1, k // 2 - 1
+    candidates = _tp_candidates(x, start, stop, floor=floor)
+    if candidates.size == 0:
+        return candidates, np.zeros((channels, 0, b), dtype=np.float32), np.zeros((0, b), dtype=np.float32)
+    first = start - left + candidates * b
+    edge = (first < 0) | (first + width > n)   # reaching past x: zero there
+    if not edge.any():
+        windows = sliding_window_view(x, width, axis=1)[:, first]
+    else:
+        windows = np.zeros((channels, candidates.size, width), dtype=np.float32)
+        if n >= width:
+            windows[:, ~edge] = sliding_window_view(x, width, axis=1)[:, first[~edge]]
+        for i in np.flatnonzero(edge).tolist():
+            windows[:, i] = _padded(x, int(first[i]), int(first[i]) + width)
+    # one matrix product per call, rows channel by channel in block order: BLAS computes the last
+    # few rows of a product with other kernels, which can round differently, so splitting,
+    # merging or reordering products could change a result's last bit
+    y = np.abs(windows.reshape(-1, width) @ toeplitz).reshape(channels, -1, _OVERSAMPLE - 1, b)
+    between = y[:, :, 0]
+    for p in range(1, _OVERSAMPLE - 1):
+        np.maximum(between, y[:, :, p], out=between)
+    return candidates, windows[:, :, left:left + b], between.max(axis=0)
+
+
+def _tp_max(x: np.ndarray, start: int, stop: int, *, floor: float) -> float:
+    """The largest of the interpolated points after samples [start, stop) if it exceeds `floor`;
+    else at most `floor` (0 if none is computed). The true peak is its max with the sample peak
+    whenever `floor` is at most the true peak (e.g. the sample peak itself)."""
+    candidates, _, between = _tp_blocks(x, start, stop, floor=floor)
+    if candidates.size == 0:
+        return 0.0
+    inside = stop - start - int(candidates[-1]) * _TP_BLOCK   # of the last block, in [start, stop)
+    return max(float(between[:-1].max(initial=0.0)), float(between[-1, :inside].max()))
+
+
+def _tp_over(x: np.ndarray, start: int, stop: int, *, floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Where the true-peak envelope (per sample n: the largest of |x[n]| and the 3 interpolated
+    points between n and n + 1, over the channels) exceeds `floor` in [start, stop): positions
+    from start, in order, and the float32 envelope there."""
+    candidates, samples, between = _tp_blocks(x, start, stop, floor=floor)
+    b = _TP_BLOCK
+    env = np.maximum(np.abs(samples).max(axis=0), between).reshape(-1)
+    over = np.flatnonzero(env > floor)
+    at = candidates[over // b] * b + over % b
+    keep = at < stop - start
+    return at[keep], env[over[keep]]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -487,9 +579,8 @@ def _peaks(x: np.ndarray, chunks: list[tuple[int, int]], *, floor: float, sr: in
 
     def one(bound):
         start, stop = bound
-        env = _tp_envelope(x, start, stop, gain=1.0, floor=floor)
-        over = np.flatnonzero(env > floor)
-        return over + start, env[over]
+        at, level = _tp_over(x, start, stop, floor=floor)
+        return at + start, level
 
     parts = thread_map(one, chunks, threads=threads)
     return (np.concatenate([at for at, _ in parts]) if parts else np.zeros(0, dtype=np.intp),
