@@ -16,6 +16,8 @@ build/ is left alone; the report goes to build/bench.md):
   (mastered) PCM; it is the "encode" stage row; (b) a naive pyttsx3 + pydub pipeline on the same
   script and locale. Both references run on one core; the default build uses every core.
 
+Every stage, the naive reference and each cold build the targets use runs `REPEATS` times and the
+run with the median wall time is reported (the jobs=1 and jobs=2 builds of every locale alternate).
 Targets are printed as PASS/FAIL lines; nothing here asserts, so a slow run still prints its table.
 
 Internally the bench re-runs this file as `bench.py --worker KIND ARGS.json RESULT.json` for each
@@ -47,6 +49,9 @@ MIB_PER_KIB = 1 / 1024  # ru_maxrss is in KiB on Linux
 NAIVE_RATIO_MAX = 0.5         # cold one-locale build <= 0.5 x the naive pyttsx3 + pydub pipeline
 SPEECH_ENCODE_RATIO_MAX = 1.2  # cold one-locale build <= 1.2 x (speech stage + encoder floor)
 PARALLEL_RATIO_MAX = 0.6       # every locale with jobs=2 < 0.6 x every locale with jobs=1
+# Every timing the targets use is the median of this many runs: on this 2-CPU virtual machine the
+# same cold build varies by about ±10 % from one run to the next (CPU time too, not only wall)
+REPEATS = 3
 
 STAGES = ("script", "speech", "mix", "master", "encode", "verify", "pdf", "captions")
 STAGE_LABELS = {
@@ -391,6 +396,12 @@ def run_worker(kind: str, args: dict, *, scratch: Path) -> Run:
     return run
 
 
+def median_run(runs: list, *, key):
+    """The run whose key is the median (the lower middle one for an even count)."""
+    ordered = sorted(runs, key=key)
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def _maxrss_mib() -> float:
     import resource
 
@@ -714,9 +725,10 @@ def bench_script(path: Path, *, project: Path, scratch: Path) -> dict:
     common = {"project": str(project), "script": str(path), "locale": locale, "work": str(work)}
 
     for name in STAGES:
-        log(f"{script.id} {locale}: stage {name}")
+        log(f"{script.id} {locale}: stage {name} x{REPEATS}")
         try:
-            run = run_worker("stage", {**common, "stage": name}, scratch=scratch)
+            run = median_run([run_worker("stage", {**common, "stage": name}, scratch=scratch) for _ in range(REPEATS)],
+                             key=lambda r: r.result["wall_s"])
         except BenchError as exc:
             log(str(exc))
             info["stages"][name] = {"error": str(exc)}
@@ -728,10 +740,11 @@ def bench_script(path: Path, *, project: Path, scratch: Path) -> dict:
             info["duration_s"] = run.result["duration_s"]
     speech = info["stages"].get("speech", {})
 
-    log(f"{script.id} {locale}: naive pyttsx3 + pydub pipeline")
+    log(f"{script.id} {locale}: naive pyttsx3 + pydub pipeline x{REPEATS}")
     try:
         naive_args = {**common, **{k: speech[k] for k in ("voice_id", "rate_wpm", "volume") if k in speech}}
-        run = run_worker("naive", naive_args, scratch=scratch)
+        run = median_run([run_worker("naive", naive_args, scratch=scratch) for _ in range(REPEATS)],
+                         key=lambda r: r.result["wall_s"])
         info["naive"] = {**run.result, "process_s": run.process_s, "rss_mib": run.rss_mib, "tree_mib": run.tree_mib,
                          "cpu_s": run.cpu_s}
         try:  # not timed: how loud the naive MP3 came out (in a worker: this process stays small)
@@ -741,41 +754,61 @@ def bench_script(path: Path, *, project: Path, scratch: Path) -> dict:
     except BenchError as exc:
         log(str(exc))
 
-    def build_run(label: str, *, locales_: list[str], jobs: int, out_dir: Path, cache_dir: Path | None):
-        log(f"{script.id}: {label}")
-        try:
-            run = run_worker("build", {"project": str(project), "names": [script.id], "locales": locales_,
-                                       "out_dir": str(out_dir), "cache_dir": str(cache_dir) if cache_dir else None,
-                                       "jobs": jobs}, scratch=scratch)
-        except BenchError as exc:
-            log(str(exc))
-            info["builds"].append({"label": label + " (failed)"})
-            return None
+    def build_once(*, locales_: list[str], jobs: int, out_dir: Path, cache_dir: Path | None) -> Run:
+        shutil.rmtree(out_dir, ignore_errors=True)   # cold: empty output and cache folders
+        if cache_dir:
+            shutil.rmtree(cache_dir, ignore_errors=True)
+        return run_worker("build", {"project": str(project), "names": [script.id], "locales": locales_,
+                                    "out_dir": str(out_dir), "cache_dir": str(cache_dir) if cache_dir else None,
+                                    "jobs": jobs}, scratch=scratch)
+
+    def record(label: str, runs: list[Run]):
+        """The run with the median wall time stands for the row (`runs` of one configuration)."""
+        run = median_run(runs, key=lambda r: r.result["wall_s"])
         r = run.result
-        if r["exit_code"] != 0:
+        if len(runs) > 1:
+            label += f" (median of {len(runs)})"
+        if any(x.result["exit_code"] != 0 for x in runs):
             log(f"{label}: exit code {r['exit_code']}: {r['problems']}")
             label += " (failed)"
         info["builds"].append({"label": label, "tracks": r["tracks"], "audio_s": r["audio_s"], "wall_s": r["wall_s"],
                                "process_s": run.process_s, "cpu_s": run.cpu_s, "rss_mib": run.rss_mib,
                                "tree_mib": run.tree_mib})
-        return r
+        return r if r["exit_code"] == 0 else None
 
     runs = scratch / f"{script.id}-runs"
     cpus = os.cpu_count() or 1
-    # what `calmplace build` does by default (--jobs = the number of CPUs): the targets' build
-    cold_one = build_run(f"cold build, {locale}, jobs={cpus} (the default)", locales_=[locale], jobs=cpus,
-                         out_dir=runs / "one" / "out", cache_dir=runs / "one" / "cache")
-    if cold_one:
-        info["build_timings"] = cold_one["timings_s"]
-    if cpus > 1:
-        build_run(f"cold build, {locale}, jobs=1", locales_=[locale], jobs=1,
-                  out_dir=runs / "one-serial" / "out", cache_dir=runs / "one-serial" / "cache")
     n = len(locales)
-    serial = build_run(f"cold build, {n} locales, jobs=1", locales_=[], jobs=1,
-                       out_dir=runs / "serial" / "out", cache_dir=runs / "serial" / "cache")
-    # into the project copy's own build/ (and build/.cache), so the CLI runs below start from it
-    parallel = build_run(f"cold build, {n} locales, jobs=2", locales_=[], jobs=2, out_dir=project / "build",
-                         cache_dir=None)
+    try:
+        # what `calmplace build` does by default (--jobs = the number of CPUs): the targets' build
+        log(f"{script.id}: cold build, {locale}, jobs={cpus} x{REPEATS}")
+        cold_one = record(f"cold build, {locale}, jobs={cpus} (the default)",
+                          [build_once(locales_=[locale], jobs=cpus, out_dir=runs / "one" / "out",
+                                      cache_dir=runs / "one" / "cache") for _ in range(REPEATS)])
+        if cold_one:
+            info["build_timings"] = cold_one["timings_s"]
+        if cpus > 1:
+            log(f"{script.id}: cold build, {locale}, jobs=1")
+            record(f"cold build, {locale}, jobs=1", [build_once(locales_=[locale], jobs=1,
+                                                                out_dir=runs / "one-serial" / "out",
+                                                                cache_dir=runs / "one-serial" / "cache")])
+        # every locale in turn and side by side, alternately, so a slow spell of the machine falls
+        # on both; the last jobs=2 build goes into the project copy's own build/ (and build/.cache),
+        # which the CLI runs below start from
+        serial_runs, parallel_runs = [], []
+        for _ in range(REPEATS):
+            log(f"{script.id}: cold build, {n} locales, jobs=1 and jobs=2")
+            serial_runs.append(build_once(locales_=[], jobs=1, out_dir=runs / "serial" / "out",
+                                          cache_dir=runs / "serial" / "cache"))
+            parallel_runs.append(build_once(locales_=[], jobs=2, out_dir=project / "build", cache_dir=None))
+        serial = record(f"cold build, {n} locales, jobs=1", serial_runs)
+        parallel = record(f"cold build, {n} locales, jobs=2", parallel_runs)
+        if parallel and parallel_runs[-1].result["exit_code"] != 0:
+            parallel = None
+    except BenchError as exc:
+        log(str(exc))
+        info["builds"].append({"label": f"builds failed: {exc}".splitlines()[0]})
+        cold_one = serial = parallel = None
 
     cli = calmplace_command() + ["-q", "build", script.id]
     if parallel and parallel["exit_code"] == 0:

@@ -404,7 +404,7 @@ def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache,
             # rendered here with CPUs to spare: generate the bed while the takes are spoken
             prefetch = _bed_prefetch(item) if pool is None and threads > 1 else None
             try:
-                with report.stage("speech"):
+                with report.stage("speech"), _switching(0.0005 if prefetch else None):
                     synthesise(item, engine=engine, cache=cache, jobs=jobs, force=force, ui=ui)
             except CalmplaceError as exc:
                 if prefetch:
@@ -431,6 +431,20 @@ def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache,
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+
+
+@contextmanager
+def _switching(interval_s: float | None):
+    """Python's thread switch interval set to `interval_s` for a while (None: left alone)."""
+    import sys
+
+    before = sys.getswitchinterval()
+    if interval_s is not None:
+        sys.setswitchinterval(interval_s)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
 
 
 _RENDER_MODULES = ("calmplace.mix", "calmplace.master", "calmplace.encode", "calmplace.ambience.generators",
