@@ -39,6 +39,20 @@ def seed_words(seed: int, salt: int) -> tuple[int, int]:
     return (seed % _U64, salt)
 
 
+_SIDE = None
+
+
+def side_thread():
+    """One worker thread per process for a recipe's GIL-free work (a long filter) beside its own;
+    results never depend on it, only the time does."""
+    global _SIDE
+    if _SIDE is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _SIDE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="calmplace-bed-side")
+    return _SIDE
+
+
 class ChunkedBed:
     """A stereo `BedSource` that renders fixed chunks in order and serves reads of any size from them.
 
