@@ -203,7 +203,8 @@ def render_report(data: dict) -> str:
                     "whole process, interpreter start included; CPU = its user + system seconds, worker "
                     "processes included. Peak RSS = largest single process (`wait4` ru_maxrss); tree PSS = "
                     "peak of the summed PSS of the process and all its descendants at one moment (what "
-                    "jobs=2 costs the machine), sampled every 0.1 s.", ""]
+                    "jobs=2 costs the machine), sampled every 0.25 s (each sample reads /proc: more often "
+                    "would slow what it measures).", ""]
         rows = []
         for b in s.get("builds", []):
             rtf = realtime_factor(b.get("audio_s"), b.get("wall_s")) if b.get("rtf", True) else None
@@ -286,7 +287,7 @@ def tree_pss_kib(root: int) -> int:
 class TreeSampler(threading.Thread):
     """Samples the summed PSS of a process tree until stopped; keeps the peak (KiB)."""
 
-    def __init__(self, root: int, interval_s: float = 0.1):
+    def __init__(self, root: int, interval_s: float = 0.25):
         super().__init__(daemon=True)
         self.root, self.interval_s = root, interval_s
         self.peak_kib = 0
@@ -740,20 +741,6 @@ def bench_script(path: Path, *, project: Path, scratch: Path) -> dict:
             info["duration_s"] = run.result["duration_s"]
     speech = info["stages"].get("speech", {})
 
-    log(f"{script.id} {locale}: naive pyttsx3 + pydub pipeline x{REPEATS}")
-    try:
-        naive_args = {**common, **{k: speech[k] for k in ("voice_id", "rate_wpm", "volume") if k in speech}}
-        run = median_run([run_worker("naive", naive_args, scratch=scratch) for _ in range(REPEATS)],
-                         key=lambda r: r.result["wall_s"])
-        info["naive"] = {**run.result, "process_s": run.process_s, "rss_mib": run.rss_mib, "tree_mib": run.tree_mib,
-                         "cpu_s": run.cpu_s}
-        try:  # not timed: how loud the naive MP3 came out (in a worker: this process stays small)
-            info["naive"].update(run_worker("loudness", {"mp3": run.result["mp3"]}, scratch=scratch).result)
-        except BenchError as exc:  # the measurement is a note, not a result
-            log(f"could not measure the naive MP3: {exc}")
-    except BenchError as exc:
-        log(str(exc))
-
     def build_once(*, locales_: list[str], jobs: int, out_dir: Path, cache_dir: Path | None) -> Run:
         shutil.rmtree(out_dir, ignore_errors=True)   # cold: empty output and cache folders
         if cache_dir:
@@ -780,11 +767,27 @@ def bench_script(path: Path, *, project: Path, scratch: Path) -> dict:
     cpus = os.cpu_count() or 1
     n = len(locales)
     try:
-        # what `calmplace build` does by default (--jobs = the number of CPUs): the targets' build
-        log(f"{script.id}: cold build, {locale}, jobs={cpus} x{REPEATS}")
-        cold_one = record(f"cold build, {locale}, jobs={cpus} (the default)",
-                          [build_once(locales_=[locale], jobs=cpus, out_dir=runs / "one" / "out",
-                                      cache_dir=runs / "one" / "cache") for _ in range(REPEATS)])
+        # what `calmplace build` does by default (--jobs = the number of CPUs): the targets' build,
+        # alternating with the naive pipeline it is compared with, so a slow spell falls on both
+        naive_args = {**common, **{k: speech[k] for k in ("voice_id", "rate_wpm", "volume") if k in speech}}
+        one_runs, naive_runs = [], []
+        for _ in range(REPEATS):
+            log(f"{script.id} {locale}: naive pyttsx3 + pydub pipeline, and cold build with jobs={cpus}")
+            try:
+                naive_runs.append(run_worker("naive", naive_args, scratch=scratch))
+            except BenchError as exc:
+                log(str(exc))
+            one_runs.append(build_once(locales_=[locale], jobs=cpus, out_dir=runs / "one" / "out",
+                                       cache_dir=runs / "one" / "cache"))
+        if naive_runs:
+            run = median_run(naive_runs, key=lambda r: r.result["wall_s"])
+            info["naive"] = {**run.result, "process_s": run.process_s, "rss_mib": run.rss_mib,
+                             "tree_mib": run.tree_mib, "cpu_s": run.cpu_s}
+            try:  # not timed: how loud the naive MP3 came out (in a worker: this process stays small)
+                info["naive"].update(run_worker("loudness", {"mp3": run.result["mp3"]}, scratch=scratch).result)
+            except BenchError as exc:  # the measurement is a note, not a result
+                log(f"could not measure the naive MP3: {exc}")
+        cold_one = record(f"cold build, {locale}, jobs={cpus} (the default)", one_runs)
         if cold_one:
             info["build_timings"] = cold_one["timings_s"]
         if cpus > 1:
