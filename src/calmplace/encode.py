@@ -253,8 +253,8 @@ def _stretch(audio: bytes | bytearray, offsets: list[int], first: int, *, n_fram
 
 
 class _StreamMeter:
-    """`measure_mp3` of a stream while it is being written: `advance` hands out a job for each
-    stretch whose frames are all final, `finish` the rest once the stream is whole."""
+    """`measure_mp3` of a stream while it is being written: `advance` submits a job for each
+    stretch whose frames are all final, and for the rest once it is told the stream's length."""
 
     def __init__(self, *, n_samples: int, sr: int):
         self.n_samples, self.sr = n_samples, sr
