@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import re
 import struct
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable, Sequence
@@ -27,8 +28,7 @@ from mutagen.id3 import CHAP, COMM, CTOC, ID3, TALB, TDRC, TIT2, TLAN, TPE1, CTO
 
 from . import SR, mp3stream
 from .errors import CalmplaceError
-from .master import (CEILING_DBTP, TARGET_LUFS, Measurement, ScanPart, master, measurement_from_parts, scan_part,
-                     thread_map)
+from .master import CEILING_DBTP, TARGET_LUFS, Measurement, ScanPart, master, measurement_from_parts, scan_part
 
 DEFAULT_BITRATE_KBPS = 192
 # LAME -q 7 (LAME's "fast" setting; ffmpeg's default is -q 5, LAME's own -q 3). CPU for 681 s of
@@ -173,7 +173,6 @@ def master_to_mp3(samples: np.ndarray, *, sr: int, target_lufs: float = TARGET_L
     the input's K-weighted energies if already measured (master.InputMeter)."""
     aim_lufs, limiter_ceiling_dbtp = target_lufs + _LAME_LOSS_LU.get(bitrate_kbps, 0.2), ceiling_dbtp
     best: tuple[bytes, Measurement] | None = None
-    n = np.asarray(samples).shape[-1]
     for _ in range(_MAX_ENCODE_TRIES):
         mastered = master(samples, sr=sr, target_lufs=aim_lufs, ceiling_dbtp=limiter_ceiling_dbtp, threads=threads,
                           energies=energies)
@@ -207,10 +206,10 @@ def measure_mp3(data: bytes, *, n_samples: int, sr: int, threads: int = 1) -> Me
         raise CalmplaceError("not an MP3 written by encode_mp3 (no Info frame after the ID3 tag)")
     audio = data[start + mp3stream.frame_bytes(int.from_bytes(data[start:start + 4], "big")):]
     _, offsets = _frames(audio)
-    jobs = [_stretch(audio, offsets + [len(audio)], first, n_frames=len(offsets), n_samples=n_samples, sr=sr)
-            for first in range(0, len(offsets), _PIECE_FRAMES)]
-    parts = thread_map(lambda job: job(), jobs, threads=threads)
-    return measurement_from_parts([p for p in parts if p is not None], n=n_samples, sr=sr)
+    meter = _StreamMeter(n_samples=n_samples, sr=sr)
+    with _executor(threads) as submit:
+        meter.advance(audio, offsets, submit=submit, n_frames=len(offsets))
+    return meter.measurement()
 
 
 def _stretch(audio: bytes | bytearray, offsets: list[int], first: int, *, n_frames: int | None, n_samples: int,
@@ -295,20 +294,13 @@ def _lame(x: np.ndarray, *, sr: int, bitrate_kbps: int, threads: int = 1,
     stream by `mp3stream.Joiner` as they come. The cut points depend only on the length, so the
     bytes are the same whatever `threads` is. A `meter` is handed each stretch of the stream as
     soon as its frames are final, and measures it on the same threads."""
-    from concurrent.futures import ThreadPoolExecutor
-
     total_frames = -(-(x.shape[1] + LAME_ENCODER_DELAY + DECODER_DELAY) // _SAMPLES_PER_FRAME)
     n_pieces = max(1, total_frames // _PIECE_FRAMES)
-    pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
-    submit = pool.submit if pool else _run_now
-    failed = True
-    try:
+    with _executor(threads) as submit:
         if n_pieces > 1:
             try:
-                result = _lame_in_pieces(x, sr=sr, bitrate_kbps=bitrate_kbps, n_pieces=n_pieces,
-                                         submit=submit, meter=meter)
-                failed = False
-                return result
+                return _lame_in_pieces(x, sr=sr, bitrate_kbps=bitrate_kbps, n_pieces=n_pieces, submit=submit,
+                                       meter=meter)
             except mp3stream.StreamError:
                 # no frame near a cut where the pieces join (on the shipped track every join fell
                 # on the first frame tried): encode in one piece, slower but the same whatever
@@ -319,11 +311,7 @@ def _lame(x: np.ndarray, *, sr: int, bitrate_kbps: int, threads: int = 1,
         _, offsets = _frames(audio)
         if meter:
             meter.advance(audio, offsets, submit=submit, n_frames=len(offsets))
-        failed = False
         return audio, offsets
-    finally:
-        if pool is not None:   # the meter's jobs finish first, unless something failed
-            pool.shutdown(wait=True, cancel_futures=failed)
 
 
 def _lame_in_pieces(x: np.ndarray, *, sr: int, bitrate_kbps: int, n_pieces: int, submit,
@@ -355,6 +343,25 @@ def _lame_in_pieces(x: np.ndarray, *, sr: int, bitrate_kbps: int, n_pieces: int,
     if meter:
         meter.advance(audio, joiner.offsets, submit=submit, n_frames=len(joiner.offsets))
     return audio, joiner.offsets
+
+
+@contextmanager
+def _executor(threads: int):
+    """A `submit(fn, *args) -> Future` running jobs `threads` at a time (in the calling thread,
+    at once, for one). Leaving the block waits for every job; failing in it cancels those not
+    started."""
+    if threads <= 1:
+        yield _run_now
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=threads)
+    try:
+        yield pool.submit
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def _run_now(fn, *args):
