@@ -161,8 +161,6 @@ class Joiner:
         self._last: Piece | None = None
         self._start = 0
         self._areas = bytearray()     # the joined main-data stream, as laid so far
-        self._laid = 0                # frames whose main data is in _areas
-        self._area_pos = 0            # where the next frame's area starts in _areas
         self._pending: list[tuple[bytes, int]] = []   # (header + side info, area bytes) not yet out
         self._out_area = 0            # where the first pending frame's area starts
 
@@ -196,29 +194,22 @@ class Joiner:
         self._write_out(final_area=len(self._areas))
         return bytes(self.out)
 
-    @property
-    def final_frames(self) -> int:
-        return len(self.offsets)
-
     def _lay(self, piece: Piece, start: int, end: int) -> None:
-        self._layout.place(piece, start, end)
-        frames = piece.frames
-        begins = self._layout.begins
-        need = self._area_pos + sum(frames.area_bytes[start - piece.first_frame:end - piece.first_frame])
-        self._areas.extend(bytes(need - len(self._areas)))
-        for f in range(start, end):
+        layout, frames = self._layout, piece.frames
+        area_pos, laid = layout.area_end, len(layout.begins)   # where the first of these frames goes
+        layout.place(piece, start, end)
+        self._areas.extend(bytes(layout.area_end - len(self._areas)))
+        for f, begin in zip(range(start, end), layout.begins[laid:]):
             i = f - piece.first_frame
-            begin = begins[self._laid]
             main = frames.main_data(i)
-            self._areas[self._area_pos - begin:self._area_pos - begin + len(main)] = main
+            self._areas[area_pos - begin:area_pos - begin + len(main)] = main
             o = frames.offset[i]
             head = bytearray(frames.data[o:o + 4 + frames.side_bytes])
             head[4] = begin >> 1                                  # main_data_begin, 9 bits
             head[5] = (head[5] & 0x7F) | ((begin & 1) << 7)
             self._pending.append((bytes(head), frames.area_bytes[i]))
-            self._area_pos += frames.area_bytes[i]
-            self._laid += 1
-        self._write_out(final_area=self._layout.data_end)
+            area_pos += frames.area_bytes[i]
+        self._write_out(final_area=layout.data_end)
 
     def _write_out(self, *, final_area: int) -> None:
         done = 0
