@@ -287,7 +287,7 @@ class TrackWork:
     ambience_dir: Path
     cache_root: Path
     settings: Settings
-    threads: int = 1   # for the encoder and meter inside this track; never changes a byte
+    threads: int = 1   # for the bed, meter, limiter, encoder and check inside this track; never changes a byte
 
 
 @dataclass(frozen=True)
@@ -423,9 +423,6 @@ def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache,
                         result = render_track(item, bed_prefetch=handle)
                 except CalmplaceError as exc:
                     result = exc
-                finally:
-                    if hasattr(handle, "close"):
-                        handle.close()
                 bar.update(1)
                 yield item, result
     finally:
