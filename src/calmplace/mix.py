@@ -63,22 +63,26 @@ def duck_amount(spans: Sequence[tuple[int, int]], *, start: int, stop: int, sr: 
     reaches are computed."""
     la = seconds_to_samples(lookahead_s, sr=sr)
     rel = seconds_to_samples(release_s, sr=sr)
-    rise, fall = _duck_curves(la, rel)
+    curves = dict(zip(("rise", "fall"), _duck_curves(la, rel)))
     amount = np.zeros(stop - start, dtype=np.float64)
+    for a, b, part, offset in _span_parts(spans, start=start, stop=stop, la=la, rel=rel):
+        if part == "hold":
+            amount[a - start:b - start] = 1.0
+        else:
+            np.maximum(amount[a - start:b - start], curves[part][offset:offset + b - a], out=amount[a - start:b - start])
+    return amount
+
+
+def _span_parts(spans: Sequence[tuple[int, int]], *, start: int, stop: int, la: int, rel: int):
+    """Each speech span's rise over [s0 - la, s0), hold over [s0, s1) and fall over [s1, s1 + rel),
+    clipped to [start, stop): (a, b, "rise" | "hold" | "fall", offset of sample a into the part)."""
     for s0, s1 in spans:
         if s1 + rel <= start or s0 - la >= stop:
             continue
-        # rise over [s0 - la, s0), hold over [s0, s1), fall over [s1, s1 + rel)
-        a, b = max(start, s0 - la), min(stop, s0)
-        if b > a:
-            np.maximum(amount[a - start:b - start], rise[a - (s0 - la):b - (s0 - la)], out=amount[a - start:b - start])
-        a, b = max(start, s0), min(stop, s1)
-        if b > a:
-            amount[a - start:b - start] = 1.0
-        a, b = max(start, s1), min(stop, s1 + rel)
-        if b > a:
-            np.maximum(amount[a - start:b - start], fall[a - s1:b - s1], out=amount[a - start:b - start])
-    return amount
+        for part, p0, p1 in (("rise", s0 - la, s0), ("hold", s0, s1), ("fall", s1, s1 + rel)):
+            a, b = max(start, p0), min(stop, p1)
+            if b > a:
+                yield a, b, part, a - p0
 
 
 @functools.lru_cache(maxsize=8)
@@ -199,18 +203,11 @@ def _duck_parts(spans: Sequence[tuple[int, int]], *, start: int, stop: int, la: 
     are the spans themselves, where the duck is exactly 1 (whatever ramps lie there too)."""
     ramps: list[tuple[int, int, str, int]] = []
     holding: list[tuple[int, int]] = []
-    for s0, s1 in spans:
-        if s1 + rel <= start or s0 - la >= stop:
-            continue
-        a, b = max(start, s0 - la), min(stop, s0)
-        if b > a:
-            ramps.append((a, b, "rise", a - (s0 - la)))
-        a, b = max(start, s0), min(stop, s1)
-        if b > a:
+    for a, b, part, offset in _span_parts(spans, start=start, stop=stop, la=la, rel=rel):
+        if part == "hold":
             holding.append((a, b))
-        a, b = max(start, s1), min(stop, s1 + rel)
-        if b > a:
-            ramps.append((a, b, "fall", a - s1))
+        else:
+            ramps.append((a, b, part, offset))
     moving: list[tuple[int, int, str | None, int]] = []
     for ramp in sorted(ramps):
         if moving and ramp[0] < moving[-1][1]:
