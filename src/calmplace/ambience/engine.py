@@ -126,6 +126,17 @@ class ChunkedBed:
         return out
 
 
+def _sosfilt_in_place(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> np.ndarray:
+    """Filter x (C-contiguous (channels, n)) in place from state zi ((channels, sections, 2), x's
+    dtype); returns the state after it (zi itself, updated, when scipy's kernel is there)."""
+    if _sosfilt_inplace is not None:
+        _sosfilt_inplace(sos, x, zi)
+        return zi
+    y, z = signal.sosfilt(sos, x, axis=-1, zi=zi.transpose(1, 0, 2))  # pragma: no cover
+    x[...] = y  # pragma: no cover
+    return np.ascontiguousarray(z.transpose(1, 0, 2), dtype=zi.dtype)  # pragma: no cover
+
+
 class Sos:
     """A second-order-sections filter that keeps its state between calls, for (channels, n) float32 blocks."""
 
@@ -135,12 +146,7 @@ class Sos:
 
     def inplace(self, x: np.ndarray) -> np.ndarray:
         """Filter x, a C-contiguous (channels, n) float32 array, in place; returns x."""
-        if _sosfilt_inplace is not None:
-            _sosfilt_inplace(self.sos, x, self.zi)
-        else:  # pragma: no cover
-            y, zi = signal.sosfilt(self.sos, x, axis=-1, zi=self.zi.transpose(1, 0, 2))
-            x[...] = y
-            self.zi = np.ascontiguousarray(zi.transpose(1, 0, 2), dtype=F32)
+        self.zi = _sosfilt_in_place(self.sos, x, self.zi)
         return x
 
     def driven(self, x: np.ndarray, gain: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -199,12 +205,7 @@ class StereoSos:
         for c in (0, 1):
             np.multiply(x[c], gain[c], out=buf[:, c])
         z = buf.reshape(-1).view(np.complex64).reshape(1, n)
-        if _sosfilt_inplace is not None:
-            _sosfilt_inplace(self.sos, z, self.zi)
-        else:  # pragma: no cover
-            y, zi = signal.sosfilt(self.sos, z, axis=-1, zi=self.zi.transpose(1, 0, 2))
-            z[...] = y
-            self.zi = np.ascontiguousarray(zi.transpose(1, 0, 2), dtype=np.complex64)
+        self.zi = _sosfilt_in_place(self.sos, z, self.zi)
         for c in (0, 1):
             if replace:
                 out[c] = buf[:, c]
