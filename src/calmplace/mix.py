@@ -258,6 +258,7 @@ def bed_opener(ambience_dir: Path, *, sr: int, ready: "BedPrefetch | None" = Non
         nonlocal ready
         if ready is not None and ready.key == (sound, seed):
             source, ready = ready, None
+            source.expect(n_samples_hint)
             return source
         return open_bed(sound, sr=sr, seed=seed, ambience_dir=ambience_dir, n_samples_hint=n_samples_hint)
 
@@ -268,15 +269,21 @@ class BedPrefetch:
     """A bed source read ahead, `BLOCK` samples at a time, by a background thread: the track's
     first bed can be generated while its takes are still being spoken (the speech runs in other
     processes, so this process would otherwise wait). Reads give exactly what the source would
-    (beds join block reads seamlessly); at most `ahead_blocks` blocks are held."""
+    (beds join block reads seamlessly).
 
-    def __init__(self, open_source: Callable[[], object], *, key: tuple[str, int], ahead_blocks: int = 160):
+    It generates until `ahead_blocks` blocks are waiting (default: 30 minutes of bed, 0.6 GB at
+    44.1 kHz; an 11-minute bed is made in about 2 s here, so a smaller bound stalled it while the
+    takes were spoken, and the mix waited for it afterwards), or until it has made the `length`
+    the mix says it needs (`expect`)."""
+
+    def __init__(self, open_source: Callable[[], object], *, key: tuple[str, int], ahead_blocks: int = 1212):
         import queue
         import threading
 
         self.key = key
         self._queue: "queue.Queue[np.ndarray | BaseException]" = queue.Queue(maxsize=ahead_blocks)
         self._stop = threading.Event()
+        self._wanted_blocks: int | None = None   # None: not known yet
         self._buf = np.zeros((2, 0), dtype=np.float32)
         self._thread = threading.Thread(target=self._run, args=(open_source,), daemon=True,
                                         name="calmplace-bed-prefetch")
@@ -285,8 +292,10 @@ class BedPrefetch:
     def _run(self, open_source) -> None:
         try:
             source = open_source()
-            while not self._stop.is_set():
+            made = 0
+            while not self._stop.is_set() and (self._wanted_blocks is None or made < self._wanted_blocks):
                 self._put(source.read(BLOCK))
+                made += 1
         except BaseException as exc:  # handed to the reader, raised there
             self._put(exc)
 
@@ -300,6 +309,10 @@ class BedPrefetch:
                 return
             except queue.Full:
                 continue
+
+    def expect(self, n_samples: int) -> None:
+        """The bed will be read for n_samples in all: generate no more than that."""
+        self._wanted_blocks = -(-n_samples // BLOCK)
 
     def read(self, n_samples: int) -> np.ndarray:
         """The next (2, n_samples); a read of exactly one queued block hands it over uncopied."""
