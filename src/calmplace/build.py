@@ -398,11 +398,16 @@ def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache,
     # of the MP3 encoded and measured side by side): when tracks run side by side the OS shares
     # the cores out, and the track that finishes last is not left on one of them
     threads = jobs
+    preload = None
     try:
         for item, engine in work:
             item = dataclasses.replace(item, threads=threads)
-            # rendered here with CPUs to spare: generate the bed while the takes are spoken
+            # rendered here with CPUs to spare: generate the bed while the takes are spoken, and
+            # import what rendering needs (scipy, reportlab: about 1 s here) while this thread waits
+            # for the speech processes
             prefetch = _bed_prefetch(item) if pool is None and threads > 1 else None
+            if prefetch is not None and preload is None:
+                preload = _preload_render_modules()
             try:
                 with report.stage("speech"), _switching(0.0005 if prefetch else None):
                     synthesise(item, engine=engine, cache=cache, jobs=jobs, force=force, ui=ui)
@@ -453,6 +458,22 @@ def _import_render_modules() -> None:
 
     for name in _RENDER_MODULES:
         importlib.import_module(name)
+
+
+def _preload_render_modules():
+    """`_import_render_modules` in a daemon thread (import errors surface later, where the
+    modules are used)."""
+    import threading
+
+    def run():
+        try:
+            _import_render_modules()
+        except Exception:   # noqa: BLE001 - the real import, later, reports it
+            pass
+
+    thread = threading.Thread(target=run, name="calmplace-preload", daemon=True)
+    thread.start()
+    return thread
 
 
 def _bed_prefetch(item: TrackWork):
