@@ -230,9 +230,9 @@ def test_limiter_segments_match_the_dense_definition():
         x[:, at:at + 2] += [[0.8, -0.6]]
     x = x.astype(np.float32)
     gain, threshold_db = 2.0, -3.0
-    out = np.empty_like(x)
     peaks = _peaks(x, list(_chunks(n, sr=SR)), floor=10 ** ((threshold_db - 6.02 - 2) / 20), sr=SR, threads=1)
-    lowered = _limit(x, out, gain=gain, threshold=10 ** (threshold_db / 20), sr=SR, peaks=peaks, threads=2)
+    limited = _limit(x, gain=gain, threshold=10 ** (threshold_db / 20), sr=SR, peaks=peaks, threads=2)
+    out, lowered = limited.array(), limited.lowered
     expected_db = dense_limiter_gain_db(x, gain=gain, threshold_db=threshold_db)
     with np.errstate(divide="ignore", invalid="ignore"):
         got_db = 20 * np.log10(out.astype(np.float64) / (x.astype(np.float64) * np.float32(gain)))

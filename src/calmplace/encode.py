@@ -28,7 +28,8 @@ from mutagen.id3 import CHAP, COMM, CTOC, ID3, TALB, TDRC, TIT2, TLAN, TPE1, CTO
 
 from . import SR, mp3stream
 from .errors import CalmplaceError
-from .master import CEILING_DBTP, TARGET_LUFS, Measurement, ScanPart, master, measurement_from_parts, scan_part
+from .master import (CEILING_DBTP, TARGET_LUFS, Mastered, Measurement, ScanPart, master_track,
+                     measurement_from_parts, scan_part)
 
 DEFAULT_BITRATE_KBPS = 192
 # LAME -q 7 (LAME's "fast" setting; ffmpeg's default is -q 5, LAME's own -q 3). CPU for 681 s of
@@ -88,15 +89,16 @@ class Chapter:
     end_s: float
 
 
-def encode_mp3(samples: np.ndarray, *, sr: int, bitrate_kbps: int = DEFAULT_BITRATE_KBPS, tags: Tags,
+def encode_mp3(samples: np.ndarray | Mastered, *, sr: int, bitrate_kbps: int = DEFAULT_BITRATE_KBPS, tags: Tags,
                chapters: Sequence[Chapter] = (), threads: int = 1) -> bytes:
-    """(2, n) float audio at 44.1 kHz to CBR MP3 bytes: ID3v2.3 tag, LAME Info frame, audio.
-    Deterministic: the same input gives the same bytes, whatever `threads` is."""
+    """(2, n) float audio at 44.1 kHz (an array, or a `master.Mastered` read a block at a time) to
+    CBR MP3 bytes: ID3v2.3 tag, LAME Info frame, audio. Deterministic: the same input gives the
+    same bytes, whatever `threads` is."""
     return _encode(samples, sr=sr, bitrate_kbps=bitrate_kbps, tags=tags, chapters=chapters, threads=threads,
                    measure=False)[0]
 
 
-def encode_and_measure(samples: np.ndarray, *, sr: int, bitrate_kbps: int = DEFAULT_BITRATE_KBPS, tags: Tags,
+def encode_and_measure(samples: np.ndarray | Mastered, *, sr: int, bitrate_kbps: int = DEFAULT_BITRATE_KBPS, tags: Tags,
                        chapters: Sequence[Chapter] = (), threads: int = 1) -> tuple[bytes, Measurement]:
     """`encode_mp3`, and `measure_mp3` of its bytes, in one pipeline: each stretch of the stream
     is decoded and measured as soon as its frames are final, beside the pieces still being
@@ -105,18 +107,16 @@ def encode_and_measure(samples: np.ndarray, *, sr: int, bitrate_kbps: int = DEFA
                    measure=True)
 
 
-def _encode(samples: np.ndarray, *, sr: int, bitrate_kbps: int, tags: Tags, chapters: Sequence[Chapter],
+def _encode(samples: np.ndarray | Mastered, *, sr: int, bitrate_kbps: int, tags: Tags, chapters: Sequence[Chapter],
             threads: int, measure: bool) -> tuple[bytes, Measurement | None]:
-    x = np.asarray(samples)
+    x = samples if isinstance(samples, Mastered) else np.asarray(samples)
     if sr != SR:
         raise ValueError(f"MP3 export is at {SR} Hz, got sr={sr}")
-    if x.ndim != 2 or x.shape[0] not in (1, 2) or x.shape[1] == 0:
+    if len(x.shape) != 2 or x.shape[0] not in (1, 2) or x.shape[1] == 0:
         raise ValueError(f"expected (1 or 2, n > 0) audio, got shape {x.shape}")
     if bitrate_kbps not in _MPEG1_L3_BITRATES_KBPS or bitrate_kbps < _MIN_BITRATE_KBPS:
         allowed = ", ".join(str(b) for b in _MPEG1_L3_BITRATES_KBPS if b >= _MIN_BITRATE_KBPS)
         raise ValueError(f"bitrate_kbps must be one of {allowed}, got {bitrate_kbps}")
-    if x.shape[0] == 1:
-        x = np.broadcast_to(x, (2, x.shape[1]))
     n = x.shape[1]
     tag = _id3(tags, chapters, duration_s=n / sr)
     meter = _StreamMeter(n_samples=n, sr=sr) if measure else None
@@ -174,8 +174,8 @@ def master_to_mp3(samples: np.ndarray, *, sr: int, target_lufs: float = TARGET_L
     aim_lufs, limiter_ceiling_dbtp = target_lufs + _LAME_LOSS_LU.get(bitrate_kbps, 0.2), ceiling_dbtp
     best: tuple[bytes, Measurement] | None = None
     for _ in range(_MAX_ENCODE_TRIES):
-        mastered = master(samples, sr=sr, target_lufs=aim_lufs, ceiling_dbtp=limiter_ceiling_dbtp, threads=threads,
-                          energies=energies)
+        mastered = master_track(samples, sr=sr, target_lufs=aim_lufs, ceiling_dbtp=limiter_ceiling_dbtp,
+                                threads=threads, energies=energies)
         data, got = encode_and_measure(mastered, sr=sr, bitrate_kbps=bitrate_kbps, tags=tags, chapters=chapters,
                                        threads=threads)
         del mastered
@@ -284,7 +284,7 @@ class _StreamMeter:
 # LAME
 
 
-def _lame(x: np.ndarray, *, sr: int, bitrate_kbps: int, threads: int = 1,
+def _lame(x: np.ndarray | Mastered, *, sr: int, bitrate_kbps: int, threads: int = 1,
           meter: "_StreamMeter | None" = None) -> tuple[bytes, list[int]]:
     """Raw CBR MPEG-1 Layer III frames from LAME, and their byte offsets; float full scale =
     16-bit full scale (32768).
@@ -314,7 +314,7 @@ def _lame(x: np.ndarray, *, sr: int, bitrate_kbps: int, threads: int = 1,
         return audio, offsets
 
 
-def _lame_in_pieces(x: np.ndarray, *, sr: int, bitrate_kbps: int, n_pieces: int, submit,
+def _lame_in_pieces(x: np.ndarray | Mastered, *, sr: int, bitrate_kbps: int, n_pieces: int, submit,
                     meter: "_StreamMeter | None") -> tuple[bytes, list[int]]:
     bounds = [k * _PIECE_FRAMES for k in range(1, n_pieces)]
     spans = []  # (first track frame, first sample, last sample) of each piece
@@ -376,8 +376,10 @@ def _run_now(fn, *args):
     return future
 
 
-def _lame_piece(x: np.ndarray, *, sr: int, bitrate_kbps: int, start: int, stop: int) -> bytes:
-    """LAME on samples [start, stop) of x, flushed: its frames start at sample `start`."""
+def _lame_piece(x: np.ndarray | Mastered, *, sr: int, bitrate_kbps: int, start: int, stop: int) -> bytes:
+    """LAME on samples [start, stop) of x, flushed: its frames start at sample `start`; one
+    channel is encoded as two alike."""
+    read = x.read if isinstance(x, Mastered) else lambda a, b: x[:, a:b]
     encoder = lameenc.Encoder()
     encoder.set_bit_rate(bitrate_kbps)
     encoder.set_in_sample_rate(sr)
@@ -386,7 +388,9 @@ def _lame_piece(x: np.ndarray, *, sr: int, bitrate_kbps: int, start: int, stop: 
     encoder.set_quality(LAME_QUALITY)
     out = []
     for block_start in range(start, stop, _ENCODE_BLOCK):
-        block = x[:, block_start:min(block_start + _ENCODE_BLOCK, stop)].T * np.float32(32768.0)
+        block = read(block_start, min(block_start + _ENCODE_BLOCK, stop)).T * np.float32(32768.0)
+        if block.shape[1] == 1:
+            block = np.repeat(block, 2, axis=1)
         if not np.isfinite(block).all():
             raise ValueError("samples contain NaN or infinity")
         np.rint(block, out=block)

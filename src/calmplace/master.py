@@ -7,6 +7,7 @@ output array plus a few chunk-sized temporaries, never extra whole-track copies.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -104,10 +105,52 @@ def true_peak_dbtp(samples: np.ndarray, *, sr: int) -> float:
     return gain_to_db(max(peak, _true_peak(x, sr=sr, floor=peak)))
 
 
+class Mastered:
+    """A mastered track kept as its input, one gain and the stretches the limiter lowered:
+    `read(start, stop)` gives those samples of the mastered track without the whole of it ever
+    being made (an 11-minute track is 240 MB, which the encoder would only read once, a block
+    at a time). `array()` makes all of it."""
+
+    def __init__(self, x: np.ndarray, *, gain: float, patches: list[tuple[int, np.ndarray]],
+                 lowered: list[tuple[int, int]]):
+        self.x, self.gain = x, np.float32(gain)
+        self.patches = patches   # (first sample, float32 (channels, m)): in order, apart
+        self.lowered = lowered   # the stretches [a, b) where the limiter's gain is under 1
+        self._starts = [a for a, _ in patches]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.x.shape
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Samples [start, stop) as a new float32 (channels, stop - start) array."""
+        out = np.multiply(self.x[:, start:stop], self.gain)
+        i = max(0, bisect.bisect_right(self._starts, start) - 1)
+        for a, patch in self.patches[i:]:
+            if a >= stop:
+                break
+            lo, hi = max(a, start), min(a + patch.shape[1], stop)
+            if hi > lo:
+                out[:, lo - start:hi - start] = patch[:, lo - a:hi - a]
+        return out
+
+    def array(self) -> np.ndarray:
+        return self.read(0, self.x.shape[1])
+
+
 def master(samples: np.ndarray, *, sr: int, target_lufs: float = TARGET_LUFS,
            ceiling_dbtp: float = CEILING_DBTP, threads: int = 1, energies: np.ndarray | None = None) -> np.ndarray:
+    """`master_track` as a new float32 (channels, n) array."""
+    return master_track(samples, sr=sr, target_lufs=target_lufs, ceiling_dbtp=ceiling_dbtp, threads=threads,
+                        energies=energies).array()
+
+
+def master_track(samples: np.ndarray, *, sr: int, target_lufs: float = TARGET_LUFS,
+                 ceiling_dbtp: float = CEILING_DBTP, threads: int = 1,
+                 energies: np.ndarray | None = None) -> Mastered:
     """Gain to `target_lufs` integrated, then a linked look-ahead true-peak limiter at
-    `ceiling_dbtp`; repeated until both hold. Returns a new float32 (channels, n) array.
+    `ceiling_dbtp`; repeated until both hold. Returns the result as a `Mastered`, which holds on
+    to `samples` (do not change them while it is in use).
 
     The input is measured once (K-weighted energy per 100 ms, and the few samples whose true peak
     could reach the ceiling). A pass then re-measures only the stretches the limiter lowered, and
@@ -121,7 +164,6 @@ def master(samples: np.ndarray, *, sr: int, target_lufs: float = TARGET_LUFS,
     lufs_in = _integrated(energies_x, n=n, sr=sr)
     if not math.isfinite(lufs_in):
         raise CalmplaceError("cannot master the track: it is silent (or shorter than 0.4 s)")
-    out = np.empty_like(x)
     gain_db = target_lufs - lufs_in
     threshold_db = ceiling_dbtp - _LIMITER_MARGIN_DB
     peaks: tuple[np.ndarray, np.ndarray] | None = None
@@ -134,7 +176,7 @@ def master(samples: np.ndarray, *, sr: int, target_lufs: float = TARGET_LUFS,
             peaks_floor_db = threshold_db - gain_db - _PEAK_HEADROOM_DB
             peaks = _peaks(x, chunks, floor=db_to_gain(peaks_floor_db), sr=sr, threads=threads)
         gain = db_to_gain(gain_db)
-        lowered = _limit(x, out, gain=gain, threshold=db_to_gain(threshold_db), sr=sr, peaks=peaks, threads=threads)
+        out = _limit(x, gain=gain, threshold=db_to_gain(threshold_db), sr=sr, peaks=peaks, threads=threads)
         energies = energies_x * (gain * gain)
         tp = 0.0   # outside the lowered stretches out = x * gain stays under the threshold
         warm = int(round(_WARMUP_S * sr))
@@ -142,9 +184,9 @@ def master(samples: np.ndarray, *, sr: int, target_lufs: float = TARGET_LUFS,
         def rescan(region: tuple[int, int]) -> ScanPart:
             start, stop = region
             lo, hi = max(0, start - warm), min(n, stop + _TAPS)
-            return scan_part(out[:, lo:hi], offset=lo, start=start, stop=stop, n=n, sr=sr)
+            return scan_part(out.read(lo, hi), offset=lo, start=start, stop=stop, n=n, sr=sr)
 
-        for part in thread_map(rescan, _regions(lowered, n=n, sr=sr), threads=threads):
+        for part in thread_map(rescan, _regions(out.lowered, n=n, sr=sr), threads=threads):
             energies[:, part.first_hop:part.first_hop + part.energies.shape[1]] = part.energies
             tp = max(tp, part.true_peak)
         assert energies.shape[1] == -(-n // hop)
@@ -591,11 +633,11 @@ def _lookahead(sr: int) -> int:
     return 2 * int(math.ceil(_LOOKAHEAD_S * sr / 2))
 
 
-def _limit(x: np.ndarray, out: np.ndarray, *, gain: float, threshold: float, sr: int,
-           peaks: tuple[np.ndarray, np.ndarray], threads: int = 1) -> list[tuple[int, int]]:
-    """out = x * gain * g, g the limiter gain: no peak of x * gain * g above `threshold` (linear).
-    `peaks` come from `_peaks` with a floor at or under threshold / gain. Returns the stretches
-    [a, b) where g < 1, in order.
+def _limit(x: np.ndarray, *, gain: float, threshold: float, sr: int,
+           peaks: tuple[np.ndarray, np.ndarray], threads: int = 1) -> Mastered:
+    """x * gain * g, g the limiter gain: no peak of x * gain * g above `threshold` (linear).
+    `peaks` come from `_peaks` with a floor at or under threshold / gain. The result holds the
+    stretches [a, b) where g < 1, in order (`lowered`), and the samples around them.
 
     Gain reduction (dB) needed at each sample is held over the look-ahead window ahead of it,
     released exponentially, then smoothed by two cascaded moving averages spanning the look-ahead;
@@ -614,9 +656,6 @@ def _limit(x: np.ndarray, out: np.ndarray, *, gain: float, threshold: float, sr:
     width = lookahead + 2                 # peaks in [m - 1, m + lookahead] all limit sample m
     block = _CHUNK_HOPS * _hop(sr)
     fall = np.exp(-np.arange(block) / (_RELEASE_S * sr))   # fall[i] = fall[1] ** i
-    chunks = list(_chunks(n, sr=sr))
-    thread_map(lambda c: np.multiply(x[:, c[0]:c[1]], np.float32(gain), out=out[:, c[0]:c[1]]), chunks,
-               threads=threads)
     at, level = peaks
     level = level * gain
     hot = level > threshold
@@ -626,7 +665,7 @@ def _limit(x: np.ndarray, out: np.ndarray, *, gain: float, threshold: float, sr:
     keep = over_db >= _GR_FLOOR_DB
     at, over_db = at[keep], over_db[keep]
     if at.size == 0:
-        return []
+        return Mastered(x, gain=gain, patches=[], lowered=[])
     # peak p lowers samples p - lookahead .. p + 1, then its release falls under the floor
     release = np.ceil(np.log(over_db / _GR_FLOOR_DB) * (_RELEASE_S * sr)).astype(np.int64)
     segments: list[list[int]] = []
@@ -636,22 +675,25 @@ def _limit(x: np.ndarray, out: np.ndarray, *, gain: float, threshold: float, sr:
         else:
             segments.append([a, b])
 
-    def apply(start: int, smooth: np.ndarray) -> list[tuple[int, int]]:
+    def apply(start: int, smooth: np.ndarray, patches: list) -> list[tuple[int, int]]:
         smooth = smooth[:max(0, n - start)]
         lowered = np.flatnonzero(smooth > 0.0)
         if lowered.size == 0:
             return []
-        lo, hi = lowered[0], lowered[-1] + 1
-        out[:, start + lo:start + hi] *= np.exp(smooth[lo:hi].astype(np.float32) * np.float32(-math.log(10.0) / 20.0))
+        lo, hi = start + lowered[0], start + lowered[-1] + 1
+        patch = np.multiply(x[:, lo:hi], np.float32(gain))
+        patch *= np.exp(smooth[lo - start:hi - start].astype(np.float32) * np.float32(-math.log(10.0) / 20.0))
+        patches.append((int(lo), patch))
         breaks = np.flatnonzero(np.diff(lowered) > 1)
         firsts = np.r_[lowered[0], lowered[breaks + 1]] + start
         lasts = np.r_[lowered[breaks], lowered[-1]] + start + 1
         return list(zip(firsts.tolist(), lasts.tolist()))
 
-    def segment(bounds: list[int]) -> list[tuple[int, int]]:
+    def segment(bounds: list[int]) -> tuple[list[tuple[int, int]], list]:
         """One segment, a block at a time: released reduction carried over, smoothing's history too."""
         a, b = max(0, bounds[0]), min(n, bounds[1])
         stretches: list[tuple[int, int]] = []
+        patches: list = []
         carry, history = 0.0, np.zeros(edge)
         for start in range(a, b, block):
             stop = min(start + block, b)
@@ -669,12 +711,15 @@ def _limit(x: np.ndarray, out: np.ndarray, *, gain: float, threshold: float, sr:
             carry = float(released[-1])
             released[released < _GR_FLOOR_DB] = 0.0
             history = np.concatenate((history, released))
-            stretches += apply(start, _trailing_mean(_trailing_mean(history, box), box))
+            stretches += apply(start, _trailing_mean(_trailing_mean(history, box), box), patches)
             history = history[-edge:]
         # the smoothing runs on past the segment's last reduction
-        return stretches + apply(b, _trailing_mean(_trailing_mean(np.concatenate((history, np.zeros(edge))), box), box))
+        tail = _trailing_mean(_trailing_mean(np.concatenate((history, np.zeros(edge))), box), box)
+        return stretches + apply(b, tail, patches), patches
 
-    return [s for part in thread_map(segment, segments, threads=threads) for s in part]
+    parts = thread_map(segment, segments, threads=threads)
+    return Mastered(x, gain=gain, patches=[p for _, patches in parts for p in patches],
+                    lowered=[s for stretches, _ in parts for s in stretches])
 
 
 def _trailing_mean(values: np.ndarray, length: int) -> np.ndarray:
