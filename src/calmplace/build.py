@@ -379,25 +379,29 @@ def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache,
     spoken, so the next track's speech overlaps the previous track's mixing and mastering
     (measured on the shipped script, two locales: 0.62x of the serial time, against 0.77x when
     all speech came first)."""
-    pool = None
+    pool = submitter = None
     if jobs > 1 and len(work) > 1:
         import concurrent.futures
         import multiprocessing
 
         # forkserver: workers start from a clean, single-threaded server, not from this process.
-        # The server imports the rendering modules once (scipy.signal alone takes 1.5-2 s here) and
-        # every worker forks from it; a first no-op task starts it while the first takes are spoken
+        # The server imports the rendering modules once (about 1.5 s here) and every worker forks
+        # from it; a first no-op task starts it while the first takes are spoken
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         context = multiprocessing.get_context(method)
         if method == "forkserver":
             context.set_forkserver_preload(list(_RENDER_MODULES))
         pool = concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(work)), mp_context=context)
-        pool.submit(_import_render_modules)
+        # submits in their own thread, in order: the first waits until the server has imported
+        # everything and forked its first worker, and this thread goes on speaking meanwhile
+        submitter = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="calmplace-submit")
+        submitter.submit(pool.submit, _import_render_modules)
     pending: list[tuple[TrackWork, object]] = []
-    # every track may use all the CPUs for its threads (its bed generated beside the mix, pieces
-    # of the MP3 encoded and measured side by side): when tracks run side by side the OS shares
-    # the cores out, and the track that finishes last is not left on one of them
-    threads = jobs
+    # the CPUs are shared out among the tracks rendered side by side; a track's threads generate
+    # its bed beside the mix, and encode and measure pieces of its MP3 side by side. (Two tracks
+    # on two CPUs with two threads each took 14.8 s against 13.6 s with one each, medians of 3:
+    # the threads' extra work and page faults cost more than the idle tail they save.)
+    threads = max(1, jobs // min(jobs, len(work))) if pool is not None else jobs
     preload = None
     try:
         for item, engine in work:
@@ -405,9 +409,9 @@ def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache,
             # rendered here with CPUs to spare: generate the bed while the takes are spoken, and
             # import what rendering needs (scipy, reportlab: about 1 s here) while this thread waits
             # for the speech processes
-            prefetch = _bed_prefetch(item) if pool is None and threads > 1 else None
-            if prefetch is not None and preload is None:
+            if pool is None and threads > 1 and preload is None:
                 preload = _preload_render_modules()
+            prefetch = _bed_prefetch(item, after=preload) if pool is None and threads > 1 else None
             try:
                 with report.stage("speech"), _switching(0.0005 if prefetch else None):
                     synthesise(item, engine=engine, cache=cache, jobs=jobs, force=force, ui=ui)
@@ -416,14 +420,14 @@ def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache,
                     prefetch.close()
                 pending.append((item, exc))
                 continue
-            pending.append((item, pool.submit(render_track, item) if pool else prefetch))
+            pending.append((item, submitter.submit(pool.submit, render_track, item) if pool else prefetch))
         with ui.progress("rendering tracks", len(pending)) as bar:
             for item, handle in pending:
                 try:
                     if isinstance(handle, Exception):
                         result = handle
-                    elif hasattr(handle, "result"):
-                        result = handle.result()
+                    elif hasattr(handle, "result"):   # a submit's future of the render's
+                        result = handle.result().result()
                     else:
                         result = render_track(item, bed_prefetch=handle)
                 except CalmplaceError as exc:
@@ -432,6 +436,7 @@ def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache,
                 yield item, result
     finally:
         if pool is not None:
+            submitter.shutdown()
             pool.shutdown(cancel_futures=True)
 
 
@@ -449,8 +454,8 @@ def _switching(interval_s: float | None):
         sys.setswitchinterval(before)
 
 
-_RENDER_MODULES = ("calmplace.mix", "calmplace.master", "calmplace.encode", "calmplace.ambience.generators",
-                   "calmplace.pdf", "calmplace.captions")
+_RENDER_MODULES = ("calmplace.ambience.generators", "calmplace.mix", "calmplace.master", "calmplace.encode",
+                   "calmplace.pdf", "calmplace.captions")   # the bed's first: it waits for them
 
 
 def _import_render_modules() -> None:
@@ -461,24 +466,31 @@ def _import_render_modules() -> None:
 
 
 def _preload_render_modules():
-    """`_import_render_modules` in a daemon thread (import errors surface later, where the
-    modules are used)."""
+    """`_import_render_modules` in a daemon thread (an import error surfaces later, where the
+    module is used). Returns an Event set once the bed's modules are in: a bed prefetch waits for
+    it, because two threads importing scipy at once can fail ("partially initialized module")."""
+    import importlib
     import threading
+
+    bed_ready = threading.Event()
 
     def run():
         try:
-            _import_render_modules()
-        except Exception:   # noqa: BLE001 - the real import, later, reports it
+            for name in _RENDER_MODULES:
+                try:
+                    importlib.import_module(name)
+                finally:
+                    bed_ready.set()
+        except Exception:   # noqa: BLE001 - the import where the module is used reports it
             pass
 
-    thread = threading.Thread(target=run, name="calmplace-preload", daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=run, name="calmplace-preload", daemon=True).start()
+    return bed_ready
 
 
-def _bed_prefetch(item: TrackWork):
-    """The track's first bed, generated ahead in a thread (see mix.BedPrefetch); None if the track
-    starts without ambience."""
+def _bed_prefetch(item: TrackWork, *, after=None):
+    """The track's first bed, generated ahead in a thread (see mix.BedPrefetch) once the event
+    `after` is set (if given); None if the track starts without ambience."""
     from .mix import BedPrefetch, bed_seed
 
     sections = item.plan.sections
@@ -488,6 +500,8 @@ def _bed_prefetch(item: TrackWork):
     seed = bed_seed(item.job.script.id, 0, sound)   # the first run's seed, as mix.bed_runs gives it
 
     def open_source():
+        if after is not None:
+            after.wait()
         from .ambience import open_bed
 
         return open_bed(sound, sr=sr, seed=seed, ambience_dir=item.ambience_dir)
