@@ -116,3 +116,15 @@ def test_pieces_that_cannot_be_joined_fall_back_to_one_piece(pcm, monkeypatch):
     # what was measured of the pieces before the join failed is not counted
     data, got = encode.encode_and_measure(x, sr=SR, tags=Tags(title="fallback"), threads=2)
     assert data.endswith(single) and got == measure_mp3(data, n_samples=x.shape[1], sr=SR)
+
+
+def test_a_mastered_track_read_block_by_block_encodes_as_its_array(pcm):
+    """The encoder reads a `master.Mastered` a block at a time (x * gain, limited stretches
+    patched in) and never makes the whole track: the bytes are those of the materialised array,
+    across piece cuts and limited stretches alike."""
+    from calmplace.master import master_track
+
+    mastered = master_track(pcm, sr=SR)
+    assert mastered.patches   # the click at 41 s, in the second piece, was limited
+    tags = Tags(title="mastered")
+    assert encode_mp3(mastered, sr=SR, tags=tags, threads=2) == encode_mp3(mastered.array(), sr=SR, tags=tags)

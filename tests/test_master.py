@@ -151,6 +151,28 @@ def test_master_is_the_same_whatever_the_thread_count(speech, mastered):
     assert np.array_equal(master(speech, sr=SR, threads=3), mastered)
 
 
+def test_mastered_reads_are_the_mastered_track(speech, mastered):
+    """`master_track` keeps the input, one gain and the limited stretches; any window read from
+    it, including windows that start, end or lie inside a limited stretch, is that window of
+    the whole mastered track, bit for bit."""
+    from calmplace.master import master_track
+
+    m = master_track(speech, sr=SR)
+    assert m.patches, "the clicks must have been limited for this test to mean anything"
+    n = speech.shape[1]
+    windows = [(0, n), (0, 1), (n - 1, n), (12345, 98765)]
+    for a, patch in m.patches[:3] + m.patches[-2:]:
+        b = a + patch.shape[1]
+        windows += [(a, b), (a - 7, a + 3), (b - 3, b + 7), (a + 1, b - 1), (max(0, a - 5000), min(n, b + 5000))]
+    for start, stop in windows:
+        assert np.array_equal(m.read(start, stop), mastered[:, start:stop]), (start, stop)
+    # outside the limited stretches the track is the input times the one gain
+    outside = np.ones(n, bool)
+    for a, patch in m.patches:
+        outside[a:a + patch.shape[1]] = False
+    assert np.array_equal(mastered[:, outside], speech[:, outside] * np.float32(m.gain))
+
+
 def test_master_hits_other_targets():
     x = speech_like(12.0, seed=5)
     y = master(x, sr=SR, target_lufs=-19.0, ceiling_dbtp=-2.0)

@@ -250,6 +250,33 @@ def test_bed_prefetch_reads_are_the_source_stream():
     assert all(np.array_equal(r, k) for r, k in zip(reads, kept))
 
 
+def test_bed_prefetch_generates_no_more_than_the_mix_expects():
+    """Once told how long the bed is read for, the prefetch makes that many blocks and stops (it
+    no longer competes for the CPU with the rest of the track's rendering)."""
+    import threading
+
+    made = []
+    release = threading.Event()
+
+    class Source:
+        def read(self, n):
+            if len(made) >= 2:
+                release.wait(5)   # hold the thread here until the length is known
+            made.append(n)
+            return np.zeros((2, n), np.float32)
+
+    prefetch = BedPrefetch(Source, key=("zeros", 0))
+    try:
+        prefetch.expect(3 * BLOCK + 10)   # 4 blocks in all
+        release.set()
+        assert prefetch.read(3 * BLOCK + 10).shape == (2, 3 * BLOCK + 10)
+        prefetch._thread.join(5)
+        assert not prefetch._thread.is_alive()    # it stopped by itself, before close()
+    finally:
+        prefetch.close()
+    assert made == [BLOCK] * 4
+
+
 @pytest.mark.parametrize("level_db, duck_db", [(-20.0, 6.0), (-17.3, 7.5), (-23.9, 10.0), (-12.1, 0.0), (-31.4, 4.4),
                                                (-8.2, 13.7), (-26.6, 2.9), (-15.0, 18.1)])
 def test_bed_gain_under_speech_equals_its_definition(level_db, duck_db):
