@@ -358,18 +358,21 @@ def _plan_track(job: Job, *, engine, project: Project, out_dir: Path, cache: Tak
     return TrackWork(job, the_plan, tuple(keys), key, project.ambience_dir, cache.root, settings)
 
 
-def synthesise(item: TrackWork, *, engine, cache: TakeCache, jobs: int, force: bool, ui) -> None:
-    """Put a clip for every take of a track into the cache; only missing takes are rendered
-    (all of them with `force`)."""
+def synthesise(item: TrackWork, *, engine, cache: TakeCache, jobs: int, force: bool, ui,
+               put: Callable[[str, np.ndarray], None] | None = None) -> dict[str, np.ndarray]:
+    """Put a clip for every take of a track into the cache (`put`, by default `cache.put`); only
+    missing takes are rendered (all of them with `force`). Returns the new clips by take key."""
     job, keys, takes = item.job, item.take_keys, item.plan.takes
     missing = [i for i, k in enumerate(keys) if force or cache.get(k) is None]
     if not missing:
-        return
+        return {}
     with ui.progress(f"speaking {job.label}", len(missing)) as bar:
         fresh = engine.speak([takes[i] for i in missing], script_id=job.script.id, locale=job.locale,
                              sr=item.settings.sr, jobs=jobs, on_done=lambda _i: bar.update(1))
+    put = put or cache.put
     for i, clip in zip(missing, fresh):
-        cache.put(keys[i], clip)
+        put(keys[i], clip)
+    return {keys[i]: clip for i, clip in zip(missing, fresh)}
 
 
 def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache, jobs: int, force: bool, ui,
@@ -397,6 +400,21 @@ def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache,
         # everything and forked its first worker, and this thread goes on speaking meanwhile
         submitter = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="calmplace-submit")
         submitter.submit(pool.submit, _import_render_modules)
+    # new takes go into the cache from a thread of their own (each file is synced to disk: 0.23 s
+    # for the shipped script's 44 takes, which a lone track's rendering no longer waits for: it
+    # is handed its new clips); other tracks read theirs from the cache once they are written
+    import concurrent.futures
+
+    writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="calmplace-cache")
+    writes: list = []
+
+    def put(key: str, clip: np.ndarray) -> None:
+        writes.append(writer.submit(cache.put, key, clip))
+
+    def written(track_writes: list) -> None:
+        for w in track_writes:
+            w.result()
+
     pending: list[tuple[TrackWork, object]] = []
     # the CPUs are shared out among the tracks rendered side by side; a track's threads generate
     # its bed beside the mix, and encode and measure pieces of its MP3 side by side. (Two tracks
@@ -413,15 +431,21 @@ def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache,
             if pool is None and threads > 1 and preload is None:
                 preload = _preload_render_modules()
             prefetch = _bed_prefetch(item, after=preload) if pool is None and threads > 1 else None
+            first_write = len(writes)
             try:
                 with report.stage("speech"), _switching(0.0005 if prefetch else None):
-                    synthesise(item, engine=engine, cache=cache, jobs=jobs, force=force, ui=ui)
+                    fresh = synthesise(item, engine=engine, cache=cache, jobs=jobs, force=force, ui=ui, put=put)
             except CalmplaceError as exc:
                 if prefetch:
                     prefetch.close()
                 pending.append((item, exc))
                 continue
-            pending.append((item, submitter.submit(pool.submit, render_track, item) if pool else prefetch))
+            track_writes = writes[first_write:]
+            if pool:
+                submit = _after(written, track_writes, then=pool.submit)
+                pending.append((item, submitter.submit(submit, render_track, item)))
+            else:   # rendered below, once every track is spoken: only a lone track keeps its clips
+                pending.append((item, (prefetch, fresh if len(work) == 1 else None, track_writes)))
         with ui.progress("rendering tracks", len(pending)) as bar:
             for item, handle in pending:
                 try:
@@ -430,15 +454,28 @@ def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache,
                     elif hasattr(handle, "result"):   # a submit's future of the render's
                         result = handle.result().result()
                     else:
-                        result = render_track(item, bed_prefetch=handle)
+                        prefetch, fresh, track_writes = handle
+                        if fresh is None:
+                            written(track_writes)
+                        result = render_track(item, bed_prefetch=prefetch, fresh=fresh)
                 except CalmplaceError as exc:
                     result = exc
                 bar.update(1)
                 yield item, result
+        written(writes)   # a take that could not be cached fails the build, as it did when written at once
     finally:
+        writer.shutdown()
         if pool is not None:
             submitter.shutdown()
             pool.shutdown(cancel_futures=True)
+
+
+def _after(first, *args, then):
+    """A function that calls first(*args), then returns then(*its own args)."""
+    def run(*more):
+        first(*args)
+        return then(*more)
+    return run
 
 
 _MALLOC_TUNED = False
@@ -541,10 +578,11 @@ def _bed_prefetch(item: TrackWork, *, after=None):
     return BedPrefetch(open_source, key=(sound, seed))
 
 
-def render_track(item: TrackWork, *, bed_prefetch=None) -> TrackResult:
+def render_track(item: TrackWork, *, bed_prefetch=None, fresh: dict[str, np.ndarray] | None = None) -> TrackResult:
     """One track's outputs, as bytes: timeline, mix, master and encode, PDF, captions. Pure but
     for reading the take cache and ambience files; runs in a worker process when jobs > 1.
-    `bed_prefetch` (a mix.BedPrefetch) serves the first bed if it is the one the mix opens."""
+    `bed_prefetch` (a mix.BedPrefetch) serves the first bed if it is the one the mix opens;
+    `fresh` clips (by take key) are used instead of reading them from the cache."""
     from .captions import webvtt
     from .encode import master_to_mp3
     from .master import InputMeter
@@ -566,7 +604,8 @@ def render_track(item: TrackWork, *, bed_prefetch=None) -> TrackResult:
     try:
         cache = TakeCache(item.cache_root)
         the_plan = item.plan
-        clips = [cache.get(k) for k in item.take_keys]
+        fresh = fresh or {}
+        clips = [fresh[k] if k in fresh else cache.get(k) for k in item.take_keys]
         if any(c is None for c in clips):
             raise CalmplaceError("a spoken take went missing from the cache while building; build again")
         timeline = build_timeline(the_plan, [c.size for c in clips], sr=sr)
