@@ -379,10 +379,10 @@ def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache,
                       report: Report):
     """Speak each track's missing takes, then render it; yield (item, result or error) in order.
 
-    With jobs > 1 a track is handed to a pool of `jobs` worker processes as soon as its takes are
-    spoken, so the next track's speech overlaps the previous track's mixing and mastering
-    (measured on the shipped script, two locales: 0.62x of the serial time, against 0.77x when
-    all speech came first)."""
+    With jobs > 1 and several tracks, a track is handed to a pool of worker processes as soon as
+    its takes are spoken, so the next track's speech overlaps the previous track's rendering. A
+    lone track (or jobs=1) is rendered in this process; with jobs > 1 its bed is generated while
+    its takes are spoken."""
     pool = submitter = None
     if jobs > 1 and len(work) > 1:
         import concurrent.futures
