@@ -149,6 +149,32 @@ def test_cli_check_points_at_line_and_column(project: Path):
     assert ok.exit_code == 0
 
 
+@pytest.mark.parametrize("locales, jobs", [(("en-GB",), 2), ((), 1), ((), 2)])
+def test_a_take_that_cannot_be_cached_fails_the_build(project: Path, monkeypatch, locales, jobs):
+    """New takes are written to the cache from a thread of their own (a lone track is rendered from
+    its clips in memory meanwhile); a write that fails still fails the build, with the OS's reason
+    and exit 1 from the command line, not a traceback."""
+    from calmplace.build import TakeCache
+
+    def refuse(self, key, clip):
+        raise OSError(28, "No space left on device", str(self.path(key)))
+
+    monkeypatch.setattr(TakeCache, "put", refuse)
+    with pytest.raises(OSError, match="No space left on device"):
+        fake_build(project, locales=locales, jobs=jobs)
+    runner = CliRunner()
+    cwd = os.getcwd()
+    os.chdir(project)
+    try:
+        result = runner.invoke(main, ["build", "--fake-speech", "--jobs", str(jobs)]
+                               + [arg for loc in locales for arg in ("--locale", loc)])
+    finally:
+        os.chdir(cwd)
+    assert result.exit_code == 1
+    assert "error: [Errno 28] No space left on device" in result.output and ".npy" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_settings_key_covers_every_field():
     base = Settings()
     changed = {"sr": 48000, "target_lufs": -14.0, "ceiling_dbtp": -2.0, "bitrate_kbps": 256, "voice": "other",
