@@ -429,8 +429,8 @@ def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache,
             # import what rendering needs (scipy, reportlab: about 1 s here) while this thread waits
             # for the speech processes
             if pool is None and threads > 1 and preload is None:
-                preload = _preload_render_modules()
-            prefetch = _bed_prefetch(item, after=preload) if pool is None and threads > 1 else None
+                preload = _Preload()
+            prefetch = _bed_prefetch(item, after=preload.scipy_done) if pool is None and threads > 1 else None
             first_write = len(writes)
             try:
                 with report.stage("speech"), _switching(0.0005 if prefetch else None):
@@ -457,6 +457,8 @@ def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache,
                         prefetch, fresh, track_writes = handle
                         if fresh is None:
                             written(track_writes)
+                        if preload is not None:
+                            preload.wait()   # done by now, as a rule: the takes took longer
                         result = render_track(item, bed_prefetch=prefetch, fresh=fresh)
                 except CalmplaceError as exc:
                     result = exc
@@ -523,8 +525,9 @@ def _switching(interval_s: float | None):
         sys.setswitchinterval(before)
 
 
-_RENDER_MODULES = ("calmplace.ambience.generators", "calmplace.mix", "calmplace.master", "calmplace.encode",
-                   "calmplace.pdf", "calmplace.captions")   # the bed's first: it waits for them
+# everything that imports scipy first: a bed prefetch waits for those (see _Preload)
+_SCIPY_MODULES = ("calmplace.ambience.generators", "calmplace.master")
+_RENDER_MODULES = _SCIPY_MODULES + ("calmplace.mix", "calmplace.encode", "calmplace.pdf", "calmplace.captions")
 
 
 def _import_render_modules() -> None:
@@ -534,27 +537,34 @@ def _import_render_modules() -> None:
         importlib.import_module(name)
 
 
-def _preload_render_modules():
-    """`_import_render_modules` in a daemon thread (an import error surfaces later, where the
-    module is used). Returns an Event set once the bed's modules are in: a bed prefetch waits for
-    it, because two threads importing scipy at once can fail ("partially initialized module")."""
-    import importlib
-    import threading
+class _Preload:
+    """`_import_render_modules` in a daemon thread, started at once (an import error surfaces
+    later, where the module is used). Two threads importing one package at once can fail
+    ("partially initialized module": seen with scipy), so the others wait: a bed prefetch for
+    `scipy_done` (everything that imports scipy comes first), rendering for `wait()`."""
 
-    bed_ready = threading.Event()
+    def __init__(self):
+        import threading
 
-    def run():
+        self.scipy_done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="calmplace-preload", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import importlib
+
         try:
             for name in _RENDER_MODULES:
-                try:
-                    importlib.import_module(name)
-                finally:
-                    bed_ready.set()
+                importlib.import_module(name)
+                if name == _SCIPY_MODULES[-1]:
+                    self.scipy_done.set()
         except Exception:   # noqa: BLE001 - the import where the module is used reports it
             pass
+        finally:
+            self.scipy_done.set()
 
-    threading.Thread(target=run, name="calmplace-preload", daemon=True).start()
-    return bed_ready
+    def wait(self) -> None:
+        self._thread.join()
 
 
 def _bed_prefetch(item: TrackWork, *, after=None):
