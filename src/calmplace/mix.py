@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from . import SR
 from .ambience import REFERENCE_LUFS  # EBU R128 programme level: the voice is set to it, beds under it
 from .script import Ambience
 from .timeline import Timeline
@@ -276,7 +277,8 @@ class BedPrefetch:
     takes were spoken, and the mix waited for it afterwards), or until it has made the `length`
     the mix says it needs (`expect`)."""
 
-    def __init__(self, open_source: Callable[[], object], *, key: tuple[str, int], ahead_blocks: int = 1212):
+    def __init__(self, open_source: Callable[[], object], *, key: tuple[str, int],
+                 ahead_blocks: int = -(-30 * 60 * SR // BLOCK)):
         import queue
         import threading
 
