@@ -277,6 +277,34 @@ def test_bed_prefetch_generates_no_more_than_the_mix_expects():
     assert made == [BLOCK] * 4
 
 
+def test_bed_prefetch_stops_at_its_guess_until_told_the_length():
+    """Before the mix says how long the bed is read for, the prefetch makes no more than the
+    guess it was given, then waits; told a longer length, it goes on to exactly that."""
+    import time
+
+    made = []
+
+    class Source:
+        def read(self, n):
+            made.append(n)
+            return np.zeros((2, n), np.float32)
+
+    prefetch = BedPrefetch(Source, key=("zeros", 0), likely_samples=2 * BLOCK - 100)   # a guess of 2 blocks
+    try:
+        deadline = time.monotonic() + 5
+        while len(made) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)   # time enough to make more, if it did not wait
+        assert made == [BLOCK] * 2
+        prefetch.expect(5 * BLOCK - 10)
+        assert prefetch.read(5 * BLOCK - 10).shape == (2, 5 * BLOCK - 10)
+        prefetch._thread.join(5)
+        assert not prefetch._thread.is_alive()
+    finally:
+        prefetch.close()
+    assert made == [BLOCK] * 5
+
+
 @pytest.mark.parametrize("level_db, duck_db", [(-20.0, 6.0), (-17.3, 7.5), (-23.9, 10.0), (-12.1, 0.0), (-31.4, 4.4),
                                                (-8.2, 13.7), (-26.6, 2.9), (-15.0, 18.1)])
 def test_bed_gain_under_speech_equals_its_definition(level_db, duck_db):

@@ -274,18 +274,21 @@ class BedPrefetch:
 
     It generates until `ahead_blocks` blocks are waiting (default: 30 minutes of bed, 0.6 GB at
     44.1 kHz; an 11-minute bed is made in about 2 s here, so a smaller bound stalled it while the
-    takes were spoken, and the mix waited for it afterwards), or until it has made the `length`
-    the mix says it needs (`expect`)."""
+    takes were spoken, and the mix waited for it afterwards), and no more than the mix says it
+    needs (`expect`); until the mix says so, no more than `likely_samples` (a generous guess,
+    from the script, of how long the bed will be read), and then it waits to be told."""
 
     def __init__(self, open_source: Callable[[], object], *, key: tuple[str, int],
-                 ahead_blocks: int = -(-30 * 60 * SR // BLOCK)):
+                 ahead_blocks: int = -(-30 * 60 * SR // BLOCK), likely_samples: int | None = None):
         import queue
         import threading
 
         self.key = key
         self._queue: "queue.Queue[np.ndarray | BaseException]" = queue.Queue(maxsize=ahead_blocks)
         self._stop = threading.Event()
+        self._likely_blocks = None if likely_samples is None else -(-likely_samples // BLOCK)
         self._wanted_blocks: int | None = None   # None: not known yet
+        self._told = threading.Event()           # set with _wanted_blocks
         self._buf = np.zeros((2, 0), dtype=np.float32)
         self._thread = threading.Thread(target=self._run, args=(open_source,), daemon=True,
                                         name="calmplace-bed-prefetch")
@@ -295,7 +298,13 @@ class BedPrefetch:
         try:
             source = open_source()
             made = 0
-            while not self._stop.is_set() and (self._wanted_blocks is None or made < self._wanted_blocks):
+            while not self._stop.is_set():
+                if self._told.is_set():
+                    if made >= self._wanted_blocks:
+                        return
+                elif self._likely_blocks is not None and made >= self._likely_blocks:
+                    self._told.wait(0.1)   # as far as the guess goes: wait for the real length
+                    continue
                 self._put(source.read(BLOCK))
                 made += 1
         except BaseException as exc:  # handed to the reader, raised there
@@ -313,8 +322,9 @@ class BedPrefetch:
                 continue
 
     def expect(self, n_samples: int) -> None:
-        """The bed will be read for n_samples in all: generate no more than that."""
+        """The bed will be read for n_samples in all: generate that much, and no more."""
         self._wanted_blocks = -(-n_samples // BLOCK)
+        self._told.set()
 
     def read(self, n_samples: int) -> np.ndarray:
         """The next (2, n_samples); a read of exactly one queued block hands it over uncopied."""
