@@ -383,9 +383,10 @@ def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache,
     its takes are spoken, so the next track's speech overlaps the previous track's rendering. A
     lone track (or jobs=1) is rendered in this process; with jobs > 1 its bed is generated while
     its takes are spoken."""
+    import concurrent.futures
+
     pool = submitter = None
     if jobs > 1 and len(work) > 1:
-        import concurrent.futures
         import multiprocessing
 
         # forkserver: workers start from a clean, single-threaded server, not from this process.
@@ -403,8 +404,6 @@ def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache,
     # new takes go into the cache from a thread of their own (each file is synced to disk: 0.23 s
     # for the shipped script's 44 takes, which a lone track's rendering no longer waits for: it
     # is handed its new clips); other tracks read theirs from the cache once they are written
-    import concurrent.futures
-
     writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="calmplace-cache")
     writes: list = []
 
@@ -530,10 +529,10 @@ _SCIPY_MODULES = ("calmplace.ambience.generators", "calmplace.master")
 _RENDER_MODULES = _SCIPY_MODULES + ("calmplace.mix", "calmplace.encode", "calmplace.pdf", "calmplace.captions")
 
 
-def _import_render_modules() -> None:
+def _import_render_modules(names: tuple[str, ...] = _RENDER_MODULES) -> None:
     import importlib
 
-    for name in _RENDER_MODULES:
+    for name in names:
         importlib.import_module(name)
 
 
@@ -551,13 +550,10 @@ class _Preload:
         self._thread.start()
 
     def _run(self) -> None:
-        import importlib
-
         try:
-            for name in _RENDER_MODULES:
-                importlib.import_module(name)
-                if name == _SCIPY_MODULES[-1]:
-                    self.scipy_done.set()
+            _import_render_modules(_SCIPY_MODULES)
+            self.scipy_done.set()
+            _import_render_modules()   # the rest (those already in cost nothing)
         except Exception:   # noqa: BLE001 - the import where the module is used reports it
             pass
         finally:
@@ -634,7 +630,7 @@ def render_track(item: TrackWork, *, bed_prefetch=None, fresh: dict[str, np.ndar
                           seed_base=job.script.id, on_ready=meter.advance)
     finally:
         if bed_prefetch is not None:
-            bed_prefetch.close()   # it reads ahead without end: stop it before the mastering
+            bed_prefetch.close()   # stops its thread, also when the mix failed
     with stage("mix"):
         energies = meter.energies(samples, threads=item.threads)
     del clips

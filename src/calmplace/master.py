@@ -1,8 +1,9 @@
 """Mastering: a BS.1770 meter (loudness, true peak, loudness range) and `master`, which sets the
 integrated loudness and holds true peaks under a ceiling with a look-ahead limiter.
 
-Everything streams over the track in chunks of a few seconds, so an hour-long track costs the
-output array plus a few chunk-sized temporaries, never extra whole-track copies.
+Everything streams over the track in chunks of a few seconds, so an hour-long track costs a few
+chunk-sized temporaries, never extra whole-track copies: `master_track`'s result keeps the input,
+one gain and the limited stretches, and is read a block at a time (`Mastered`).
 """
 
 from __future__ import annotations

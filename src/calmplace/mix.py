@@ -4,7 +4,9 @@ The voice sits in the centre at a fixed reference loudness; each section's bed p
 at `level_db` relative to the voice, dipping by `duck_db` while the voice speaks. Because the
 speech spans are known in advance, the dip is computed ahead of time (no envelope follower):
 it starts before the first word (look-ahead) and releases slowly into the pause.
-Only the output array is held whole; beds are rendered and added one block at a time.
+Beds are rendered and added one block at a time; only the output array is held whole, and, for
+a track whose first bed is generated ahead while its takes are spoken (`BedPrefetch`), up to that
+much bed again.
 """
 
 from __future__ import annotations
