@@ -233,23 +233,56 @@ def mix(timeline: Timeline, clips: Sequence[np.ndarray], *, open_bed: Callable[.
     for span, clip in zip(timeline.takes, clips, strict=True):
         if clip.size != span.end - span.start:
             raise ValueError(f"take {span.take.name}: clip has {clip.size} samples, timeline {span.end - span.start}")
-        out[:, span.start:span.end] += (clip * gain)[np.newaxis, :]
+    lay = _VoiceLayer(out, list(zip(timeline.takes, clips)), gain=gain)
     runs = bed_runs(timeline, seed_base=seed_base)
     # runs are in order and only neighbours overlap (crossfades): what lies before the next run's
     # start is final once this run has passed it
     starts = [run.start for run in runs[1:]] + [timeline.n_samples]
+    first_ready = runs[0].start if runs else timeline.n_samples
+    lay(first_ready)
     if on_ready:
-        on_ready(out, runs[0].start if runs else timeline.n_samples)
+        on_ready(out, first_ready)
     for run, next_start in zip(runs, starts):
         source = open_bed(run.ambience.sound, seed=run.seed, n_samples_hint=run.end - run.start)
         for b0 in range(run.start, run.end, block):
             b1 = min(b0 + block, run.end)
+            lay(b1)   # the voice first, then the bed: each sample adds up in the same order
             out[:, b0:b1] += source.read(b1 - b0) * bed_gain(timeline, run, start=b0, stop=b1)[np.newaxis, :]
             if on_ready:
                 on_ready(out, min(b1, next_start))
+        lay(next_start)
         if on_ready:
             on_ready(out, next_start)
+    lay(timeline.n_samples)
     return out
+
+
+class _VoiceLayer:
+    """Adds the takes (times one gain; in timeline order, end to end) to `out` front to back, as
+    far as it is asked: the mix lays each block's voice just before its bed, so its first bed
+    block (and the meter) need not wait until the whole voice is in (0.2 s for the shipped track,
+    as its 240 MB of output is touched for the first time). Every sample gets the same sums, in
+    the same order, as laying it all first: zero, plus each take over it in turn, then the beds."""
+
+    def __init__(self, out: np.ndarray, takes: list, *, gain: float):
+        self.out, self.takes, self.gain = out, takes, gain
+        self.done = 0    # samples before this are laid
+        self.first = 0   # takes before this end at or before `done`
+
+    def __call__(self, through: int) -> None:
+        if through <= self.done:
+            return
+        lo = self.done
+        for k in range(self.first, len(self.takes)):
+            span, clip = self.takes[k]
+            if span.start >= through:
+                break
+            a, b = max(span.start, lo), min(span.end, through)
+            if b > a:
+                self.out[:, a:b] += (clip[a - span.start:b - span.start] * self.gain)[np.newaxis, :]
+        self.done = through
+        while self.first < len(self.takes) and self.takes[self.first][0].end <= through:
+            self.first += 1
 
 
 def bed_opener(ambience_dir: Path, *, sr: int, ready: "BedPrefetch | None" = None):
