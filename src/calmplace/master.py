@@ -529,8 +529,7 @@ def _tp_candidates(x: np.ndarray, start: int, stop: int, *, floor: float) -> np.
     group_max = np.empty(n_groups, dtype=np.float32)
     piece = _TP_PIECE
     for a in range(0, n_groups, piece):
-        part = groups[:, a:a + piece]
-        np.maximum(part.max(axis=2), -part.min(axis=2)).max(axis=0, out=group_max[a:a + piece])
+        group_max[a:a + piece] = _block_abs_max(groups[:, a:a + piece])
     if whole < n_blocks:   # fewer blocks than a group after the whole groups: looked at one by one
         rest = x[:, start + whole * b:start + n_blocks * b]
         if rest.shape[1] < (n_blocks - whole) * b:   # past x's end: zero-padded
