@@ -271,6 +271,34 @@ def test_limiter_segments_match_the_dense_definition():
     assert expected_db.min() < -6.0                 # the clicks were limited hard
 
 
+@pytest.mark.parametrize("over_db", [1.0, 4.0, 8.0])
+def test_limiter_loss_estimate_matches_a_measurement(over_db):
+    # master_track's first pass corrects its gain by an estimate of the limiter's loudness loss
+    # instead of a measurement; here the estimate is checked against measuring the limited track
+    # with pyloudnorm (an independent meter), at light to heavy limiting of speech-like audio
+    from calmplace.master import InputMeter, _chunks, _integrated, _limit, _limited_energies, _peaks
+
+    x = speech_like(40.0, seed=3, clicks=False)
+    n = x.shape[1]
+    energies_x = InputMeter(n, sr=SR).energies(x)
+    sample_peak = float(np.abs(x).max())
+    gain = 10 ** (over_db / 20) / sample_peak * 10 ** (-1.0 / 20)   # the loudest peak over -1 dBFS by over_db
+    threshold = 10 ** (-1.0 / 20)
+    peaks = _peaks(x, list(_chunks(n, sr=SR)), floor=threshold / gain / 10 ** (2 / 20), sr=SR, threads=1)
+    limited = _limit(x, gain=gain, threshold=threshold, sr=SR, peaks=peaks)
+    assert limited.patches                              # the limiter did lower something
+    unlimited_lufs = _integrated(energies_x * gain ** 2, n=n, sr=SR)
+    estimated_lufs = _integrated(_limited_energies(limited, energies_x * gain ** 2, sr=SR), n=n, sr=SR)
+    measured_lufs = pyloudnorm.Meter(SR).integrated_loudness(limited.array().T.astype(np.float64))
+    loss = unlimited_lufs - measured_lufs
+    assert loss > 0.01                                  # a loss worth estimating (0.02-2.2 LU here)
+    # within 3 % of the loss: the estimate assumes the limiter takes the same share of K-weighted
+    # as of plain energy from each 100 ms hop. Measured: 0.9 % of a 0.36 LU loss and of a 2.2 LU
+    # one (and 0.002 LU of 0.15 on the shipped track). Master measures the pass that follows, so
+    # an error costs at most one more pass
+    assert abs(estimated_lufs - measured_lufs) <= 0.03 * loss + 1e-3
+
+
 def test_master_rejects_bad_shapes():
     with pytest.raises(ValueError):
         master(np.zeros((2, 3, 4), np.float32), sr=SR)
