@@ -120,8 +120,8 @@ def _encode(samples: np.ndarray | Mastered, *, sr: int, bitrate_kbps: int, tags:
     n = x.shape[1]
     tag = _id3(tags, chapters, duration_s=n / sr)
     meter = _StreamMeter(n_samples=n, sr=sr) if measure else None
-    audio, offsets = _lame(x, sr=sr, bitrate_kbps=bitrate_kbps, threads=threads, meter=meter)
-    data = tag + _info_frame(audio, n_samples=n, offsets=offsets) + audio
+    audio, info = _lame(x, sr=sr, bitrate_kbps=bitrate_kbps, threads=threads, meter=meter)
+    data = tag + info + audio
     return data, meter.measurement() if meter else None
 
 
@@ -285,9 +285,10 @@ class _StreamMeter:
 
 
 def _lame(x: np.ndarray | Mastered, *, sr: int, bitrate_kbps: int, threads: int = 1,
-          meter: "_StreamMeter | None" = None) -> tuple[bytes, list[int]]:
-    """Raw CBR MPEG-1 Layer III frames from LAME, and their byte offsets; float full scale =
-    16-bit full scale (32768).
+          meter: "_StreamMeter | None" = None) -> tuple[bytes, bytes]:
+    """Raw CBR MPEG-1 Layer III frames from LAME, and the Info frame that goes before them
+    (`_info_frame`, worked out while the `meter`'s last stretches are still being measured); float
+    full scale = 16-bit full scale (32768).
 
     A track longer than two pieces is cut into pieces of about `_PIECE_FRAMES` frames that LAME
     encodes independently, `threads` at a time (lameenc releases the GIL), and joined into one
@@ -299,8 +300,9 @@ def _lame(x: np.ndarray | Mastered, *, sr: int, bitrate_kbps: int, threads: int 
     with _executor(threads) as submit:
         if n_pieces > 1:
             try:
-                return _lame_in_pieces(x, sr=sr, bitrate_kbps=bitrate_kbps, n_pieces=n_pieces, submit=submit,
-                                       meter=meter)
+                audio, offsets = _lame_in_pieces(x, sr=sr, bitrate_kbps=bitrate_kbps, n_pieces=n_pieces,
+                                                 submit=submit, meter=meter)
+                return audio, _info_frame(audio, n_samples=x.shape[1], offsets=offsets)
             except mp3stream.StreamError:
                 # no frame near a cut where the pieces join (on the shipped track every join fell
                 # on the first frame tried): encode in one piece, slower but the same whatever
@@ -311,7 +313,7 @@ def _lame(x: np.ndarray | Mastered, *, sr: int, bitrate_kbps: int, threads: int 
         _, offsets = _frames(audio)
         if meter:
             meter.advance(audio, offsets, submit=submit, n_frames=len(offsets))
-        return audio, offsets
+        return audio, _info_frame(audio, n_samples=x.shape[1], offsets=offsets)
 
 
 def _lame_in_pieces(x: np.ndarray | Mastered, *, sr: int, bitrate_kbps: int, n_pieces: int, submit,
