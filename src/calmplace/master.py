@@ -157,11 +157,11 @@ def master_track(samples: np.ndarray, *, sr: int, target_lufs: float = TARGET_LU
     could reach the ceiling). A pass then re-measures only the stretches the limiter lowered, and
     0.2 s after each (the K-weighting's memory): elsewhere the output is the input times one gain,
     so its energy is the input's times that gain squared and its peaks stay under the limiter's
-    threshold. The first pass, whose gain ignores what the limiter takes away, only estimates that
-    loss (`_limited_energies`) and corrects the gain by it without measuring: the measurement then
-    falls on a pass that usually meets the target. `threads` measure the input's chunks side by
-    side; the result does not depend on it. `energies`: the input's, from an `InputMeter` that
-    measured it as it was written."""
+    threshold. The first pass's gain ignores what the limiter takes away: that pass estimates the
+    loss (`_limited_energies`), and if by the estimate it misses the aim, corrects the gain without
+    measuring, so the measurement falls on a pass that usually meets the target. `threads` measure
+    the input's chunks side by side; the result does not depend on it. `energies`: the input's,
+    from an `InputMeter` that measured it as it was written."""
     x = _as_audio(samples)
     n = x.shape[1]
     energies_x = _energies(x, sr=sr, threads=threads) if energies is None else energies
