@@ -288,6 +288,7 @@ class TrackWork:
     cache_root: Path
     settings: Settings
     threads: int = 1   # for the bed, meter, limiter, encoder and check inside this track; never changes a byte
+    script_shown: str | None = None   # the script's path as its PDF names it (see _shown_path)
 
 
 @dataclass(frozen=True)
@@ -355,7 +356,21 @@ def _plan_track(job: Job, *, engine, project: Project, out_dir: Path, cache: Tak
     the_plan = plan(job.script, job.locale)
     keys = engine.take_keys(the_plan.takes, script_id=job.script.id, locale=job.locale, sr=settings.sr)
     key = output_key(job, settings=settings, take_keys=keys, ambience_hashes=_ambience_hashes(job.script, project))
-    return TrackWork(job, the_plan, tuple(keys), key, project.ambience_dir, cache.root, settings)
+    return TrackWork(job, the_plan, tuple(keys), key, project.ambience_dir, cache.root, settings,
+                     script_shown=_shown_path(job.script.path, project))
+
+
+def _shown_path(script_path: str | None, project: Project) -> str | None:
+    """The script's path as its PDF names it: from the project's root, so the PDF has the same
+    bytes from whichever folder the build is run (the path a script was loaded by is relative to
+    the working folder, for messages); a script outside the project is named by its file name."""
+    if not script_path:
+        return None
+    path = Path(script_path).resolve()
+    try:
+        return path.relative_to(project.root.resolve()).as_posix()
+    except ValueError:
+        return path.name
 
 
 def synthesise(item: TrackWork, *, engine, cache: TakeCache, jobs: int, force: bool, ui,
@@ -646,7 +661,7 @@ def render_track(item: TrackWork, *, bed_prefetch=None, fresh: dict[str, np.ndar
 
     def documents() -> tuple[bytes, bytes]:
         with stage("pdf"):
-            pdf = script_pdf(the_plan, timeline, script_path=job.script.path)
+            pdf = script_pdf(the_plan, timeline, script_path=item.script_shown)
         with stage("captions"):
             vtt = webvtt(the_plan, timeline).encode("utf-8")
         return pdf, vtt
