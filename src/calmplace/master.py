@@ -175,16 +175,14 @@ def master_track(samples: np.ndarray, *, sr: int, target_lufs: float = TARGET_LU
     lufs = tp = math.nan
     hop = _hop(sr)
     chunks = list(_chunks(n, sr=sr))
-    estimate = True   # the first pass's loudness is estimated, not measured
-    for _ in range(_MAX_PASSES):
+    for pass_index in range(_MAX_PASSES):
         if threshold_db - gain_db < peaks_floor_db:   # louder than the peaks were gathered for
             peaks_floor_db = threshold_db - gain_db - _PEAK_HEADROOM_DB
             peaks = _peaks(x, chunks, floor=db_to_gain(peaks_floor_db), sr=sr, threads=threads)
         gain = db_to_gain(gain_db)
         out = _limit(x, gain=gain, threshold=db_to_gain(threshold_db), sr=sr, peaks=peaks, threads=threads)
         energies = energies_x * (gain * gain)
-        if estimate:
-            estimate = False
+        if pass_index == 0:   # its loudness is estimated first, not measured
             guess = _integrated(_limited_energies(out, energies, sr=sr), n=n, sr=sr)
             if abs(guess - target_lufs) > _LOUDNESS_AIM_LU:   # a measurement would only confirm it
                 gain_db += target_lufs - guess
@@ -227,11 +225,11 @@ def _limited_energies(out: Mastered, energies: np.ndarray, *, sr: int) -> np.nda
     removed = np.zeros_like(energies)
     for a, patch in out.patches:
         b = a + patch.shape[1]
-        plain = np.multiply(out.x[:, a:b], out.gain, dtype=np.float64)
-        np.square(plain, out=plain)
-        plain -= np.square(patch, dtype=np.float64)
-        edges = np.maximum(np.arange(a // hop, -(-b // hop)) * hop, a) - a
-        removed[:, a // hop:a // hop + edges.size] += np.add.reduceat(plain, edges, axis=1)
+        lost = np.multiply(out.x[:, a:b], out.gain, dtype=np.float64)
+        np.square(lost, out=lost)
+        lost -= np.square(patch, dtype=np.float64)
+        edges = _hop_edges(a, b, hop=hop)
+        removed[:, a // hop:a // hop + edges.size] += np.add.reduceat(lost, edges, axis=1)
     estimated = energies.copy()
     for h in np.flatnonzero(removed.any(axis=0)).tolist():
         plain = np.multiply(out.x[:, h * hop:min(n, (h + 1) * hop)], out.gain, dtype=np.float64)
@@ -328,6 +326,12 @@ def _hop(sr: int) -> int:
     return int(round(_HOP_S * sr))
 
 
+def _hop_edges(start: int, stop: int, *, hop: int) -> np.ndarray:
+    """Where each hop touching samples [start, stop) begins, counted from `start` (the first is
+    0 when `start` falls inside a hop): `np.add.reduceat` sums of a stretch per hop."""
+    return np.maximum(np.arange(start // hop, -(-stop // hop)) * hop, start) - start
+
+
 def _chunks(n: int, *, sr: int):
     step = _CHUNK_HOPS * _hop(sr)
     for start in range(0, n, step):
@@ -402,8 +406,7 @@ def scan_part(y: np.ndarray, *, offset: int, start: int, stop: int, n: int, sr: 
     weighted = weighted[:, start - warm:]
     np.square(weighted, out=weighted)
     first_hop = start // hop
-    edges = np.maximum(np.arange(first_hop, -(-stop // hop)) * hop, start) - start
-    energies = np.add.reduceat(weighted, edges, axis=1)
+    energies = np.add.reduceat(weighted, _hop_edges(start, stop, hop=hop), axis=1)
     own = x[:, start - offset:stop - offset]
     peak = max(float(own.max()), -float(own.min()))
     if not math.isfinite(peak):
