@@ -176,7 +176,9 @@ def render_report(data: dict) -> str:
     locales, duration_s, stages {name: {wall_s, peak_mib, delta_mib}}, builds [{label, tracks,
     audio_s, wall_s, process_s, rss_mib, tree_mib, rtf (bool: show a realtime factor)}],
     build_timings {stage: s}, naive {wall_s, audio_s, rss_mib, tree_mib, parts {name: s},
-    integrated_lufs, true_peak_dbtp}, targets [Target]."""
+    integrated_lufs, true_peak_dbtp}, speech_reference {wall_s} and floor {wall_s, cpu_s, peak_mib}
+    (the references measured in turn with the builds; the floor row falls back to the encode
+    stage), targets [Target]."""
     out = [f"## {data.get('title', 'calmplace bench')}", ""]
     out += [f"- {n}" for n in data.get("notes", [])]
     for s in data["scripts"]:

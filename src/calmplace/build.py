@@ -442,9 +442,10 @@ def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache,
             # rendered here with CPUs to spare: generate the bed while the takes are spoken, and
             # import what rendering needs (scipy, reportlab: about 1 s here) while this thread waits
             # for the speech processes
-            if pool is None and threads > 1 and preload is None:
-                preload = _Preload()
-            prefetch = _bed_prefetch(item, after=preload.scipy_done) if pool is None and threads > 1 else None
+            prefetch = None
+            if pool is None and threads > 1:
+                preload = preload or _Preload()
+                prefetch = _bed_prefetch(item, after=preload.scipy_done)
             first_write = len(writes)
             try:
                 with report.stage("speech"), _switching(0.0005 if prefetch else None):
