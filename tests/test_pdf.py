@@ -11,7 +11,7 @@ from pathlib import Path
 import pypdf
 import pytest
 
-from calmplace.pdf import script_pdf, takes_csv, template_pdf
+from calmplace.pdf import describe_chars, script_pdf, takes_csv, template_pdf, unprintable
 from calmplace.script import load_script
 from calmplace.takes import plan
 from calmplace.timeline import build_timeline
@@ -120,11 +120,13 @@ def test_script_pdf_has_front_matter_sections_cues_and_references(script, tmp_pa
         assert "Settling in · 0:00" in text
         # the cues, in the words of format_seconds_spoken
         assert "Find a position where you can be comfortable. (pause, 3 seconds) Let your eyes close" in text
-        assert "Notice the colour of the light behind your eyelids. (pause, 10 seconds)" in text
+        # a section's last pause and its pause_after add up to one cue (10 + 5 s; 2 + the 1.5 s
+        # paragraph pause that is pause_after's default), as consecutive pauses do in a text
+        assert "Notice the colour of the light behind your eyelids. (pause, 15 seconds)" in text
+        assert "(pause, 10 seconds)" not in text and "(pause, 5 seconds)" not in text
         assert "(pause, 1 minute 30 seconds)" in text
-        assert "What can you hear? (pause, 2 seconds)" in text
+        assert "What can you hear? (pause, 3.5 seconds)" in text
         assert "(pause, 20 seconds)" in text
-        assert "(pause, 5 seconds)" in text  # the section's pause_after
         assert "References" in text
         assert "Compassion Focused Therapy: Distinctive Features. Routledge." in text
         assert "British Journal of Clinical Psychology, 53(1), 6-41." in text
@@ -188,7 +190,7 @@ def test_script_pdf_metadata_and_embedded_fonts(script):
             fonts[font["/BaseFont"]] = font
     assert fonts
     for name, font in fonts.items():
-        assert "Vera" in name, name  # only the bundled family, never a system or standard-14 font
+        assert "DejaVuSans" in name, name  # only the bundled family, never a system or standard-14 font
         assert "/FontFile2" in font["/FontDescriptor"], f"{name} is not embedded"
 
 
@@ -212,6 +214,28 @@ def test_script_pdf_without_optional_fields(tmp_path):
     text = pdf_text(script_pdf(p, tl))
     assert "Bare" in text and "Part 1 · 0:00" in text and "Just breathe." in text
     assert "References" not in text
+
+
+def test_script_pdf_prints_text_beyond_latin_1(tmp_path):
+    """Polish, Hungarian, Greek and Cyrillic print as themselves: reportlab's bundled Vera covers
+    Latin-1 only, and printed these as empty boxes (pdftotext read 'Ł' as nothing)."""
+    path = tmp_path / "wide.yaml"
+    path.write_text("title: Ωραία θέα, Привет\nauthor: Łukasz Źdźbło, Ágnes Nagy-Kőszegi\nlocales: [en-GB]\n"
+                    "sections:\n  - title: Čas a místo\n    text: Breathe, Zoë. Ѣ is old Cyrillic.\n", encoding="utf-8")
+    p, tl, _ = make(load_script(path), "en-GB")
+    data = script_pdf(p, tl)
+    for text in extractions(data, tmp_path):
+        for words in ("Ωραία θέα, Привет", "Łukasz Źdźbło, Ágnes Nagy-Kőszegi", "Čas a místo", "Breathe, Zoë."):
+            assert words in text, words
+    assert unprintable("Ωραία θέα Привет Łukasz Źdźbło Kőszegi Čas Zoë Ѣ — “quoted” · …") == []
+
+
+def test_unprintable_names_what_the_pdf_cannot_show():
+    # emoji and CJK: no glyph in DejaVu Sans; Hebrew and Arabic: glyphs, but reportlab sets them
+    # left to right, so they would print reversed
+    assert unprintable("Calm 🌈 place 漢字 🌈 שלום سلام.") == ["🌈", "漢", "字", "ש", "ל", "ו", "ם", "س", "ل", "ا", "م"]
+    assert unprintable("plain\ttext\u00a0with spaces\u200b") == []
+    assert describe_chars(["🌈"]) == "'🌈' (U+1F308 RAINBOW)"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -239,6 +263,15 @@ def test_template_lists_every_take(script, tmp_path):
     assert "pause before: 1.5 seconds · after: 15 seconds" in third[:400]
     first = text[text.index("Take 001"):]
     assert "pause before: 3 seconds · after: 3 seconds" in first[:400]  # lead_in, then [pause 3s]
+
+
+def test_template_says_none_for_no_pause(tmp_path):
+    path = tmp_path / "tight.yaml"
+    path.write_text("title: Tight\nlocales: [en-GB]\nlead_in: 0s\ntail: 0s\nsections:\n"
+                    "  - text: One breath.\n    pause_after: 0\n", encoding="utf-8")
+    p = plan(load_script(path), "en-GB")
+    text = flat(pdf_text(template_pdf(p, expected_s=[1.0], voice_name="v", script_id="tight")))
+    assert "pause before: none · after: none" in text and "0 milliseconds" not in text
 
 
 def test_template_never_splits_a_take_across_pages(tmp_path):
