@@ -67,6 +67,7 @@ _PREROLL_FRAMES = 10   # 2 for the decoder's reservoir and overlap, 8 (0.21 s) f
 _MAX_ENCODE_TRIES = 4
 _OVERSHOOT_MARGIN_DB = 0.1  # extra headroom when the decoded MP3 overshoots the ceiling
 _MP3_LOUDNESS_AIM_LU = 0.5  # re-encode beyond ±0.5 LU, half the ±1 LU allowed for the MP3
+_MIN_PROGRESS_LU = 0.05     # a re-encode that gets less than this much closer is not worth another
 # LAME's level loss on the shipped track, measured here (LAME 3.100, -q 7, 240 s): the first pass
 # aims this much louder so the delivered MP3 lands on the target without a second encode
 _LAME_LOSS_LU = {128: 0.45, 160: 0.45, 192: 0.26, 224: 0.18, 256: 0.0, 320: 0.0}
@@ -173,9 +174,17 @@ def master_to_mp3(samples: np.ndarray, *, sr: int, target_lufs: float = TARGET_L
     the input's K-weighted energies if already measured (master.InputMeter)."""
     aim_lufs, limiter_ceiling_dbtp = target_lufs + _LAME_LOSS_LU.get(bitrate_kbps, 0.2), ceiling_dbtp
     best: tuple[bytes, Measurement] | None = None
+    previous: float | None = None   # the last try's loudness error
     for _ in range(_MAX_ENCODE_TRIES):
-        mastered = master_track(samples, sr=sr, target_lufs=aim_lufs, ceiling_dbtp=limiter_ceiling_dbtp,
-                                threads=threads, energies=energies)
+        # the aim sits above the target by the encoder's loss; a loud target (-10 LUFS) can be
+        # more than the limiter can give, and then the target itself will do
+        try:
+            mastered = master_track(samples, sr=sr, target_lufs=aim_lufs, ceiling_dbtp=limiter_ceiling_dbtp,
+                                    threads=threads, energies=energies, accept_lufs=target_lufs)
+        except CalmplaceError:
+            if best is None:
+                raise
+            break   # a retry for a closer fit failed: the MP3 already made meets the target
         data, got = encode_and_measure(mastered, sr=sr, bitrate_kbps=bitrate_kbps, tags=tags, chapters=chapters,
                                        threads=threads)
         del mastered
@@ -185,6 +194,9 @@ def master_to_mp3(samples: np.ndarray, *, sr: int, target_lufs: float = TARGET_L
                 best = (data, got)
             if abs(loudness_error) <= _MP3_LOUDNESS_AIM_LU:
                 break
+            if previous is not None and abs(loudness_error) > abs(previous) - _MIN_PROGRESS_LU:
+                break   # aiming louder no longer gets louder: the limiter is at its limit
+        previous = loudness_error
         # LAME quantisation and its low-pass cost 0.2-0.8 LU at 128-192 kbps; MP3 coding can move
         # true peaks a few tenths of a dB either way
         aim_lufs -= loudness_error
