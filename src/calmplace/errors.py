@@ -2,8 +2,55 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# The line breaks YAML (1.1, as PyYAML reads it) counts: CR LF, CR, LF, NEL, LS, PS. Positions and
+# the quoted source lines follow the same breaks, so a file saved with old Mac (CR) endings or
+# with U+2028 in it still gets the right line number.
+LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+
+
+def split_lines(text: str) -> list[str]:
+    """The lines of a text, split at YAML's line breaks only (not at form feeds, as splitlines would)."""
+    return LINE_BREAK.split(text)
+
+
+def line_col(text: str, index: int) -> tuple[int, int]:
+    """1-based line and column of a character offset, counting lines as YAML does."""
+    line, line_start = 1, 0
+    for m in LINE_BREAK.finditer(text, 0, index):
+        line, line_start = line + 1, m.end()
+    return line, index - line_start + 1
+
+
+def display_path(path: Path | str) -> str:
+    """A path as the user would type it: relative to the working folder where it can be."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)
+
+
+def _shown_line(line: str) -> str:
+    """The source line as printed: control characters (a bell, a form feed) shown as U+FFFD."""
+    return "".join("\ufffd" if ch != "\t" and unicodedata.category(ch) == "Cc" else ch for ch in line)
+
+
+def _caret_pad(line: str, col: int) -> str:
+    """What goes before the caret so it sits under column `col` of `line` as a terminal shows it:
+    the line's own tabs, two spaces under a wide (East Asian) character, none under a combining mark."""
+    out = []
+    for ch in line[: max(col - 1, 0)]:
+        if ch == "\t":
+            out.append("\t")
+        elif unicodedata.combining(ch):
+            continue
+        else:
+            out.append("  " if unicodedata.east_asian_width(ch) in ("W", "F") else " ")
+    return "".join(out)
 
 
 @dataclass(frozen=True)
@@ -22,7 +69,7 @@ class Problem:
             where += f":{self.line}:{self.col or 1}"
         text = f"{where}: error: {self.message}"
         if self.source_line is not None and self.source_line.strip():
-            text += f"\n    {self.source_line.rstrip()}\n    {' ' * max(self.col - 1, 0)}^"
+            text += f"\n    {_shown_line(self.source_line.rstrip())}\n    {_caret_pad(self.source_line, self.col)}^"
         return text
 
 
@@ -45,7 +92,7 @@ class ProblemCollector:
 
     def __init__(self, path: Path | str, source: str | None = None):
         self.path = str(path)
-        self.lines = source.splitlines() if source is not None else []
+        self.lines = split_lines(source) if source is not None else []
         self.problems: list[Problem] = []
 
     def add(self, message: str, line: int = 0, col: int = 0) -> None:
@@ -53,5 +100,5 @@ class ProblemCollector:
         self.problems.append(Problem(self.path, line, col, message, src))
 
     def raise_if_any(self) -> None:
-        if self.problems:  # in reading order, as a person fixes them
-            raise ScriptErrors(sorted(self.problems, key=lambda p: (p.line, p.col)))
+        if self.problems:  # in reading order, as a person fixes them; a node shared by aliases once
+            raise ScriptErrors(sorted(dict.fromkeys(self.problems), key=lambda p: (p.line, p.col)))

@@ -13,9 +13,9 @@ from typing import Mapping, Union
 
 from yaml.nodes import MappingNode, Node, ScalarNode
 
-from .errors import ScriptErrors
+from .errors import ScriptErrors, display_path
 from .units import parse_duration
-from .yamlsrc import NULL, Invalid, Source
+from .yamlsrc import BOOL, NULL, Invalid, Source
 
 ID_PATTERN = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 LOCALE_PATTERN = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*")
@@ -156,7 +156,7 @@ def load_script(path: Path, *, project: Project | None = None, display_path: str
     path = Path(path)
     src, node = Source.read(path, display_path=display_path)
     script = None
-    if not src.problems.problems:  # unreadable, broken YAML or a refused tag: nothing more to check
+    if node is not None or not src.problems.problems:  # unreadable or broken YAML: nothing more to check
         script = _Reader(src, project).script(node)
     src.problems.raise_if_any()
     assert script is not None
@@ -308,6 +308,8 @@ class _Reader:
 
     def ambience(self, node: Node, *, what: str) -> Ambience | None:
         src = self.src
+        if src.refused(node):
+            raise Invalid(what)
         if isinstance(node, ScalarNode) and (node.tag == NULL or node.value.strip().lower() == "none"):
             return None
         if isinstance(node, ScalarNode):  # shorthand: `ambience: stream`
@@ -351,6 +353,8 @@ class _Reader:
 
     def spelling(self, node: Node) -> dict[str, dict[str, str]]:
         src = self.src
+        if src.refused(node):
+            raise Invalid("spelling")
         if not isinstance(node, MappingNode):
             raise src.fail("spelling must map locales to word substitutions, e.g. en-US: {colour: color}", node)
         out: dict[str, dict[str, str]] = {}
@@ -374,6 +378,8 @@ class _Reader:
         return out
 
     def section(self, node: Node, *, paragraph_pause_s: float) -> Section:
+        if self.src.refused(node):
+            raise Invalid("section")
         entries = self.src.mapping(node, what="a section", allowed=_SECTION_KEYS)
         title = body = None
         pause_after_s = paragraph_pause_s
@@ -397,6 +403,8 @@ class _Reader:
         return Section(title=title, body=body, pause_after_s=pause_after_s, ambience=ambience)
 
     def text(self, node: Node, *, paragraph_pause_s: float) -> dict[str, tuple[Segment, ...]]:
+        if self.src.refused(node):
+            raise Invalid("text")
         shared = not isinstance(node, MappingNode)
         # One string shared by every locale is parsed (and its problems reported) once.
         entries = {self.locales[0] if self.locales else "": node} if shared else self._locale_map(node, what="text")
@@ -542,7 +550,4 @@ def load_scripts(paths: list[Path], *, project: Project | None = None) -> tuple[
 
 def _display(path: Path) -> str:
     """The path as the user would type it: relative to the working folder where it can be."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+    return display_path(path)

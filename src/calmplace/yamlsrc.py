@@ -7,20 +7,73 @@ anything (the safety of `yaml.safe_load`, and more: every non-standard tag is re
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .errors import ProblemCollector
+from .errors import LINE_BREAK, ProblemCollector, line_col
 
 STR = "tag:yaml.org,2002:str"
 INT = "tag:yaml.org,2002:int"
 FLOAT = "tag:yaml.org,2002:float"
 BOOL = "tag:yaml.org,2002:bool"
 NULL = "tag:yaml.org,2002:null"
-_STANDARD_TAGS = {STR, INT, FLOAT, BOOL, NULL, "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
+TIMESTAMP = "tag:yaml.org,2002:timestamp"  # `2024-01-01`: read as the text it is wherever text is expected
+MERGE = "tag:yaml.org,2002:merge"
+_STANDARD_TAGS = {STR, INT, FLOAT, BOOL, NULL, TIMESTAMP, "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
+_TEXT_TAGS = (STR, INT, FLOAT, TIMESTAMP)  # scalars whose source text is taken as text where text is expected
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader's composer, refusing an alias to a node that contains it (`&x [*x]`) at the alias.
+
+    PyYAML would build a cyclic node graph there, and every walk over it would recurse forever.
+    Such an alias becomes an empty placeholder node, remembered with the alias's position."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.open_anchors: set[str] = set()
+        self.recursive: list[tuple[ScalarNode, str]] = []
+
+    def compose_node(self, parent, index):
+        if self.check_event(AliasEvent):
+            event = self.peek_event()
+            if event.anchor in self.open_anchors:
+                self.get_event()
+                node = ScalarNode(NULL, "", event.start_mark, event.end_mark)
+                self.recursive.append((node, event.anchor))
+                return node
+        return super().compose_node(parent, index)
+
+    def compose_sequence_node(self, anchor):
+        return self._composing(anchor, super().compose_sequence_node)
+
+    def compose_mapping_node(self, anchor):
+        return self._composing(anchor, super().compose_mapping_node)
+
+    def _composing(self, anchor, compose):
+        if anchor is None:
+            return compose(anchor)
+        self.open_anchors.add(anchor)
+        try:
+            return compose(anchor)
+        finally:
+            self.open_anchors.discard(anchor)
+
+
+def _compose(text: str) -> tuple[Node | None, list[tuple[ScalarNode, str]]]:
+    loader = _Loader(text)
+    try:
+        try:
+            return loader.get_single_node(), loader.recursive
+        except RecursionError:
+            mark = loader.get_mark()
+            raise yaml.MarkedYAMLError(problem="the YAML nests too deeply to read", problem_mark=mark) from None
+    finally:
+        loader.dispose()
 
 
 class Invalid(Exception):
@@ -34,6 +87,7 @@ class Source:
     path: Path
     text: str
     problems: ProblemCollector
+    _refused: set[int] = field(default_factory=set, repr=False)  # ids of nodes under a refused tag
 
     @classmethod
     def read(cls, path: Path, *, display_path: str | None = None) -> tuple["Source", Node | None]:
@@ -58,25 +112,50 @@ class Source:
             text = text[1:]
         src = cls(path, text, ProblemCollector(shown, text))
         try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            node, recursive = _compose(text)
+        except yaml.reader.ReaderError as exc:  # a character YAML does not allow: no mark, only an offset
+            char = chr(exc.character) if isinstance(exc.character, int) else str(exc.character)
+            src.error_at(f"invalid YAML: the character {char!r} (U+{ord(char[:1] or ' '):04X}) is not allowed "
+                         f"in a YAML file: remove it", src.position_of_index(exc.position))
+            return src, None
         except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            message = " ".join(str(p) for p in (exc.context, exc.problem) if p)
-            src.error(f"invalid YAML: {message}", line=mark.line + 1 if mark else 0, col=mark.column + 1 if mark else 0)
+            src._yaml_error(exc)
             return src, None
         except yaml.YAMLError as exc:
-            src.error(f"invalid YAML: {exc}")
+            src.error(f"invalid YAML: {exc}", line=1, col=1)
             return src, None
+        for alias, anchor in recursive:
+            src.error(f"the alias *{anchor} is used inside the node it names (&{anchor}): "
+                      f"a value cannot contain itself", alias)
+            src._refused.add(id(alias))
         if node is not None:
             src._check_tags(node)
-        return src, (None if src.problems.problems else node)
+        # Tag problems do not stop the reading: the nodes they name are skipped silently (see error).
+        return src, node
+
+    def _yaml_error(self, exc: yaml.MarkedYAMLError) -> None:
+        mark = exc.problem_mark or exc.context_mark
+        message = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        if (exc.context_mark is not None and exc.context and exc.problem_mark is not None
+                and "end of stream" in str(exc.problem)):
+            # e.g. an unclosed quote: the end of the file says nothing; where the quote opens does
+            what = str(exc.context).removeprefix("while scanning ").removeprefix("while parsing ")
+            mark = exc.context_mark
+            message = f"the file ends inside {what} that starts here (is a closing quote or bracket missing?)"
+        self.error(f"invalid YAML: {message}", line=mark.line + 1 if mark else 1, col=mark.column + 1 if mark else 1)
 
     # -- reporting -----------------------------------------------------------------------------
 
     def error(self, message: str, node: Node | None = None, *, line: int = 0, col: int = 0) -> None:
         if node is not None:
+            if id(node) in self._refused:  # its tag (or recursive alias) was reported already
+                return
             line, col = node.start_mark.line + 1, node.start_mark.column + 1
         self.problems.add(message, line, col)
+
+    def refused(self, node: Node) -> bool:
+        """A node whose tag was refused (or a recursive alias): already reported, to be skipped."""
+        return id(node) in self._refused
 
     def error_at(self, message: str, position: tuple[int, int]) -> None:
         self.problems.add(message, *position)
@@ -86,33 +165,115 @@ class Source:
         return Invalid(message)
 
     def position_of_index(self, index: int) -> tuple[int, int]:
-        """1-based line and column of a character offset in the source text."""
-        before = self.text[:index]
-        line = before.count("\n") + 1
-        return line, index - (before.rfind("\n") + 1) + 1
+        """1-based line and column of a character offset in the source text (YAML's line breaks)."""
+        return line_col(self.text, index)
 
-    def _check_tags(self, node: Node) -> None:
-        if node.tag not in _STANDARD_TAGS:
-            self.error(f"YAML tag {node.tag!r} is not allowed in calmplace files", node)
-        if isinstance(node, MappingNode):
-            for key, value in node.value:
-                self._check_tags(key)
-                self._check_tags(value)
-        elif isinstance(node, SequenceNode):
-            for item in node.value:
-                self._check_tags(item)
+    def _check_tags(self, root: Node) -> None:
+        """Refuse every non-standard tag and merge keys, each reported once at its node; the refused
+        nodes and everything under them are skipped by the readers. Each node is visited once, however
+        often aliases share it (a "billion laughs" file is a few hundred nodes, not 10^9)."""
+        seen: set[int] = set()
+        stack = [root]
+        while stack:
+            node = stack.pop()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if isinstance(node, MappingNode):
+                for key, value in node.value:
+                    if key.tag == MERGE:
+                        self.error("merge keys (<<) are not supported: write the keys out", key)
+                        self._refuse(key)
+                        self._refuse(value)
+                        continue
+                    stack.extend((value, key))
+            elif isinstance(node, SequenceNode):
+                stack.extend(reversed(node.value))
+            if node.tag not in _STANDARD_TAGS and id(node) not in self._refused:
+                self.error(f"YAML tag {node.tag!r} is not allowed in calmplace files", node)
+                self._refuse(node)
+
+    def _refuse(self, root: Node) -> None:
+        stack = [root]
+        while stack:
+            node = stack.pop()
+            if id(node) in self._refused:
+                continue
+            self._refused.add(id(node))
+            if isinstance(node, MappingNode):
+                stack.extend(n for pair in node.value for n in pair)
+            elif isinstance(node, SequenceNode):
+                stack.extend(node.value)
+
+    def scalar_text(self, node: Node) -> tuple[str, list[int]] | None:
+        """A scalar's text as the author laid it out, with each character's offset in the source.
+
+        A blank line, in every style (plain, quoted, literal, folded), is a blank line here ("\n\n"),
+        where YAML's folding leaves a single "\n" of it in the value of all but literal scalars. A
+        line break that folding turns into a space is a space (a literal scalar keeps its breaks);
+        escapes of double-quoted scalars are decoded. Apart from line breaks and spaces, the text is
+        the scalar's value (checked: None, for the caller to use the value, if it ever is not)."""
+        if not isinstance(node, ScalarNode) or node.start_mark is None or node.end_mark is None:
+            return None
+        start, end = node.start_mark.index, node.end_mark.index
+        raw = self.text[start:end]
+        chars: list[str] = []
+        where: list[int] = []
+
+        def verbatim(i: int, stop: int) -> None:
+            while i < stop:
+                m = LINE_BREAK.match(raw, i)
+                chars.append("\n" if m else raw[i])
+                where.append(start + i)
+                i = m.end() if m else i + 1
+
+        style = node.style
+        if style in ("|", ">"):
+            header = LINE_BREAK.search(raw)
+            if header is not None:
+                verbatim(header.end(), len(raw))
+        elif style is None:
+            verbatim(0, len(raw))
+        elif style == "'" and raw.startswith("'") and raw.endswith("'") and len(raw) >= 2:
+            i = 1
+            while i < len(raw) - 1:
+                if raw.startswith("''", i):
+                    chars.append("'")
+                    where.append(start + i)
+                    i += 2
+                else:
+                    m = LINE_BREAK.match(raw, i)
+                    chars.append("\n" if m else raw[i])
+                    where.append(start + i)
+                    i = m.end() if m else i + 1
+        elif style == '"' and raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
+            if not _decode_double_quoted(raw, start, chars, where):
+                return None
+        else:
+            return None
+        if style != "|":
+            # a line break is folded into a space unless it is part of a blank line
+            for k, ch in enumerate(chars):
+                if ch == "\n" and not (_next_is_break(chars, k, -1) or _next_is_break(chars, k, +1)):
+                    chars[k] = " "
+        text = "".join(chars)
+        if text.split() != node.value.split():
+            return None
+        return text, where
 
     # -- typed readers ---------------------------------------------------------------------------
 
     def mapping(self, node: Node, *, what: str, allowed: dict[str, bool]) -> dict[str, tuple[Node, Node]]:
         """A mapping's entries by key; unknown keys (with a did-you-mean), duplicates and
         missing required keys (allowed[key] is True) are problems."""
+        if self.refused(node):
+            raise Invalid(what)
         if not isinstance(node, MappingNode):
             raise self.fail(f"{what} must be a mapping of keys to values", node)
         entries: dict[str, tuple[Node, Node]] = {}
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, ScalarNode) else None
-            if not isinstance(key, str) or key_node.tag not in (STR, INT, FLOAT, BOOL, NULL):
+            if not isinstance(key, str) or key_node.tag not in (*_TEXT_TAGS, BOOL, NULL):
                 self.error(f"keys of {what} must be plain names", key_node)
                 continue
             if key in entries:
@@ -130,6 +291,8 @@ class Source:
         return entries
 
     def string(self, node: Node, *, what: str, allow_empty: bool = False) -> str:
+        if self.refused(node):
+            raise Invalid(what)
         if not isinstance(node, ScalarNode) or node.tag == NULL:
             raise self.fail(f"{what} must be text", node)
         if node.tag == BOOL:
@@ -139,6 +302,8 @@ class Source:
         return node.value
 
     def number(self, node: Node, *, what: str, low: float | None = None, high: float | None = None) -> float:
+        if self.refused(node):
+            raise Invalid(what)
         if not isinstance(node, ScalarNode) or node.tag not in (INT, FLOAT):
             raise self.fail(f"{what} must be a number", node)
         try:
@@ -150,17 +315,25 @@ class Source:
         return value
 
     def sequence(self, node: Node, *, what: str) -> list[Node]:
+        if self.refused(node):
+            raise Invalid(what)
         if not isinstance(node, SequenceNode):
             raise self.fail(f"{what} must be a list", node)
         return list(node.value)
 
     def string_list(self, node: Node, *, what: str) -> list[str]:
-        if isinstance(node, ScalarNode) and node.tag == STR:
-            return [node.value]
+        return [item.value for item in self.string_nodes(node, what=what)]
+
+    def string_nodes(self, node: Node, *, what: str) -> list[Node]:
+        """The nodes of a list of strings (or of one string given alone), each checked to be text;
+        the ones that are not are reported and left out."""
+        if isinstance(node, ScalarNode) and node.tag in _TEXT_TAGS and not self.refused(node):
+            return [node]
         out = []
         for item in self.sequence(node, what=what):
             try:
-                out.append(self.string(item, what=f"an entry of {what}"))
+                self.string(item, what=f"an entry of {what}")
+                out.append(item)
             except Invalid:
                 pass
         return out
@@ -170,6 +343,53 @@ class Source:
         if not isinstance(node, ScalarNode):
             return node
         return _construct(node)
+
+
+def _next_is_break(chars: list[str], k: int, step: int) -> bool:
+    """Whether the nearest character from chars[k] in direction `step`, past spaces and tabs, is a line break."""
+    j = k + step
+    while 0 <= j < len(chars) and chars[j] in " \t":
+        j += step
+    return 0 <= j < len(chars) and chars[j] == "\n"
+
+
+_ESCAPES = yaml.scanner.Scanner.ESCAPE_REPLACEMENTS
+_ESCAPE_CODES = yaml.scanner.Scanner.ESCAPE_CODES
+
+
+def _decode_double_quoted(raw: str, start: int, chars: list[str], where: list[int]) -> bool:
+    """A double-quoted scalar's characters (escapes decoded, raw line breaks kept as "\n")."""
+    i, stop = 1, len(raw) - 1
+    while i < stop:
+        ch = raw[i]
+        if ch == "\\":
+            nxt = raw[i + 1] if i + 1 < stop else ""
+            m = LINE_BREAK.match(raw, i + 1)
+            if m:  # an escaped line break joins the lines, without a space
+                i = m.end()
+                while i < stop and raw[i] in " \t":
+                    i += 1
+                continue
+            if nxt in _ESCAPES:
+                chars.append(_ESCAPES[nxt])
+                where.append(start + i)
+                i += 2
+                continue
+            if nxt in _ESCAPE_CODES:
+                n = _ESCAPE_CODES[nxt]
+                try:
+                    chars.append(chr(int(raw[i + 2:i + 2 + n], 16)))
+                except ValueError:
+                    return False
+                where.append(start + i)
+                i += 2 + n
+                continue
+            return False
+        m = LINE_BREAK.match(raw, i)
+        chars.append("\n" if m else ch)
+        where.append(start + i)
+        i = m.end() if m else i + 1
+    return True
 
 
 def _construct(node: ScalarNode) -> object:

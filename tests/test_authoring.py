@@ -1,0 +1,41 @@
+"""What an author meets writing scripts: problems reported where they are, with useful hints.
+
+Most cases are golden files (tests/cases/errors, tests/cases/plan); these need a project folder,
+the command line, or look at a value the golden files do not show.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from calmplace.build import gather
+from calmplace.cli import main
+from calmplace.errors import Problem, line_col, split_lines
+from calmplace.script import Project, apply_spelling, load_script
+from calmplace.takes import plan
+from calmplace.units import parse_duration
+
+
+def run_cli(project: Path, *args: str):
+    cwd = os.getcwd()
+    os.chdir(project)
+    try:
+        return CliRunner().invoke(main, list(args))
+    finally:
+        os.chdir(cwd)
+
+
+def test_lines_are_counted_at_yaml_line_breaks():
+    text = "a\rb\r\nc\u2028d\x85e\nf\x0cg"
+    assert [line_col(text, text.index(ch)) for ch in "abcdefg"] == [
+        (1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1), (6, 3)]
+    assert split_lines(text) == ["a", "b", "c", "d", "e", "f\x0cg"]  # a form feed is not a line break
+
+
+def test_caret_follows_tabs_and_wide_characters():
+    shown = Problem("x.yaml", 1, 4, "m", "\t静か[x").format().splitlines()
+    assert shown[1:] == ["    \t静か[x", "    \t    ^"]
