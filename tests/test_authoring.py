@@ -29,6 +29,17 @@ def run_cli(project: Path, *args: str):
         os.chdir(cwd)
 
 
+@pytest.mark.parametrize("text", ["010", "+10", "10.", "10s"])
+def test_a_duration_is_read_as_decimal(text):
+    assert parse_duration(text) == 10.0
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), ".nan", ".NaN", "0b11", "0x10", "0o7", "1:30"])
+def test_durations_yaml_would_read_as_numbers_are_refused(bad):
+    with pytest.raises(ValueError):
+        parse_duration(bad)
+
+
 def test_lines_are_counted_at_yaml_line_breaks():
     text = "a\rb\r\nc\u2028d\x85e\nf\x0cg"
     assert [line_col(text, text.index(ch)) for ch in "abcdefg"] == [

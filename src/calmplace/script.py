@@ -285,9 +285,13 @@ class _Reader:
         return entries
 
     def duration(self, node: Node, *, what: str, limit_s: float = MAX_PAUSE_S) -> float:
+        if self.src.refused(node):
+            raise Invalid(what)
         if not isinstance(node, ScalarNode) or node.tag == NULL:
             raise self.src.fail(f"{what} must be a duration such as 3s, 500ms or 1m30s", node)
-        value = self.src.scalar_value(node)
+        # Read from the text as written, not as YAML 1.1 would construct it: `010` is 10 s (as in
+        # [pause 010]), not octal 8; `0b11`, `0x10`, `1:30` and `.nan` are refused with a reason.
+        value = True if node.tag == BOOL else node.value
         try:
             seconds = parse_duration(value)
         except ValueError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -35,19 +36,33 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0}
 def parse_duration(value: object) -> float:
     """A contract duration to seconds: a bare number, or number-unit parts (`1m30s`, `500ms`, `2min`).
 
-    Raises ValueError with a message fit for an author.
+    A bare number in a string is read as a decimal (`010` is 10 s); the other ways YAML 1.1 writes
+    numbers (`0b11`, `0x10`, `0o7`, `1:30`, `.nan`, `.inf`) are refused. Raises ValueError with a
+    message fit for an author.
     """
     if isinstance(value, bool):
         raise ValueError(f"expected a duration such as 3s, 500ms or 1m30s, got {value!r}")
     if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a duration: use a number of seconds such as 3 or 2.5")
         if value < 0:
             raise ValueError(f"a duration cannot be negative ({value})")
         return float(value)
     if not isinstance(value, str):
         raise ValueError(f"expected a duration such as 3s, 500ms or 1m30s, got {value!r}")
     text = value.strip()
-    if re.fullmatch(r"\d+(?:\.\d+)?|\.\d+", text):
-        return float(text)
+    if re.fullmatch(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)", text):
+        seconds = float(text)
+        if seconds < 0:
+            raise ValueError(f"a duration cannot be negative ({text})")
+        return seconds + 0.0  # -0 → 0
+    if re.fullmatch(r"[-+]?0[box][0-9a-f_]+", text, re.IGNORECASE):
+        raise ValueError(f"{value!r} is not a duration: write seconds as a decimal number (3, 2.5), "
+                         f"not in binary, octal or hexadecimal")
+    if re.fullmatch(r"[-+]?\d[\d_]*(?::[0-5]?\d)+(?:\.\d*)?", text):
+        raise ValueError(f"{value!r} is not a duration: write minutes and seconds as e.g. 1m30s, not 1:30")
+    if re.fullmatch(r"[-+]?\.(?:nan|inf)", text, re.IGNORECASE):
+        raise ValueError(f"{value!r} is not a duration: use a number of seconds such as 3 or 2.5")
     pos, total, parts = 0, 0.0, 0
     for m in _DURATION_PART.finditer(text):
         if m.start() != pos:
