@@ -29,6 +29,13 @@ def run_cli(project: Path, *args: str):
         os.chdir(cwd)
 
 
+def test_spelling_words_with_punctuation_at_an_edge():
+    assert apply_spelling("Mr. Smith's colour", {"Mr.": "Mister"}) == "Mister Smith's colour"
+    assert apply_spelling("see ... then", {"...": "and"}) == "see and then"
+    table = {"colour": "color"}
+    assert apply_spelling("colourful recolour colour.", table) == "colourful recolour color."
+
+
 @pytest.mark.parametrize("text", ["010", "+10", "10.", "10s"])
 def test_a_duration_is_read_as_decimal(text):
     assert parse_duration(text) == 10.0

@@ -114,8 +114,10 @@ def apply_spelling(text: str, table: Mapping[str, str]) -> str:
     if not table:
         return text
     lookup = {k.lower(): v for k, v in table.items()}
-    pattern = re.compile(r"\b(" + "|".join(re.escape(k) for k in sorted(lookup, key=len, reverse=True)) + r")\b",
-                         re.IGNORECASE)
+    # Not \b: a word that begins or ends with punctuation (`Mr.`) has no word boundary after the dot.
+    # A match must not touch a word character on either side, so `colour` leaves `colourful` alone.
+    pattern = re.compile(r"(?<!\w)(" + "|".join(re.escape(k) for k in sorted(lookup, key=len, reverse=True))
+                         + r")(?!\w)", re.IGNORECASE)
 
     def replace(m: re.Match) -> str:
         word, new = m.group(0), lookup[m.group(0).lower()]
@@ -364,17 +366,29 @@ class _Reader:
         out: dict[str, dict[str, str]] = {}
         for key_node, value_node in node.value:
             locale = key_node.value if isinstance(key_node, ScalarNode) else None
+            if src.refused(key_node) or src.refused(value_node):
+                continue
             if locale not in self.locales:
                 src.error(f"spelling names locale {locale!r}, which is not in locales "
                           f"({', '.join(self.locales) or 'none'})", key_node)
+                continue
+            if locale in out:  # a second table would silently replace the first
+                src.error(f"spelling gives locale {locale!r} twice: put all its words in one table", key_node)
                 continue
             if not isinstance(value_node, MappingNode):
                 src.error(f"spelling for {locale} must map words to words, e.g. {{colour: color}}", value_node)
                 continue
             table: dict[str, str] = {}
+            seen: dict[str, str] = {}  # lower case → as first written: matching ignores case
             for word_node, repl_node in value_node.value:
                 try:
                     word = src.string(word_node, what="a spelling word").strip()
+                    if word.lower() in seen:
+                        first = seen[word.lower()]
+                        same = "" if first == word else f" (as {first!r}; spelling ignores case)"
+                        src.error(f"the word {word!r} is in the spelling for {locale} twice{same}", word_node)
+                        continue
+                    seen[word.lower()] = word
                     table[word] = src.string(repl_node, what=f"the spelling of {word!r}").strip()
                 except Invalid:
                     pass
