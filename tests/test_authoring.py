@@ -29,6 +29,14 @@ def run_cli(project: Path, *args: str):
         os.chdir(cwd)
 
 
+def test_folded_description_keeps_its_paragraphs(tmp_path: Path):
+    path = tmp_path / "desc.yaml"
+    path.write_text("title: T\ndescription: >\n  First paragraph,\n  two lines.\n\n  Second one.\n"
+                    "locales: [en-GB]\nsections: [{text: Hello.}]\n")
+    script = load_script(path)
+    assert plan(script, "en-GB").description == "First paragraph, two lines.\n\nSecond one."
+
+
 def test_spelling_words_with_punctuation_at_an_edge():
     assert apply_spelling("Mr. Smith's colour", {"Mr.": "Mister"}) == "Mister Smith's colour"
     assert apply_spelling("see ... then", {"...": "and"}) == "see and then"

@@ -36,7 +36,8 @@ _TOP_KEYS = {
 _SECTION_KEYS = {"title": False, "text": True, "pause_after": False, "ambience": False}
 _AMBIENCE_KEYS = {"sound": True, "level_db": False, "duck_db": False, "fade_in": False, "fade_out": False}
 
-# Any bracketed marker; only `[pause]` and `[pause <duration>]` are known (contract §2).
+# Any bracketed marker; only `[pause]` and `[pause <duration>]` are known (contract §2). A marker
+# sits on one line (of the text as laid out: folding styles join a wrapped line with a space).
 _MARKER = re.compile(r"\[([^\[\]\n]*)\]")
 _PAUSE_MARKER = re.compile(r"pause(?:\s+(\S+))?", re.IGNORECASE)
 _BLANK_LINE = re.compile(r"\n[ \t]*\n\s*")
@@ -259,16 +260,26 @@ class _Reader:
     # -- values ----------------------------------------------------------------------------------
 
     def localized(self, node: Node, *, what: str, fold: bool = False) -> dict[str, str]:
-        """A string, or a map with exactly one string per locale (contract §1 locale map)."""
+        """A string, or a map with exactly one string per locale (contract §1 locale map).
+        `fold`: paragraphs (blank lines, in any scalar style) kept, the lines inside each joined."""
+        if self.src.refused(node):
+            raise Invalid(what)
         if isinstance(node, MappingNode):
             entries = self._locale_map(node, what=what)
-            return {loc: _fold(self.src.string(v, what=f"{what} ({loc})")) if fold
-                    else self.src.string(v, what=f"{what} ({loc})").strip() for loc, v in entries.items()}
-        text = self.src.string(node, what=what)
-        text = _fold(text) if fold else text.strip()
+            return {loc: self._string(v, what=f"{what} ({loc})", fold=fold) for loc, v in entries.items()}
+        text = self._string(node, what=what, fold=fold)
         return {loc: text for loc in self.locales}
 
+    def _string(self, node: Node, *, what: str, fold: bool) -> str:
+        text = self.src.string(node, what=what)
+        if not fold:
+            return text.strip()
+        laid = self.src.scalar_text(node)  # a `>` scalar's blank line is a single "\n" in its value
+        return _fold(laid[0] if laid is not None else text)
+
     def _locale_map(self, node: MappingNode, *, what: str) -> dict[str, Node]:
+        if self.src.refused(node):
+            raise Invalid(what)
         entries: dict[str, Node] = {}
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, ScalarNode) else None
@@ -446,52 +457,80 @@ class _Reader:
             raise Invalid("text")
         return {loc: next(iter(out.values())) for loc in self.locales} if shared else out
 
-    def _segments(self, text: str, node: Node, *, paragraph_pause_s: float) -> tuple[Segment, ...] | None:
-        """Split a text into speech and pauses; markers are checked and located in the source."""
-        where = self._char_positions(text, node)
+    def _segments(self, value: str, node: Node, *, paragraph_pause_s: float) -> tuple[Segment, ...] | None:
+        """Split a text into speech and pauses; every problem is reported at its line and column.
+
+        The text is read as laid out in the source (Source.scalar_text), so a blank line is a
+        paragraph pause in every scalar style and each character has its exact position. Blank
+        lines before the first word or after the last (e.g. `|+`) are not pauses."""
+        laid = self.src.scalar_text(node)
+        if laid is not None:
+            text, offsets = laid
+
+            def where(i: int) -> tuple[int, int]:
+                return self.src.position_of_index(offsets[i])
+        else:  # not expected; the value, with markers located by counting brackets
+            text, where = value, self._char_positions(value, node)
+        lo, hi = len(text) - len(text.lstrip()), len(text.rstrip())
         segments: list[Segment] = []
         ok = True
 
         def add_words(start: int, stop: int) -> bool:
-            chunk = text[start:stop]
-            for i, ch in enumerate(chunk):
-                if ch in "[]":
-                    self.src.error_at(f"'{ch}' is not part of a marker: a marker looks like [pause] or [pause 5s]",
-                                   where(start + i))
-                    return False
-            for i, para in enumerate(_BLANK_LINE.split(chunk)):
-                if i:
-                    segments.append(Pause(paragraph_pause_s, paragraph=True))
-                words = " ".join(para.split())
-                if words:
+            good = True
+            for i in range(start, stop):  # every stray bracket, not only the first
+                if text[i] in "[]":
+                    what = ("'[' is not closed on its line" if text[i] == "[" else
+                            "']' is not part of a marker")
+                    self.src.error_at(f"{what}: a marker looks like [pause] or [pause 5s]", where(i))
+                    good = False
+            if not good:
+                return False
+            pos = start
+            for m in [*_BLANK_LINE.finditer(text, start, stop), None]:
+                stop_here = m.start() if m else stop
+                words = " ".join(text[pos:stop_here].split())
+                if words and not any(ch.isalnum() for ch in words):
+                    first = pos + len(text[pos:stop_here]) - len(text[pos:stop_here].lstrip())
+                    self.src.error_at(f"nothing to say in {words!r}: speech between pauses needs words "
+                                      f"(move punctuation next to a word, or remove it)", where(first))
+                    good = False
+                elif words:
                     segments.append(Speech(words))
-            return True
+                if m:
+                    segments.append(Pause(paragraph_pause_s, paragraph=True))
+                    pos = m.end()
+            return good
 
-        pos = 0
-        for m in _MARKER.finditer(text):
+        pos = lo
+        for m in _MARKER.finditer(text, lo, hi):
             ok &= add_words(pos, m.start())
             pos = m.end()
+            marker = m.group(0)
             pm = _PAUSE_MARKER.fullmatch(m.group(1).strip())
             seconds = DEFAULT_PAUSE_S
             message = None
             if pm is None:
                 guess = _guess_marker(m.group(1))
-                message = f"unknown marker {m.group(0)}" + (
-                    f"; did you mean {guess}?" if guess else "; the only marker is [pause] or [pause 5s]")
+                message = f"unknown marker {marker}" + (
+                    f"; did you mean {guess}?" if guess and guess != marker
+                    else _ONE_DURATION if _several_durations(m.group(1))
+                    else "; the only marker is [pause] or [pause 5s]")
             elif pm.group(1):
                 try:
                     seconds = parse_duration(pm.group(1))
                 except ValueError:
-                    message = (f"bad duration in {m.group(0)}: use e.g. [pause 3s], [pause 1.5s], [pause 500ms], "
+                    message = (f"bad duration in {marker}: use e.g. [pause 3s], [pause 1.5s], [pause 500ms], "
                                f"[pause 2m] or [pause 1m30s]")
             if message is None and seconds > MAX_PAUSE_S:
-                message = f"{m.group(0)} is longer than the 10-minute limit for a single pause"
+                message = f"{marker} is longer than the 10-minute limit for a single pause"
+            if message is None and seconds <= 0:
+                message = f"{marker} is a pause of nothing: a pause must be longer than 0 (or left out)"
             if message:
                 ok = False
                 self.src.error_at(message, where(m.start()))
             else:
                 segments.append(Pause(seconds, cue=True))
-        ok &= add_words(pos, len(text))
+        ok &= add_words(pos, hi)
         return tuple(_merge_pauses(segments)) if ok else None
 
     def _char_positions(self, text: str, node: Node):
@@ -532,16 +571,53 @@ def _fold(text: str) -> str:
     return "\n\n".join(" ".join(p.split()) for p in _BLANK_LINE.split(text.strip()) if p.strip())
 
 
+_ONE_DURATION = "; a marker takes one duration, e.g. [pause 3s] (consecutive markers add up)"
+
+
+def _several_durations(inner: str) -> bool:
+    """`pause 3s 2s`: more than one duration, each fine alone."""
+    m = re.fullmatch(r"\s*pause\s+(\S+(?:\s+\S+)+)\s*", inner, re.IGNORECASE)
+    if not m:
+        return False
+    try:
+        for part in m.group(1).split():
+            parse_duration(part)
+    except ValueError:
+        return False
+    return True
+
+
 def _guess_marker(inner: str) -> str | None:
+    """The marker probably meant, as a valid `[pause ...]`, or None when there is no good guess:
+    `[paws 3s]`, `[pause3s]`, `[pause 3 s]`, `[pause 1m 30s]`, `[pause 2 minutes]` → [pause 3s]..."""
     import difflib
 
-    head, _, tail = inner.strip().partition(" ")
-    if difflib.SequenceMatcher(None, head.lower(), "pause").ratio() >= 0.6:
-        tail = tail.strip()
-        fixed = re.sub(r"^(\d+(?:\.\d+)?)([a-z]+)$", lambda m: m.group(1) + _closest_unit(m.group(2)), tail,
-                       flags=re.IGNORECASE)
-        return f"[pause {fixed}]" if fixed else "[pause]"
+    m = re.fullmatch(r"\s*([^\W\d_]*)\s*(.*?)\s*", inner, re.DOTALL)
+    head, tail = (m.group(1), m.group(2)) if m else (inner.strip(), "")
+    if difflib.SequenceMatcher(None, head.lower(), "pause").ratio() < 0.6:
+        return None
+    if not tail:
+        return "[pause]"
+    if _several_durations(f"pause {tail}") and not _decreasing_units(tail):
+        return None  # `[pause 3s 2s]`: which one was meant is not ours to guess
+    joined = "".join(tail.split())
+    fixed = re.sub(r"^(\d+(?:\.\d+)?|\.\d+)([a-z]+)$", lambda m: m.group(1) + _closest_unit(m.group(2)), joined,
+                   flags=re.IGNORECASE)
+    for candidate in (joined, fixed):
+        try:
+            parse_duration(candidate)
+        except ValueError:
+            continue
+        return f"[pause {candidate}]"
     return None
+
+
+def _decreasing_units(tail: str) -> bool:
+    """`1m 30s`, `1min 500ms`: parts in decreasing units, one duration written with spaces."""
+    order = {"min": 0, "m": 0, "s": 1, "ms": 2}
+    units = [m.group(1).lower() for m in re.finditer(r"[\d.]+\s*([a-z]+)", tail, re.IGNORECASE)]
+    ranks = [order.get(u, -1) for u in units]
+    return len(ranks) > 1 and -1 not in ranks and all(a < b for a, b in zip(ranks, ranks[1:]))
 
 
 def _closest_unit(unit: str) -> str:
