@@ -231,28 +231,36 @@ class _Reader:
             paragraph_pause_s=paragraph_s, spelling=values.get("spelling", {}),
             references=tuple(values.get("references", ())),
         )
-        silence_s = script.lead_in_s + script.tail_s + sum(
-            s.pause_after_s + sum(seg.seconds for seg in s.body[self.locales[0]] if isinstance(seg, Pause))
-            for s in script.sections)
-        if silence_s > MAX_TRACK_S:
-            src.error(f"the pauses alone last {silence_s / 3600:.1f} hours; a track may last at most 3 hours", node)
+        # every locale: a locale map may give one locale's text far longer pauses than another's
+        silence_s = {loc: script.lead_in_s + script.tail_s + sum(
+            s.pause_after_s + sum(seg.seconds for seg in s.body[loc] if isinstance(seg, Pause))
+            for s in script.sections) for loc in self.locales}
+        over = [loc for loc in self.locales if silence_s[loc] > MAX_TRACK_S]
+        if over:
+            longest = max(silence_s[loc] for loc in over)
+            where = f" in {', '.join(over)}" if len(over) < len(self.locales) else ""
+            src.error(f"the pauses alone last {longest / 3600:.1f} hours{where}; a track may last at most 3 hours",
+                      node)
         return script
 
     def _locales(self, entry: tuple[Node, Node] | None) -> tuple[str, ...]:
         if entry is None:
             return ()
         try:
-            tags = self.src.string_list(entry[1], what="locales")
+            nodes = self.src.string_nodes(entry[1], what="locales")
         except Invalid:
             return ()
-        if not tags:
+        if not nodes:
             self.src.error("locales must list at least one locale, e.g. [en-GB, en-US]", entry[1])
         seen: list[str] = []
-        for tag in tags:
+        for tag_node in nodes:  # each problem at its own tag
+            tag = tag_node.value
             if not LOCALE_PATTERN.fullmatch(tag):
-                self.src.error(f"{tag!r} is not a BCP 47 language tag such as en-GB", entry[1])
+                fixed = tag.strip().replace("_", "-")
+                hint = f"; did you mean {fixed!r}?" if fixed != tag and LOCALE_PATTERN.fullmatch(fixed) else ""
+                self.src.error(f"{tag!r} is not a BCP 47 language tag such as en-GB{hint}", tag_node)
             elif tag in seen:
-                self.src.error(f"locale {tag!r} is listed twice", entry[1])
+                self.src.error(f"locale {tag!r} is listed twice", tag_node)
             else:
                 seen.append(tag)
         return tuple(seen)
