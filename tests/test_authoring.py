@@ -29,6 +29,26 @@ def run_cli(project: Path, *args: str):
         os.chdir(cwd)
 
 
+def test_two_scripts_with_one_id_are_an_error(project: Path):
+    tiny = (project / "scripts" / "tiny.yaml").read_text()
+    (project / "scripts" / "dup.yaml").write_text(tiny)
+    (project / "scripts" / "dup.yml").write_text(tiny)
+    result = run_cli(project, "check")
+    assert result.exit_code == 1, result.output
+    assert ("scripts/dup.yml:1:1: error: script id 'dup' is used by both scripts/dup.yaml and scripts/dup.yml"
+            in result.output)
+    assert "Traceback" not in result.output
+    named = run_cli(project, "check", "dup")  # naming one of them does not hide the other
+    assert named.exit_code == 1 and "is used by both" in named.output
+
+
+def test_a_script_named_twice_is_built_once(project: Path, monkeypatch):
+    monkeypatch.chdir(project)
+    jobs, problems = gather(Project(project), ("scripts/tiny.yaml", "tiny"))
+    assert problems == []
+    assert [(j.script.id, j.locale) for j in jobs] == [("tiny", "en-GB"), ("tiny", "en-US")]
+
+
 def test_folded_description_keeps_its_paragraphs(tmp_path: Path):
     path = tmp_path / "desc.yaml"
     path.write_text("title: T\ndescription: >\n  First paragraph,\n  two lines.\n\n  Second one.\n"

@@ -111,21 +111,54 @@ class _NullProgress:
 
 
 def script_paths(project: Project, names: tuple[str, ...] = ()) -> tuple[list[Path], list[Problem]]:
-    """Named scripts (ids or paths), or every `scripts/*.yaml`."""
+    """Named scripts (ids or paths), or every `scripts/*.yaml` (and `.yml`); a script named twice is
+    listed once. Two scripts with one id (`dup.yaml` and `dup.yml`) are a problem: their outputs
+    are named after the id and would overwrite each other."""
+    from .errors import ProblemCollector, display_path
+
+    def id_clashes(paths: list[Path]) -> list[Problem]:
+        """One problem per id shared by two script files among `paths` or beside them in scripts/."""
+        scripts_dir = project.scripts_dir.resolve() if project.scripts_dir.is_dir() else None
+        by_id: dict[str, dict[Path, Path]] = {}
+        for path in paths:
+            files = by_id.setdefault(path.stem, {})
+            files.setdefault(path.resolve(), path)
+            if scripts_dir is not None and path.resolve().parent == scripts_dir:
+                for sibling in (project.scripts_dir / f"{path.stem}.yaml", project.scripts_dir / f"{path.stem}.yml"):
+                    if sibling.is_file():
+                        files.setdefault(sibling.resolve(), sibling)
+        problems = []
+        for script_id, files in by_id.items():
+            if len(files) < 2:
+                continue
+            shown = [display_path(p) for p in files.values()]
+            second = list(files.values())[1]
+            try:
+                text = second.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                text = ""
+            collector = ProblemCollector(shown[1], text)
+            collector.add(f"script id {script_id!r} is used by both {' and '.join(shown)}: outputs are named after "
+                          f"the id, so one would overwrite the other; rename one of them", 1, 1)
+            problems.extend(collector.problems)
+        return problems
+
     if not names:
         paths = sorted(project.scripts_dir.glob("*.yaml")) + sorted(project.scripts_dir.glob("*.yml"))
         if not paths:
             return [], [Problem(str(project.scripts_dir), 0, 0, "no scripts found (expected scripts/<id>.yaml)")]
-        return paths, []
-    paths, problems = [], []
+        return paths, id_clashes(paths)
+    paths, problems, seen = [], [], set()
     for name in names:
-        candidates = [Path(name), project.scripts_dir / name, project.scripts_dir / f"{name}.yaml"]
+        candidates = [Path(name), project.scripts_dir / name, project.scripts_dir / f"{name}.yaml",
+                      project.scripts_dir / f"{name}.yml"]
         hit = next((p for p in candidates if p.is_file()), None)
         if hit is None:
             problems.append(Problem(name, 0, 0, "no such script (give an id from scripts/ or a path to a .yaml file)"))
-        else:
+        elif hit.resolve() not in seen:  # `build scripts/tiny.yaml tiny` builds it once
+            seen.add(hit.resolve())
             paths.append(hit)
-    return paths, problems
+    return paths, problems + id_clashes(paths)
 
 
 def gather(project: Project, names: tuple[str, ...], *, locales: tuple[str, ...] = (),
