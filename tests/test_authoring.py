@@ -49,6 +49,23 @@ def test_a_script_named_twice_is_built_once(project: Path, monkeypatch):
     assert [(j.script.id, j.locale) for j in jobs] == [("tiny", "en-GB"), ("tiny", "en-US")]
 
 
+def test_a_builtin_sound_in_the_wrong_case_gets_a_hint(project: Path):
+    path = project / "scripts" / "tiny.yaml"
+    path.write_text(path.read_text().replace("{sound: stream,", "{sound: Stream,"))
+    result = run_cli(project, "check")
+    assert result.exit_code == 1
+    assert "unknown ambience sound 'Stream' (did you mean 'stream'?)" in result.output
+
+
+def test_voice_profile_errors_name_the_file_as_scripts_are_named(project: Path):
+    path = project / "voices" / "narrator.yaml"
+    path.write_text(path.read_text().replace("rate:", "rat:"))
+    result = run_cli(project, "check")
+    assert result.exit_code == 1
+    assert result.output.startswith("voices/narrator.yaml:"), result.output
+    assert str(project) not in result.output
+
+
 def test_folded_description_keeps_its_paragraphs(tmp_path: Path):
     path = tmp_path / "desc.yaml"
     path.write_text("title: T\ndescription: >\n  First paragraph,\n  two lines.\n\n  Second one.\n"

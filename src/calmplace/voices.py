@@ -8,7 +8,7 @@ from typing import Mapping
 
 from yaml.nodes import MappingNode, ScalarNode
 
-from .errors import ScriptErrors
+from .errors import ScriptErrors, display_path
 from .yamlsrc import Invalid, Source
 
 ENGINES = ("tts", "recorded")
@@ -38,8 +38,9 @@ def load_voice(name: str, *, voices_dir: Path) -> VoiceProfile:
         known = sorted(p.stem for p in voices_dir.glob("*.yaml"))
         from .errors import CalmplaceError
 
-        raise CalmplaceError(f"unknown voice {name!r}: there is no {path} (available: {', '.join(known) or 'none'})")
-    src, node = Source.read(path)
+        raise CalmplaceError(f"unknown voice {name!r}: there is no {display_path(path)} "
+                             f"(available: {', '.join(known) or 'none'})")
+    src, node = Source.read(path, display_path=display_path(path))  # relative, as scripts' paths are
     profile = None
     if node is not None:
         try:
@@ -77,7 +78,7 @@ def _read(src: Source, node, name: str) -> VoiceProfile:
         raise Invalid("voice")
     return VoiceProfile(name=name, engine=values["engine"], rate_wpm=values.get("rate", DEFAULT_RATE_WPM),
                         volume=values.get("volume", 1.0), prefer=values.get("locales", {}),
-                        fallback=values.get("fallback"), path=src.problems.path)
+                        fallback=values.get("fallback"), path=str(src.path))  # the real path: takes live beside it
 
 
 def _locales(src: Source, node) -> dict[str, tuple[str, ...]]:

@@ -82,6 +82,13 @@ def _locate(sound: str, *, ambience_dir: Path) -> tuple[Path | None, str | None]
                              if p.suffix.lower() in AUDIO_SUFFIXES) if full.parent.is_dir() else []
             if matches:
                 hint = f" (did you mean {matches[0]!r}?)"
+        if not hint:  # `Stream`, `strem`: a built-in's name in the wrong case or misspelt
+            import difflib
+
+            close = [b for b in BUILTINS if b == name.lower()] or difflib.get_close_matches(
+                name.lower(), list(BUILTINS), n=1, cutoff=0.75)
+            if close:
+                hint = f" (did you mean {close[0]!r}?)"
         return None, f"unknown ambience sound {sound!r}{hint}: {_available(ambience_dir)}"
     return full, None
 
