@@ -206,7 +206,7 @@ class _Reader:
         for key in ("lead_in", "tail", "paragraph_pause"):
             read(key, self.duration, what=key)
         read("spelling", self.spelling)
-        read("references", src.string_list, what="references")
+        read("references", self.references)
         paragraph_s = values.get("paragraph_pause", 1.5)
         sections = []
         if "sections" in entries:
@@ -278,8 +278,35 @@ class _Reader:
         text = self._string(node, what=what, fold=fold)
         return {loc: text for loc in self.locales}
 
+    def references(self, node: Node) -> list[str]:
+        nodes = self.src.string_nodes(node, what="references")
+        for ref_node in nodes:
+            self._printable(ref_node, ref_node.value, what="a reference")
+        return [n.value for n in nodes]
+
+    def _printable(self, node: Node, value: str, *, what: str) -> None:
+        """Report what the PDFs cannot print in a printed text (pdf.unprintable), at the first such
+        character. Latin (with its extensions) and general punctuation are known to print, so only
+        other text pays for loading the font (about half a second)."""
+        if all(ord(ch) < 0x250 or 0x2000 <= ord(ch) < 0x2065 for ch in value):
+            return
+        from .pdf import FONT_LABEL, describe_chars, unprintable
+
+        bad = unprintable(value)
+        if not bad:
+            return
+        position = (node.start_mark.line + 1, node.start_mark.column + 1)
+        laid = self.src.scalar_text(node)
+        if laid is not None and bad[0] in laid[0]:
+            position = self.src.position_of_index(laid[1][laid[0].index(bad[0])])
+        shown = describe_chars(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        self.src.error_at(f"{what}: the PDF script cannot print {shown}: leave {'it' if len(bad) == 1 else 'them'} "
+                          f"out (its font, {FONT_LABEL}, prints Latin, Greek and Cyrillic, left to right; not "
+                          f"CJK, most emoji or right-to-left scripts)", position)
+
     def _string(self, node: Node, *, what: str, fold: bool) -> str:
         text = self.src.string(node, what=what)
+        self._printable(node, text, what=what)
         if not fold:
             return text.strip()
         laid = self.src.scalar_text(node)  # a `>` scalar's blank line is a single "\n" in its value
@@ -409,6 +436,7 @@ class _Reader:
                         continue
                     seen[word.lower()] = word
                     table[word] = src.string(repl_node, what=f"the spelling of {word!r}").strip()
+                    self._printable(repl_node, table[word], what=f"the spelling of {word!r}")
                 except Invalid:
                     pass
             out[locale] = table
@@ -453,6 +481,7 @@ class _Reader:
             except Invalid:
                 failed = True
                 continue
+            self._printable(value_node, text, what="text")
             segments = self._segments(text, value_node, paragraph_pause_s=paragraph_pause_s)
             if segments is None:
                 failed = True
