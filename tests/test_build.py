@@ -184,3 +184,38 @@ def test_settings_key_covers_every_field():
     assert set(changed) == {f.name for f in dataclasses.fields(Settings)}  # a new field needs a line here
     for name, value in changed.items():
         assert dataclasses.replace(base, **{name: value}).key() != base.key(), name
+
+
+class _Lines:
+    """A UI that keeps what the build says."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def info(self, message: str) -> None:
+        self.lines.append(message)
+
+    detail = info
+
+    def progress(self, label: str, total: int):
+        from calmplace.build import _NullProgress
+
+        return _NullProgress()
+
+
+def test_summary_line_of_a_one_take_track_under_3_s(project: Path):
+    """QA: '1 takes' and 'LRA nan LU' (loudness range needs 3 s of short-term loudness)."""
+    (project / "scripts" / "tiny.yaml").unlink()
+    (project / "scripts" / "wee.yaml").write_text(
+        "title: Wee\nlocales: [en-GB]\nlead_in: 0s\ntail: 0.5s\nsections:\n  - text: Hello there.\n")
+    ui = _Lines()
+    report = fake_build(project, ui=ui)
+    assert report.exit_code == 0, report.problems
+    (line,) = [ln for ln in ui.lines if ln.startswith("wee (en-GB):")]
+    assert ", 1 take, " in line and "LRA n/a" in line and "nan" not in line, line
+
+
+def test_unknown_locale_names_the_locales_there_are(project: Path):
+    report = fake_build(project, locales=("fr-FR",))
+    assert report.exit_code == 1
+    assert "error: no script has locale 'fr-FR' (they have en-GB, en-US)" in report.problems

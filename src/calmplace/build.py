@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -184,7 +185,8 @@ def gather(project: Project, names: tuple[str, ...], *, locales: tuple[str, ...]
         jobs.extend(Job(script, loc, profiles[name]) for loc in wanted)
     for loc in locales:
         if scripts and not any(loc in s.locales for s in scripts):
-            messages.append(f"error: no script has locale {loc!r}")
+            have = sorted({tag for s in scripts for tag in s.locales})
+            messages.append(f"error: no script has locale {loc!r} (they have {', '.join(have)})")
     return jobs, messages
 
 
@@ -742,8 +744,11 @@ def _write_track(item: TrackWork, result: TrackResult, *, out_dir: Path, manifes
     report.tracks.append({"label": job.label, "duration_s": result.duration_s, "takes": result.n_takes,
                           "integrated_lufs": measured.integrated_lufs, "true_peak_dbtp": measured.true_peak_dbtp,
                           "loudness_range_lu": measured.loudness_range_lu, "mp3": str(paths["mp3"])})
-    ui.info(f"{job.label}: {_clock(result.duration_s)}, {result.n_takes} takes, "
-            f"{measured.integrated_lufs:.1f} LUFS, LRA {measured.loudness_range_lu:.1f} LU, "
+    # LRA needs 3 s of short-term loudness (EBU Tech 3342): none for a shorter track
+    lra = measured.loudness_range_lu
+    lra_text = f"LRA {lra:.1f} LU" if math.isfinite(lra) else "LRA n/a"
+    ui.info(f"{job.label}: {_clock(result.duration_s)}, {result.n_takes} take{'s' if result.n_takes != 1 else ''}, "
+            f"{measured.integrated_lufs:.1f} LUFS, {lra_text}, "
             f"true peak {measured.true_peak_dbtp:.1f} dBTP → {paths['mp3'].parent}/")
 
 
