@@ -255,7 +255,11 @@ def status_cmd(script: str, voice: str | None, locales: tuple[str, ...], accept:
 @click.option("--format", "fmt", type=click.Choice(["wav", "flac"]), default="wav", show_default=True,
               help="Format of the take files (24-bit, at the recording's own rate).")
 @click.option("--force", is_flag=True, help="Replace take files that already exist.")
-def split_cmd(script: str, recording: Path, voice: str | None, locale: str | None, fmt: str, force: bool) -> None:
+@click.option("--accept-lengths", is_flag=True,
+              help="Write the takes even when some look far too long or short (outside 0.6-1.6x the expected "
+                   "length) or sound like another take: you have listened, and they are right.")
+def split_cmd(script: str, recording: Path, voice: str | None, locale: str | None, fmt: str, force: bool,
+              accept_lengths: bool) -> None:
     """Split RECORDING, every take of SCRIPT read in order with a pause between, into the take files."""
     from .speech.recorded import read_audio, shown, take_dir
     from .split import plan_split, write_split
@@ -271,7 +275,7 @@ def split_cmd(script: str, recording: Path, voice: str | None, locale: str | Non
         the_plan = plan(job.script, job.locale)
         profile = synthetic_profile(job.profile, voices_dir=project.voices_dir)
         expected, source = expected_lengths(the_plan, profile, cache_root=_cache_root(project))
-        result = plan_split(recording, data, sr, the_plan.takes, expected)
+        result = plan_split(recording, data, sr, the_plan.takes, expected, accept_lengths=accept_lengths)
         folder = take_dir(project.voices_dir, job.profile.name, job.script.id, job.locale)
         written, removed = write_split(result, data, folder=folder, script_id=job.script.id, locale=job.locale,
                                        fmt=fmt, force=force)

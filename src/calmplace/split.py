@@ -10,12 +10,21 @@
    left out, and a take read again after a false start keeps its last reading. The cost is the
    squared log-ratio of each take's length to its expected length, plus the pauses joined inside
    takes (relative to the typical pause between takes), plus a fixed cost per sound left out and
-   per reading given up. Where lengths cannot tell a second reading of one take from a false
-   start of the next, the sound decides (the reading given up is compared with both takes).
-3. A take that still looks far too long or short is reported, with where it is in the recording,
-   and nothing is written. Otherwise each take is cut with a short margin of room tone and written
+   per reading given up. Speech before the first take or after the last may be left out too (a
+   remark, a take read again out of order), at a higher cost than a retake.
+3. Every reading given up must sound like the reading kept for its take (log band energies
+   aligned in time): more like it than like any other take's reading, and the kept reading more
+   like it than like any other take's. Otherwise the assignment is made again without that
+   retake, so a remark after the last take, or another take read again, never replaces the real
+   reading. Where lengths cannot tell a second reading of one take from a false start of the
+   next, the same comparison decides.
+4. A take that still looks far too long or short (outside 0.6-1.6x), or unusually long or short
+   and sounding like another take's reading (one take skipped, another read twice), is reported
+   with where it is in the recording, and nothing is written (unless the caller accepts odd
+   lengths). Otherwise each take is cut with a short margin of room tone and written
    at the recording's own rate and channels (WAV or FLAC, 24-bit); the build trims and matches
-   the takes like any others.
+   the takes like any others. All files are written to temporary names first and then moved in;
+   on any failure what this run wrote is removed again.
 """
 
 from __future__ import annotations
@@ -49,7 +58,15 @@ SKIP_PER_S = 1.5           # dear: its neighbours then shift onto chunks of the 
 RETAKE_COST = 1.0          # a take read again, the earlier reading given up: dearer than a pause joined
 RETAKE_MAX = 1.5           # inside a take, cheaper than a take half as long again; the reading given up
                            # is at most 1.5x the take (a false start, or one whole reading)
-RATIO_OK = (0.55, 1.8)     # a take outside 0.55-1.8x its (pace-scaled) expected length is an error ...
+EXTRA_COST = 0.8           # speech before the first take or after the last, left out (plus EXTRA_PER_S a
+EXTRA_PER_S = 0.1          # second): cheaper than joining a take across a pause as long as those between
+                           # takes; such speech that sounds like the take next to it is a retake instead
+SAME_WORDS = 0.5           # two readings whose sound distance is under half the median distance between
+                           # different takes' readings say the same words (measured on espeak-ng readings
+                           # at two rates and pitches: same text 2.5-5.7, different texts 8.5-19)
+RETAKE_ALIKE = 0.65        # a retake's two readings must be at least this much closer than different takes
+                           # (the same measurements: 0.2-0.55 of the median for the same text)
+RATIO_OK = (0.6, 1.6)      # a take outside 0.6-1.6x its (pace-scaled) expected length is an error ...
 RATIO_USUAL = (0.7, 1.45)  # ... outside 0.7-1.45x a warning: people linger on some lines, not by half again
 
 
@@ -104,7 +121,8 @@ def detect_chunks(mono: np.ndarray, *, sr: int, min_silence_s: float) -> list[Ch
             if b - a >= min_frames and db[a:b].max() > on]
 
 
-def _assign(chunks: list[Chunk], expected: list[float], *, sr: int, tempo: float):
+def _assign(chunks: list[Chunk], expected: list[float], *, sr: int, tempo: float,
+            forbid: frozenset[tuple[int, int]] = frozenset()):
     """Best assignment of chunks to len(expected) takes, in order.
 
     Each take gets a group of consecutive chunks; a short chunk between takes may be left out (a
@@ -112,8 +130,13 @@ def _assign(chunks: list[Chunk], expected: list[float], *, sr: int, tempo: float
     kept (a false start or a whole reading, then the take again: "If a take goes wrong, read it
     again; keep the last good reading", as the recording template advises).
 
+    Speech before the first take or after the last may be left out whatever its length (a remark,
+    a take read again out of order). `forbid` holds (take index, first chunk) retakes that did not
+    sound like the take, and (-1, chunk) for speech at the edges that did (see `_unlike_retakes`).
+
     Returns (groups as (first, last+1) chunk indices, skipped chunk indices, discarded readings as
-    {take index: (first, last+1)}, lengths), or None when there are too few chunks."""
+    {take index: (first, last+1)}, lengths, chunk indices left out before the first take or after
+    the last), or None when there are too few chunks."""
     m, n = len(chunks), len(expected)
     dur = [(c.end - c.start) / sr for c in chunks]
     gaps = [(chunks[i + 1].start - chunks[i].end) / sr for i in range(m - 1)]
@@ -142,6 +165,10 @@ def _assign(chunks: list[Chunk], expected: list[float], *, sr: int, tempo: float
                 cost = here + SKIP_COST + SKIP_PER_S * dur[i]
                 if cost < best[i + 1][j]:
                     best[i + 1][j], back[i + 1][j] = cost, ("skip", i, j, None)
+            if (j == 0 or j == n) and (-1, i) not in forbid:  # before the first take or after the last
+                cost = here + EXTRA_COST + EXTRA_PER_S * dur[i]
+                if cost < best[i + 1][j]:
+                    best[i + 1][j], back[i + 1][j] = cost, ("extra", i, j, None)
             if j == n:
                 continue
             want = tempo * expected[j]
@@ -149,10 +176,14 @@ def _assign(chunks: list[Chunk], expected: list[float], *, sr: int, tempo: float
                 cost = here + W_LENGTH * math.log(length / want) ** 2 + pauses
                 if cost < best[k][j + 1]:
                     best[k][j + 1], back[k][j + 1] = cost, ("take", i, j, None)
+            if (j, i) in forbid:
+                continue
             for r, dropped, _ in groups_from(i):  # chunks i..r-1 a reading given up, then r..k-1 take j
                 if dropped > RETAKE_MAX * want:
                     break
                 for k, length, pauses in groups_from(r):
+                    if not RATIO_OK[0] <= length / want <= RATIO_OK[1]:
+                        continue  # the reading kept must itself look like this take
                     cost = here + RETAKE_COST + W_LENGTH * math.log(length / want) ** 2 + pauses
                     if cost < best[k][j + 1]:
                         best[k][j + 1], back[k][j + 1] = cost, ("retake", i, j, r)
@@ -160,12 +191,15 @@ def _assign(chunks: list[Chunk], expected: list[float], *, sr: int, tempo: float
         return None
     groups: list[tuple[int, int]] = []
     skipped: list[int] = []
+    extra: list[int] = []
     dropped_readings: dict[int, tuple[int, int]] = {}
     i, j = m, n
     while i > 0 or j > 0:
         kind, pi, pj, r = back[i][j]  # type: ignore[misc]
         if kind == "skip":
             skipped.append(pi)
+        elif kind == "extra":
+            extra.append(pi)
         elif kind == "take":
             groups.append((pi, i))
         else:
@@ -174,11 +208,13 @@ def _assign(chunks: list[Chunk], expected: list[float], *, sr: int, tempo: float
         i, j = pi, pj
     groups.reverse()
     skipped.reverse()
+    extra.reverse()
     lengths = [sum(dur[a:b]) + sum(min(g, GAP_CREDIT_S) for g in gaps[a:b - 1]) for a, b in groups]
-    return groups, skipped, dropped_readings, lengths
+    return groups, skipped, dropped_readings, lengths, extra
 
 
-def assign(chunks: list[Chunk], expected: list[float], *, sr: int):
+def assign(chunks: list[Chunk], expected: list[float], *, sr: int,
+           forbid: frozenset[tuple[int, int]] = frozenset()):
     """`_assign` at the reader's own pace: start from total speech / total expected, then refine
     from the assignment itself (a reader 20% slower than the synthetic voice is not a mismatch)."""
     if not chunks:
@@ -187,7 +223,7 @@ def assign(chunks: list[Chunk], expected: list[float], *, sr: int):
     tempo = min(2.5, max(0.4, total_speech / sum(expected)))
     result = None
     for _ in range(3):
-        result = _assign(chunks, expected, sr=sr, tempo=tempo)
+        result = _assign(chunks, expected, sr=sr, tempo=tempo, forbid=forbid)
         if result is None:
             return None
         new = min(2.5, max(0.4, sum(result[3]) / sum(expected)))
@@ -203,8 +239,10 @@ def _group_length(chunks: list[Chunk], a: int, b: int, *, sr: int) -> float:
 
 
 def _features(x: np.ndarray, *, sr: int) -> np.ndarray:
-    """Log energies in 16 bands from 100 Hz to 5 kHz, every 40 ms, each band's mean removed (the
-    room and the microphone), as a rough fingerprint of which words are said."""
+    """Log energies in 16 bands from 100 Hz to 5 kHz, every 40 ms, less their overall mean (how
+    loud), as a rough fingerprint of which words are said. The bands' colour is kept: readings
+    compared come from one recording (one room, one microphone), and a steady vowel is told from
+    another by its colour alone."""
     win = int(0.04 * sr)
     n = x.size // win
     if n < 2:
@@ -215,7 +253,7 @@ def _features(x: np.ndarray, *, sr: int) -> np.ndarray:
     edges = np.geomspace(100, min(5000, sr / 2 - 1), 17)
     bands = np.stack([spec[:, (freqs >= lo) & (freqs < hi)].sum(axis=1) for lo, hi in zip(edges, edges[1:])], axis=1)
     feats = np.log(bands + 1e-10)
-    return feats - feats.mean(axis=0)
+    return feats - feats.mean()
 
 
 def _dtw(a: np.ndarray, b: np.ndarray) -> float:
@@ -231,33 +269,72 @@ def _dtw(a: np.ndarray, b: np.ndarray) -> float:
     return float(acc[-1, -1] / (a.shape[0] + b.shape[0]))
 
 
-def attribute_retakes(mono: np.ndarray, sr: int, chunks: list[Chunk], groups: list[tuple[int, int]],
-                      dropped: dict[int, tuple[int, int]]):
-    """Lengths alone cannot tell "take 4 read twice" from "a false start of take 5" when the two
-    takes are about as long: the reading given up sounds like the take it belongs to, so compare
-    it (by its sound, aligned in time) with the kept readings of this take and of the one before."""
-    groups, dropped = list(groups), dict(dropped)
+class _Sounds:
+    """What readings sound like, to tell one take from another: `_features` aligned by `_dtw`."""
 
-    def audio(a: int, b: int) -> np.ndarray:
-        return np.concatenate([mono[c.start:c.end] for c in chunks[a:b] if (c.end - c.start) / sr >= SKIP_MAX_S]
-                              or [mono[chunks[a].start:chunks[b - 1].end]])
+    def __init__(self, mono: np.ndarray, sr: int, chunks: list[Chunk]):
+        self.mono, self.sr, self.chunks = mono, sr, chunks
+        self._cache: dict[tuple, float] = {}
 
-    for j, (a, r) in sorted(dropped.items()):
-        if j == 0 or j - 1 in dropped:
-            continue
-        main = [i for i in range(a, r) if (chunks[i].end - chunks[i].start) / sr >= SKIP_MAX_S]
-        if not main:
-            continue  # only short sounds were given up: nothing to compare
-        given_up = _features(audio(main[0], r), sr=sr)
-        this = _dtw(given_up, _features(audio(*groups[j]), sr=sr))
-        before = _dtw(given_up, _features(audio(*groups[j - 1]), sr=sr))
-        if before < this:  # it was the take before, read again: keep that reading for it instead
-            prev_start = groups[j - 1][0]
-            groups[j - 1] = (main[0], r)
-            dropped[j - 1] = (prev_start, main[0])
-            groups[j] = (r, groups[j][1])
-            del dropped[j]
-    return groups, dropped
+    def long(self, a: int, b: int) -> list[int]:
+        """Chunks a..b-1 that may be words (a breath, a click, a take's number said are shorter)."""
+        return [i for i in range(a, b) if (self.chunks[i].end - self.chunks[i].start) / self.sr >= SKIP_MAX_S]
+
+    def audio(self, a: int, b: int) -> np.ndarray:
+        c = self.chunks
+        return np.concatenate([self.mono[c[i].start:c[i].end] for i in self.long(a, b)]
+                              or [self.mono[c[a].start:c[b - 1].end]])
+
+    def distance(self, x: tuple[int, int], y: tuple[int, int]) -> float:
+        """How unlike two stretches of chunks sound: the shorter against the start of the longer (up to
+        1.25x its length), since a false start is the beginning of its take."""
+        key = (min(x, y), max(x, y))
+        if key not in self._cache:
+            ax, ay = self.audio(*x), self.audio(*y)
+            if ax.size > ay.size:
+                ax, ay = ay, ax
+            ay = ay[: int(1.25 * ax.size) + 1]
+            self._cache[key] = _dtw(_features(ax, sr=self.sr), _features(ay, sr=self.sr))
+        return self._cache[key]
+
+    def like(self, piece: tuple[int, int], groups: list[tuple[int, int]], *, but: int | None = None):
+        """(distance, take index) of the take reading `piece` sounds most like, and the median distance
+        to the takes' readings; None with fewer than three readings to compare with."""
+        found = sorted((self.distance(piece, g), k) for k, g in enumerate(groups) if k != but and g != piece)
+        if len(found) < 2:
+            return None
+        return found[0], float(np.median([d for d, _ in found]))
+
+
+def _alike(sounds: _Sounds, x: tuple[int, int], y: tuple[int, int], groups: list[tuple[int, int]], j: int) -> bool:
+    """Do x and y sound like two readings of take j? Nothing else (another take's reading) sounds
+    more like either, and they are clearly alike: under RETAKE_ALIKE x the median distance from
+    them to the other takes' readings."""
+    others = [k for k in range(len(groups)) if k != j]
+    if not others:
+        return True  # one take: nothing to tell it from
+    same = sounds.distance(x, y)
+    to_x = [sounds.distance(x, groups[k]) for k in others]
+    to_y = [sounds.distance(y, groups[k]) for k in others]
+    return same < min(to_x) and same < min(to_y) and same < RETAKE_ALIKE * float(np.median(to_x + to_y))
+
+
+def _unlike_retakes(sounds: _Sounds, groups: list[tuple[int, int]],
+                    dropped: dict[int, tuple[int, int]], extra: Sequence[int] = ()) -> set[tuple[int, int]]:
+    """Readings given up, as (take index, first chunk), that do not sound like the reading kept for
+    that take: another take's reading sounds more like either of them, or the two are not clearly
+    alike (under RETAKE_ALIKE x the median distance to the other takes' readings). A reading given
+    up that is only short sounds cannot be compared and is accepted, as before."""
+    bad = set()
+    for j, (a, r) in dropped.items():
+        main = sounds.long(a, r)
+        if main and not _alike(sounds, (main[0], r), groups[j], groups, j):
+            bad.add((j, a))
+    for i in extra:  # speech left out at an edge that sounds like the take beside it: read again
+        j = 0 if i < groups[0][0] else len(groups) - 1
+        if sounds.long(i, i + 1) and _alike(sounds, (i, i + 1), groups[j], groups, j):
+            bad.add((-1, i))
+    return bad
 
 
 def _clock(seconds: float) -> str:
@@ -275,8 +352,12 @@ def _how_long(ratio: float) -> str:
     return f"only {ratio * 100:.0f}% as long"
 
 
-def plan_split(path: Path, data: np.ndarray, sr: int, takes: Sequence[Take], expected_s: Sequence[float]) -> SplitPlan:
-    """Where each take is in the recording; a CalmplaceError (naming the file) when that is unclear."""
+def plan_split(path: Path, data: np.ndarray, sr: int, takes: Sequence[Take], expected_s: Sequence[float], *,
+               accept_lengths: bool = False) -> SplitPlan:
+    """Where each take is in the recording; a CalmplaceError (naming the file) when that is unclear.
+
+    `accept_lengths`: takes far from their expected length (or sounding like another take) are
+    warned about instead of refused: the reader knows the takes are right."""
     takes, expected = list(takes), [max(0.2, float(e)) for e in expected_s]
     if len(expected) != len(takes):
         raise ValueError(f"{len(takes)} takes but {len(expected)} expected lengths")
@@ -295,16 +376,27 @@ def plan_split(path: Path, data: np.ndarray, sr: int, takes: Sequence[Take], exp
             break
     n, m = len(takes), len(chunks)
     found = f"found {m} speech chunk{'s' if m != 1 else ''} for {n} take{'s' if n != 1 else ''}"
+    sounds = _Sounds(mono, sr, chunks)
+    forbid: frozenset[tuple[int, int]] = frozenset()
+    unlike: list[str] = []  # retakes refused by their sound, for the message when nothing else fits
     result = assign(chunks, expected, sr=sr) if m >= n else None
+    for _ in range(4 * n + 4):
+        if result is None:
+            break
+        groups, skipped, dropped, lengths, extra, tempo = result
+        bad = _unlike_retakes(sounds, groups, dropped, extra)
+        if not bad:
+            break
+        unlike += [f"the speech at {_clock(chunks[sounds.long(*dropped[j])[0]].start / sr)} and at "
+                   f"{_clock(chunks[groups[j][0]].start / sr)} do not sound like the same take" for j, _ in sorted(bad) if j >= 0]
+        forbid |= bad
+        result = assign(chunks, expected, sr=sr, forbid=forbid)
     if result is None:
         raise CalmplaceError(
-            f"{where}: {found}: some takes are missing, or were read without a pause between them. Leave at "
+            f"{where}: {found}: some takes are missing, or were read without a pause between them"
+            + (f" ({'; '.join(unlike)})" if unlike else "") + ". Leave at "
             f"least 1.5 s of silence between takes (chunks found at "
             f"{', '.join(_clock(c.start / sr) for c in chunks[:20])}{' ...' if m > 20 else ''})")
-    groups, skipped, dropped, lengths, tempo = result
-    if dropped:
-        groups, dropped = attribute_retakes(mono, sr, chunks, groups, dropped)
-        lengths = [_group_length(chunks, a, b, sr=sr) for a, b in groups]
     cuts: list[Cut] = []
     bad: list[str] = []
     unusual: list[str] = []
@@ -321,16 +413,41 @@ def plan_split(path: Path, data: np.ndarray, sr: int, takes: Sequence[Take], exp
         if not RATIO_OK[0] <= ratio <= RATIO_OK[1]:
             bad.append(f"take {take.name} looks {_how_long(ratio)} as expected ({where_s})")
         elif not RATIO_USUAL[0] <= ratio <= RATIO_USUAL[1]:
-            unusual.append(f"take {take.name} is {_how_long(ratio)} as expected ({where_s}): listen to it; "
-                           + ("it may hold a false start or part of another take" if ratio > 1
-                              else "part of it may have gone into another take"))
-    if bad:
+            twin = sounds.like((a, b), groups, but=len(cuts) - 1)
+            if twin and twin[0][0] < SAME_WORDS * twin[1]:  # one take skipped and another read twice?
+                k = twin[0][1]
+                bad.append(f"take {take.name} is {_how_long(ratio)} as expected ({where_s}) and sounds like "
+                           f"take {takes[k].name} (at {_clock(chunks[groups[k][0]].start / sr)}): the same words "
+                           f"read twice (a take skipped, or read out of order)")
+            else:
+                unusual.append(f"take {take.name} is {_how_long(ratio)} as expected ({where_s}): listen to it; "
+                               + ("it may hold a false start or part of another take" if ratio > 1
+                                  else "part of it may have gone into another take"))
+    if bad and not accept_lengths:
         raise CalmplaceError(
-            f"{where}: {found}; " + "; ".join(bad) + ". Check that every take was read once, in order, with a "
-            "clear pause (1.5 s or more) between takes; or record the takes as separate files")
+            f"{where}: {found}; " + "; ".join(bad) + ". Nothing was written. Check that every take was read once, "
+            "in order, with a clear pause (1.5 s or more) between takes; or record the takes as separate files; "
+            "or, if you have listened and the takes are right, split again with --accept-lengths")
+    unusual = [f"{u} (accepted with --accept-lengths)" for u in bad] + unusual
     plan = SplitPlan(Path(path), sr, chunks, cuts, skipped, tempo, dropped)
+    for i in extra:
+        c = chunks[i]
+        first = i < groups[0][0]
+        twin = sounds.like((i, i + 1), groups)
+        if twin and twin[0][0] < RETAKE_ALIKE * twin[1]:  # only a description: as for a retake
+            k = twin[0][1]
+            part = (c.end - c.start) / sr < 0.7 * lengths[k]
+            what = (f"it sounds like {'the start of ' if part else ''}take {takes[k].name} read again out of order; "
+                    f"if that reading is the better one, record take {takes[k].name} as its own file")
+        else:
+            what = "it matches no take (a remark?)"
+        plan.warnings.append(f"{where}: left out {(c.end - c.start) / sr:.1f} s of speech "
+                             f"{'before the first take' if first else 'after the last take'} "
+                             f"(at {_clock(c.start / sr)}-{_clock(c.end / sr)}): {what}")
     joined = [c.take.name for c in cuts if len(c.chunks) > 1]
-    if m != n or joined or skipped or dropped:
+    if m != n and not (joined or skipped or dropped):
+        pass  # only speech left out before or after the takes: its warning says so
+    elif m != n or joined or skipped or dropped:
         note = found
         if joined:
             note += f": joined the pauses inside take{'s' if len(joined) > 1 else ''} {', '.join(joined)}"
