@@ -374,7 +374,38 @@ def test_stale_takes_after_editing_the_script(project: Path, monkeypatch):
     sf.write(folder / "003.flac", recorded_take(the_plan.takes[2].text, sr=44100, channels=1, lead_s=0.5,
                                                 tail_s=0.5, gain_db=-6, seed=9), 44100)
     fresh = run_cli(project, monkeypatch, "takes", "status", "tiny", "--voice", "therapist", "--locale", "en-GB")
-    assert fresh.exit_code == 0 and "4 of 4 takes ok" in fresh.output
+    assert fresh.exit_code == 0 and "3 of 4 takes ok, 1 new" in fresh.output, fresh.output
+    assert "new recording, not yet accepted: run with --accept" in fresh.output
+    # ... and once accepted, it is tracked: editing its text again shows it stale (QA: takes.json kept
+    # the old file's sha256, so the new file showed "ok" for ever)
+    run_cli(project, monkeypatch, "takes", "status", "tiny", "--voice", "therapist", "--locale", "en-GB", "--accept")
+    script.write_text(script.read_text().replace("Rest here for as long as you like.", "Rest here."))
+    again = run_cli(project, monkeypatch, "takes", "status", "tiny", "--voice", "therapist", "--locale", "en-GB")
+    assert again.exit_code == 1 and "3 of 4 takes ok, 1 stale" in again.output, again.output
+
+
+def test_takes_renumbered_by_an_inserted_sentence(project: Path, monkeypatch):
+    write_takes(project)
+    run_cli(project, monkeypatch, "takes", "status", "tiny", "--voice", "therapist", "--locale", "en-GB", "--accept")
+    script = project / "scripts" / "tiny.yaml"
+    script.write_text(script.read_text().replace("Let the breath slow down.", "Let the breath slow down. [pause 2s]\n"
+                                                 "      Feel your feet on the floor."))
+    status = run_cli(project, monkeypatch, "takes", "status", "tiny", "--voice", "therapist", "--locale", "en-GB")
+    out = status.output
+    print(out)
+    assert status.exit_code == 1
+    # 002 is still "Let the breath slow down."; 003 and 004 moved on by one; 005 is missing
+    assert "003.ogg was recorded for what is now take 004: rename it to 004.ogg" in out
+    assert "004.mp3 was recorded for what is now take 005: rename it to 005.mp3" in out
+    assert "rename them, the highest number first" in out
+    accepted = run_cli(project, monkeypatch, "takes", "status", "tiny", "--voice", "therapist", "--locale", "en-GB",
+                       "--accept")
+    assert accepted.exit_code == 1 and "1 stale" not in accepted.output and "2 stale" in accepted.output
+    engine = RecordedEngine(load_voice("therapist", voices_dir=project / "voices"), voices_dir=project / "voices",
+                            fallback_tts=True)
+    engine.take_keys(plan(load_script(script), "en-GB").takes, script_id="tiny", locale="en-GB", sr=SR)
+    stale = [w for w in engine.warnings if "is stale" in w]
+    assert len(stale) == 2 and all("what is now take" in w and "--accept" not in w for w in stale), stale
 
 
 def test_status_warns_of_clipping_and_noise(project: Path, monkeypatch):

@@ -194,9 +194,10 @@ def status_cmd(script: str, voice: str | None, locales: tuple[str, ...], accept:
         folder = take_dir(project.voices_dir, job.profile.name, job.script.id, job.locale)
         states = take_states(folder, the_plan.takes)
         click.echo(f"{job.label}, voice {job.profile.name}: {shown(folder)}/")
-        counts = {"ok": 0, "missing": 0, "stale": 0, "duplicate": 0, "unreadable": 0, "silent": 0}
+        counts = {"ok": 0, "new": 0, "missing": 0, "stale": 0, "duplicate": 0, "unreadable": 0, "silent": 0}
         n_warn = 0
         accepted = {}
+        renamed: list = []
         for s in states:
             line = f"  {s.take.name}  "
             notes: list[str] = []
@@ -218,16 +219,24 @@ def status_cmd(script: str, voice: str | None, locales: tuple[str, ...], accept:
                     line += (f"{state:10} {s.path.name:10} {_fmt_s(a.duration_s):>7}  noise {a.noise_floor_dbfs:4.0f} "
                              f"dBFS  peak {a.peak_dbfs:5.1f} dBFS  {a.sr} Hz {a.channels} ch")
                     notes = a.warnings()
-                    if s.state == "stale":
+                    if s.renumbered:
+                        notes.insert(0, f"recorded for \u201c{s.recorded_text}\u201d: {s.path.name} was recorded for "
+                                        f"what is now take {s.now_take}: rename it to {s.now_take}{s.path.suffix} "
+                                        f"(the takes were renumbered; do not --accept it)")
+                        renamed.append(s)
+                    elif s.state == "stale":
                         notes.insert(0, f"recorded for \u201c{s.recorded_text}\u201d; the script now says "
                                         f"\u201c{s.take.text}\u201d")
-                    if accept and state != "silent":
+                    elif s.state == "new":
+                        notes.insert(0, "new recording, not yet accepted: run with --accept to remember it was "
+                                        "recorded for the current text (so that later edits show it as stale)")
+                    if accept and state != "silent" and not s.renumbered:
                         accepted[s.take.name] = record_entry(s.take, s.path, sha256=s.sha256)
             counts[state] += 1
             click.echo(line)
             for note in notes:
                 click.echo(f"        {note}")
-            n_warn += len([n for n in notes if not n.startswith("recorded for")])
+            n_warn += len([n for n in notes if not n.startswith(("recorded for", "new recording"))])
         for p in stray_files(folder, the_plan.takes):
             click.echo(f"  note: {p.name} is not a take of this script ({len(states)} takes); it is not used")
         summary = [f"{counts['ok']} of {len(states)} takes ok"]
@@ -235,15 +244,20 @@ def status_cmd(script: str, voice: str | None, locales: tuple[str, ...], accept:
         if n_warn:
             summary.append(f"{n_warn} warning{'s' if n_warn != 1 else ''}")
         click.echo("  " + ", ".join(summary))
+        if renamed:
+            click.echo(f"  {len(renamed)} take file{'s were' if len(renamed) != 1 else ' was'} recorded for another "
+                       f"take's text (a sentence was added or removed): rename them, the highest number first"
+                       + (" (--accept leaves them stale)" if accept else ""))
         if accept and accepted:
             save_record(folder, accepted, script_id=job.script.id, locale=job.locale)
             click.echo(f"  accepted {len(accepted)} take{'s' if len(accepted) != 1 else ''} as recorded for the "
                        f"current text ({shown(folder / 'takes.json')})")
-            counts["stale"] = 0
+            counts["stale"] = len(renamed)
+            counts["new"] = 0
         elif not accept and not any(s.accepted for s in states) and counts["ok"]:
             click.echo("  (run with --accept to remember which text each take was recorded for, so that later "
                        "edits to the script are flagged)")
-        trouble += sum(v for k, v in counts.items() if k != "ok")
+        trouble += sum(v for k, v in counts.items() if k not in ("ok", "new"))  # new: usable, only untracked
     sys.exit(1 if trouble else 0)
 
 

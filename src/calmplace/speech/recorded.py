@@ -367,20 +367,31 @@ def record_entry(take: Take, path: Path, *, sha256: str | None = None) -> dict:
 @dataclass(frozen=True)
 class TakeState:
     take: Take
-    state: str                     # "ok" | "missing" | "stale" | "duplicate"
+    state: str                     # "ok" | "missing" | "stale" | "duplicate" | "new"
     path: Path | None = None       # the take's file (the first, for duplicates)
     others: tuple[Path, ...] = ()  # further files for the same take
     recorded_text: str | None = None
     sha256: str | None = None
     accepted: bool = False         # takes.json records this very file for this very text
+    now_take: str | None = None    # stale: the take whose text this file was recorded for (renumbered)
+
+    @property
+    def renumbered(self) -> bool:
+        return self.state == "stale" and self.now_take is not None and self.now_take != self.take.name
 
 
 def take_states(folder: Path, takes: Sequence[Take]) -> list[TakeState]:
-    """Each take as ok / missing / stale / duplicate.
+    """Each take as ok / missing / stale / duplicate / new.
 
-    Stale: takes.json says this same file (same sha256) was recorded for a different text. A file
-    that has changed since the record was made is a new recording, taken to be of the current text."""
+    Stale: takes.json says this same file (same sha256) was recorded for a different text; when
+    that text is another take's now (a sentence inserted or removed renumbered the takes), `now_take`
+    names it. New: takes.json has an entry for this take but for another file (recorded again since):
+    it is taken to be of the current text, but is not tracked until accepted (`takes status
+    --accept`), so a later edit of the text could not show it as stale."""
     record = load_record(folder)
+    now = {}
+    for t in takes:
+        now.setdefault(t.text, t.name)
     out = []
     for take in takes:
         files = take_files(folder, take)
@@ -394,7 +405,10 @@ def take_states(folder: Path, takes: Sequence[Take]) -> list[TakeState]:
         entry = record.get(take.name)
         same_file = bool(entry) and entry.get("sha256") == sha
         if same_file and entry.get("text") != take.text:
-            out.append(TakeState(take, "stale", files[0], recorded_text=entry.get("text"), sha256=sha))
+            out.append(TakeState(take, "stale", files[0], recorded_text=entry.get("text"), sha256=sha,
+                                 now_take=now.get(entry.get("text"))))
+        elif entry and not same_file:
+            out.append(TakeState(take, "new", files[0], recorded_text=entry.get("text"), sha256=sha))
         else:
             out.append(TakeState(take, "ok", files[0], sha256=sha, accepted=same_file))
     return out
@@ -478,7 +492,12 @@ class RecordedEngine:
                 f"(.flac, .ogg or .mp3 work as well as .wav). Record them (calmplace template {script_id} prints "
                 f"their texts), or build with --fallback-tts to speak them with the synthetic voice")
         for s in states:
-            if s.state == "stale":
+            if s.renumbered:
+                self._warn(f"{label} take {s.take.name} is stale: {shown(s.path)} was recorded for what is now take "
+                           f"{s.now_take} (\u201c{s.recorded_text}\u201d): the takes were renumbered by an edit of the "
+                           f"script; rename the files to their new numbers (calmplace takes status {script_id} "
+                           f"--voice {self.profile.name} --locale {locale} lists them)")
+            elif s.state == "stale":
                 self._warn(f"{label} take {s.take.name} is stale: {shown(s.path)} was recorded for "
                            f"\u201c{s.recorded_text}\u201d but the script now says \u201c{s.take.text}\u201d; record it "
                            f"again, or keep it with: calmplace takes status {script_id} --voice {self.profile.name} "
