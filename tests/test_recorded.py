@@ -503,3 +503,20 @@ def test_expected_lengths_without_speech_come_from_words(project: Path, monkeypa
     lengths, source = expected_lengths(the_plan, narrator, cache_root=project / "cache")
     # words / rate: "Settle in and notice the colour of the light." is 9 words at 140 a minute
     assert lengths[0] == pytest.approx(9 / 140 * 60) and "140 words a minute (no espeak here)" in source
+
+
+def test_a_knock_before_the_speech_is_trimmed_off():
+    # QA: 4 s of room tone, a 0.1 s knock at 1 s, then the take: the knock and 3 s of room stayed
+    sr = 44100
+    voice = spoken("Rest here for a while.", sr=sr) * 0.5
+    knock = np.random.default_rng(3).standard_normal(int(0.1 * sr)) * np.exp(-np.arange(int(0.1 * sr)) / (0.02 * sr))
+    x = np.zeros(4 * sr + voice.size + sr)
+    x[sr:sr + knock.size] += 0.6 * knock
+    x[4 * sr:4 * sr + voice.size] += voice
+    x += room(x.size, sr=sr, seed=8)
+    clip = prepare(x[:, None], sr, sr=SR, what="knock.wav")
+    # the speech and the margins kept around it (LEAD_MARGIN_S + TAIL_MARGIN_S); ±0.1 s: the speech
+    # edges are found in 10 ms frames at 12 dB over the room, and espeak's softest first and last
+    # frames (within 40 dB of its vowels, so counted in `voice`) are under that here (0.06 s short).
+    # With the knock kept the clip would be 3 s longer.
+    assert clip.size / SR == pytest.approx(voice.size / sr + LEAD_MARGIN_S + TAIL_MARGIN_S, abs=0.1)

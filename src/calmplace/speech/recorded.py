@@ -184,8 +184,10 @@ def speech_span(x: np.ndarray, *, sr: int) -> tuple[int, int] | None:
     A 10 ms frame is speech when it stands clear of the take's own noise floor (12 dB, or half
     the floor-to-speech range when that is small) and is within 45 dB of its loud vowels (the
     same depth as the synthetic voice's trimming: soft consonants, not room reverb). Sounds
-    closer than 0.25 s belong together; an isolated burst under 50 ms (a click, a tap on the
-    microphone) is not speech unless it is all there is."""
+    closer than 0.25 s belong together; a burst under 50 ms (a click, a tap on the microphone),
+    or under 0.15 s with more than 0.5 s of quiet on either side (a knock, the chair, a page
+    turned: the shortest word, with its consonants, lasts longer, and a reader's words are closer
+    together than that), is not speech unless it is all there is."""
     frame = max(1, sr // 100)
     db = frame_db(x, frame)
     lv = levels(db)
@@ -194,6 +196,10 @@ def speech_span(x: np.ndarray, *, sr: int) -> tuple[int, int] | None:
     threshold = max(lv.floor_db + min(12.0, lv.range_db / 2), lv.top_db - 45.0)
     runs = _runs(db > threshold, join=int(0.25 * 100))
     long_runs = [r for r in runs if r[1] - r[0] >= 5] or runs
+    isolated = [r for i, r in enumerate(long_runs) if r[1] - r[0] < 15
+                and (i == 0 or r[0] - long_runs[i - 1][1] > 50)
+                and (i == len(long_runs) - 1 or long_runs[i + 1][0] - r[1] > 50)]
+    long_runs = [r for r in long_runs if r not in isolated] or long_runs
     if not long_runs:
         return None
     return long_runs[0][0] * frame, min(x.size, long_runs[-1][1] * frame)
