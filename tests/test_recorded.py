@@ -520,3 +520,28 @@ def test_a_knock_before_the_speech_is_trimmed_off():
     # frames (within 40 dB of its vowels, so counted in `voice`) are under that here (0.06 s short).
     # With the knock kept the clip would be 3 s longer.
     assert clip.size / SR == pytest.approx(voice.size / sr + LEAD_MARGIN_S + TAIL_MARGIN_S, abs=0.1)
+
+
+def test_a_cut_off_take_is_warned_about(project: Path, monkeypatch):
+    write_takes(project, skip=("003",))
+    folder = project / "voices" / "therapist" / "tiny" / "en-GB"
+    the_plan = plan(load_script(project / "scripts" / "tiny.yaml"), "en-GB")
+    whole = recorded_take(the_plan.takes[2].text, sr=44100, channels=1, lead_s=0.3, tail_s=0.3, gain_db=-6, seed=3)
+    # QA: 0.12 s of a take expected to last about 1.8 s showed "ok" and built silently
+    sf.write(folder / "003.wav", whole[int(0.3 * 44100): int(0.42 * 44100)], 44100)
+    status = run_cli(project, monkeypatch, "takes", "status", "tiny", "--voice", "therapist", "--locale", "en-GB")
+    lines = status.output.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.strip().startswith("003"))
+    assert "s of speech, expected about" in lines[at + 1] and "cut off" in lines[at + 1], status.output
+    assert status.output.count("cut off") == 1  # the other takes are as long as expected
+    report, warnings = _build(project)
+    assert report.exit_code == 0, report.problems
+    assert any("003.wav" in w and "cut off" in w for w in warnings), warnings
+    # a WAV cut off while copied: its header promises more than it holds, and the message says so
+    sf.write(folder / "003.wav", whole, 44100, subtype="PCM_16")
+    raw = (folder / "003.wav").read_bytes()
+    (folder / "003.wav").write_bytes(raw[:44 + 2 * int(0.05 * 44100)])  # the header and 0.05 s of room
+    status = run_cli(project, monkeypatch, "takes", "status", "tiny", "--voice", "therapist", "--locale", "en-GB")
+    assert "the file is truncated: its header promises 2." in status.output, status.output
+    report, _ = _build(project)
+    assert report.exit_code == 1 and any("003.wav: the file is truncated" in p for p in report.problems), report.problems

@@ -183,16 +183,21 @@ def status_cmd(script: str, voice: str | None, locales: tuple[str, ...], accept:
     """Show each take of SCRIPT as ok, missing or stale, with its noise floor and peak warnings.
 
     Exit status 1 when a take is missing, stale or unreadable (the build would fail or be out of date)."""
-    from .speech.recorded import (analyse, expected_name, read_audio, record_entry, save_record, shown,
+    from .speech.recorded import (analyse, damage, expected_name, read_audio, record_entry, save_record, shown,
                                   stray_files, take_dir, take_states)
 
     project = _project()
     jobs = _recorded_jobs(script, locales, voice)
     trouble = 0
+    tts = synthetic_profile(jobs[0].profile, voices_dir=project.voices_dir)
     for job in jobs:
         the_plan = plan(job.script, job.locale)
         folder = take_dir(project.voices_dir, job.profile.name, job.script.id, job.locale)
         states = take_states(folder, the_plan.takes)
+        expected = None
+        if any(s.state not in ("missing", "duplicate") for s in states):  # each take's expected length
+            expected = dict(zip((t.name for t in the_plan.takes),
+                                expected_lengths(the_plan, tts, cache_root=_cache_root(project))[0]))
         click.echo(f"{job.label}, voice {job.profile.name}: {shown(folder)}/")
         counts = {"ok": 0, "new": 0, "missing": 0, "stale": 0, "duplicate": 0, "unreadable": 0, "silent": 0}
         n_warn = 0
@@ -218,7 +223,10 @@ def status_cmd(script: str, voice: str | None, locales: tuple[str, ...], accept:
                         state = "silent"
                     line += (f"{state:10} {s.path.name:10} {_fmt_s(a.duration_s):>7}  noise {a.noise_floor_dbfs:4.0f} "
                              f"dBFS  peak {a.peak_dbfs:5.1f} dBFS  {a.sr} Hz {a.channels} ch")
-                    notes = a.warnings()
+                    notes = a.warnings(expected_s=expected.get(s.take.name) if expected else None)
+                    hurt = damage(s.path)
+                    if hurt:
+                        notes.insert(0, hurt)
                     if s.renumbered:
                         notes.insert(0, f"recorded for \u201c{s.recorded_text}\u201d: {s.path.name} was recorded for "
                                         f"what is now take {s.now_take}: rename it to {s.now_take}{s.path.suffix} "

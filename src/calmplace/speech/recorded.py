@@ -242,9 +242,13 @@ class Analysis:
     clipped_runs: int
     clipped_at_s: float | None
     speech: bool
+    speech_s: float = 0.0     # from the first sound of speech to the last
 
-    def warnings(self) -> list[str]:
+    def warnings(self, *, expected_s: float | None = None) -> list[str]:
         out = []
+        note = length_note(self.speech_s, expected_s) if self.speech and expected_s else None
+        if note:
+            out.append(note)
         if self.clipped_runs:
             out.append(f"clipped: {self.clipped_runs} run{'s' if self.clipped_runs != 1 else ''} of full-scale "
                        f"samples, the first at {self.clipped_at_s:.2f} s; record it again a little further from "
@@ -264,9 +268,57 @@ def analyse(data: np.ndarray, sr: int) -> Analysis:
     mono = highpass(to_mono(data), sr=sr)
     peak = float(np.max(np.abs(data)))
     runs, first = clipping(data, sr=sr)
+    span = speech_span(mono, sr=sr)
     return Analysis(duration_s=data.shape[0] / sr, sr=sr, channels=data.shape[1] if data.ndim == 2 else 1,
                     peak_dbfs=float(20 * np.log10(peak + 1e-12)), noise_floor_dbfs=noise_floor_dbfs(mono, sr=sr),
-                    clipped_runs=runs, clipped_at_s=first, speech=speech_span(mono, sr=sr) is not None)
+                    clipped_runs=runs, clipped_at_s=first, speech=span is not None,
+                    speech_s=(span[1] - span[0]) / sr if span else 0.0)
+
+
+LENGTH_ODD = (0.5, 2.0)  # speech under half its expected length is cut off (or the wrong take); over twice,
+                         # more than the take (two takes, a false start). The expectation (a synthetic voice,
+                         # or words at a rate) is rough, and people read a line up to 1.5x slower or faster
+
+
+def length_note(speech_s: float, expected_s: float | None) -> str | None:
+    """A warning when a take's speech is far from its expected length, else None."""
+    if not expected_s or expected_s <= 0:
+        return None
+    ratio = speech_s / expected_s
+    if ratio < LENGTH_ODD[0]:
+        return f"{speech_s:.1f} s of speech, expected about {expected_s:.1f} s: cut off, or the wrong take?"
+    if ratio > LENGTH_ODD[1]:
+        return (f"{speech_s:.1f} s of speech, expected about {expected_s:.1f} s: more than this take "
+                f"(a false start, or another take too)?")
+    return None
+
+
+def words_s(take: Take, rate_wpm: float) -> float:
+    """A take's expected length from its words at a speaking rate (as the template falls back to)."""
+    return len(take.text.split()) / rate_wpm * 60.0
+
+
+def damage(path: Path) -> str | None:
+    """What libsndfile can tell of a damaged file (a WAV or AIFF whose data stops short of what its
+    header says: cut off while copied or saved), or None."""
+    import re
+
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except (RuntimeError, ValueError, TypeError, OSError):
+        return None
+    m = re.search(r"(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", info.extra_info or "")
+    if not m or int(m.group(2)) >= int(m.group(1)):
+        return None
+    promised = int(m.group(1)) / max(1, int(info.samplerate * info.channels * _bytes_per_sample(info.subtype)))
+    return (f"the file is truncated: its header promises {promised:.1f} s of audio, it holds "
+            f"{info.duration:.2f} s (cut off while being copied or saved?)")
+
+
+def _bytes_per_sample(subtype: str) -> int:
+    return {"PCM_U8": 1, "PCM_S8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8}.get(subtype, 2)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -554,7 +606,13 @@ class RecordedEngine:
             if s.state == "duplicate":
                 raise CalmplaceError(f"{shown(s.path)}: more than one file for take {s.take.name}")
             data, sr_in = read_audio(s.path)
-            return prepare(data, sr_in, sr=sr, what=shown(s.path))
+            try:
+                return prepare(data, sr_in, sr=sr, what=shown(s.path))
+            except CalmplaceError as exc:
+                hurt = damage(s.path)
+                if hurt:
+                    raise CalmplaceError(f"{shown(s.path)}: {hurt}; record it again or copy it anew") from None
+                raise exc
 
         with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(present) or 1))) as pool:
             futures = {i: pool.submit(one, i) for i in present}
@@ -562,6 +620,12 @@ class RecordedEngine:
                 clips[i] = futures[i].result()
                 if on_done:
                     on_done(i)
+        rate = self.profile.rate_wpm
+        for i in present:  # the clip is the speech and its margins
+            speech_s = clips[i].size / sr - LEAD_MARGIN_S - TAIL_MARGIN_S
+            note = length_note(speech_s, words_s(takes[i], rate))
+            if note:
+                self._warn(f"{take_label(script_id, locale, takes[i])}: {shown(states[i].path)}: {note}")
         return clips  # type: ignore[return-value]
 
 
