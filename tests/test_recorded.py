@@ -545,3 +545,25 @@ def test_a_cut_off_take_is_warned_about(project: Path, monkeypatch):
     assert "the file is truncated: its header promises 2." in status.output, status.output
     report, _ = _build(project)
     assert report.exit_code == 1 and any("003.wav: the file is truncated" in p for p in report.problems), report.problems
+
+
+def test_take_names_and_extensions(project: Path, monkeypatch):
+    write_takes(project, skip=("001",))
+    folder = project / "voices" / "therapist" / "tiny" / "en-GB"
+    the_plan = plan(load_script(project / "scripts" / "tiny.yaml"), "en-GB")
+    take1 = recorded_take(the_plan.takes[0].text, sr=48000, channels=1, lead_s=0.4, tail_s=0.4, gain_db=-6, seed=1)
+    status = run_cli(project, monkeypatch, "takes", "status", "tiny", "--voice", "therapist", "--locale", "en-GB")
+    assert "missing    001.wav (or .flac, .ogg, .oga, .mp3, .aif, .aiff, .opus, .m4a or .aac)" in status.output
+    # QA: a phone's .opus was ignored by status ("missing"), though split reads it
+    sf.write(folder / "001.opus", take1, 48000, format="OGG", subtype="OPUS")
+    # QA: a backup 004.old.wav counted as a second file for take 004 (duplicate), and the build failed
+    shutil.copy(folder / "003.ogg", folder / "004.old.ogg")
+    sf.write(folder / "2.wav", take1, 48000)  # QA: say how to name it
+    status = run_cli(project, monkeypatch, "takes", "status", "tiny", "--voice", "therapist", "--locale", "en-GB")
+    out = status.output
+    assert status.exit_code == 0 and "4 of 4 takes ok" in out and "duplicate" not in out, out
+    assert "note: 2.wav is not used: take files are named with three digits: rename 2.wav to 002.wav" in out
+    assert "note: 004.old.ogg is not a take of this script" in out
+    report, warnings = _build(project)
+    assert report.exit_code == 0, report.problems
+    assert any("rename 2.wav to 002.wav" in w for w in warnings), warnings

@@ -183,8 +183,8 @@ def status_cmd(script: str, voice: str | None, locales: tuple[str, ...], accept:
     """Show each take of SCRIPT as ok, missing or stale, with its noise floor and peak warnings.
 
     Exit status 1 when a take is missing, stale or unreadable (the build would fail or be out of date)."""
-    from .speech.recorded import (analyse, damage, expected_name, read_audio, record_entry, save_record, shown,
-                                  stray_files, take_dir, take_states)
+    from .speech.recorded import (analyse, damage, expected_name, other_exts, read_audio, record_entry, save_record,
+                                  shown, stray_files, stray_note, take_dir, take_states)
 
     project = _project()
     jobs = _recorded_jobs(script, locales, voice)
@@ -208,7 +208,7 @@ def status_cmd(script: str, voice: str | None, locales: tuple[str, ...], accept:
             notes: list[str] = []
             state = s.state
             if s.state == "missing":
-                line += f"missing    {expected_name(folder, s.take).name} (or .flac, .ogg, .mp3)"
+                line += f"missing    {expected_name(folder, s.take).name} (or {other_exts()})"
             elif s.state == "duplicate":
                 line += f"duplicate  {', '.join(p.name for p in (s.path, *s.others))}: keep one"
             else:
@@ -246,7 +246,7 @@ def status_cmd(script: str, voice: str | None, locales: tuple[str, ...], accept:
                 click.echo(f"        {note}")
             n_warn += len([n for n in notes if not n.startswith(("recorded for", "new recording"))])
         for p in stray_files(folder, the_plan.takes):
-            click.echo(f"  note: {p.name} is not a take of this script ({len(states)} takes); it is not used")
+            click.echo(f"  note: {stray_note(p, the_plan.takes)}")
         summary = [f"{counts['ok']} of {len(states)} takes ok"]
         summary += [f"{v} {k}" for k, v in counts.items() if v and k != "ok"]
         if n_warn:

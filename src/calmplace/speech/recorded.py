@@ -46,11 +46,18 @@ from .clips import resample
 
 PREP_VERSION = "recorded-prep v1"  # bump when prepare() changes: every recorded take is prepared again
 
-# Extensions read through libsndfile (python-soundfile; the same list as ambience files: wav, flac,
-# ogg, oga, mp3, aif, aiff), then through pydub + ffmpeg
-SOUNDFILE_EXTS = tuple(s.lstrip(".") for s in AUDIO_SUFFIXES)
+# Extensions read through libsndfile (python-soundfile; the ambience files' list: wav, flac, ogg,
+# oga, mp3, aif, aiff; and opus, Ogg Opus, as phones save voice memos), then through pydub + ffmpeg.
+# TAKE_EXTS is the one list of take files: what status, build, split and every hint accept.
+SOUNDFILE_EXTS = tuple(s.lstrip(".") for s in AUDIO_SUFFIXES) + ("opus",)
 FFMPEG_EXTS = ("m4a", "aac")
 TAKE_EXTS = SOUNDFILE_EXTS + FFMPEG_EXTS
+
+
+def other_exts() -> str:
+    """The take extensions besides .wav, for hints: ".flac, .ogg, ... or .aac"."""
+    rest = [f".{e}" for e in TAKE_EXTS if e != "wav"]
+    return ", ".join(rest[:-1]) + f" or {rest[-1]}"
 RECORD_FILE = "takes.json"
 
 MIN_RATE = 8000             # telephone band: below it consonants are gone
@@ -382,20 +389,31 @@ def take_dir(voices_dir: Path, voice: str, script_id: str, locale: str) -> Path:
 
 
 def take_files(folder: Path, take: Take) -> list[Path]:
-    """Every audio file in `folder` named for this take (001.wav, 001.FLAC, ...)."""
+    """Every audio file in `folder` named exactly for this take: NNN.ext (001.wav, 001.FLAC, ...);
+    004.old.wav, a backup, is not one."""
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.glob(f"{take.name}.*")
-                  if p.is_file() and p.suffix.lower().lstrip(".") in TAKE_EXTS)
+                  if p.is_file() and p.stem == take.name and p.suffix.lower().lstrip(".") in TAKE_EXTS)
 
 
 def stray_files(folder: Path, takes: Sequence[Take]) -> list[Path]:
-    """Audio files in the folder that are no take of this script (012.wav when there are 11 takes)."""
+    """Audio files in the folder that are no take of this script (012.wav when there are 11 takes,
+    a backup 004.old.wav, 1.wav)."""
     if not folder.is_dir():
         return []
     names = {t.name for t in takes}
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower().lstrip(".") in TAKE_EXTS
                   and p.stem not in names)
+
+
+def stray_note(path: Path, takes: Sequence[Take]) -> str:
+    """Why a stray file is not used, and what to do: "rename 1.wav to 001.wav" when its number is a take's."""
+    stem = path.stem
+    if stem.isdigit() and any(t.number == int(stem) for t in takes):
+        return f"{path.name} is not used: take files are named with three digits: rename {path.name} to " \
+               f"{int(stem):03d}{path.suffix}"
+    return f"{path.name} is not a take of this script ({len(takes)} takes); it is not used"
 
 
 def load_record(folder: Path) -> dict[str, dict]:
@@ -547,7 +565,7 @@ class RecordedEngine:
             raise CalmplaceError(
                 f"voice {self.profile.name!r}: {len(missing)} of {len(takes)} takes of {label} "
                 f"{'is' if len(missing) == 1 else 'are'} missing:\n{lines}\n"
-                f"(.flac, .ogg or .mp3 work as well as .wav). Record them (calmplace template {script_id} prints "
+                f"({other_exts()} work as well as .wav). Record them (calmplace template {script_id} prints "
                 f"their texts), or build with --fallback-tts to speak them with the synthetic voice")
         for s in states:
             if s.renumbered:
@@ -561,7 +579,7 @@ class RecordedEngine:
                            f"again, or keep it with: calmplace takes status {script_id} --voice {self.profile.name} "
                            f"--locale {locale} --accept")
         for p in stray_files(folder, takes):
-            self._warn(f"{label}: {shown(p)} is not a take of this script (it has {len(takes)} takes); it is not used")
+            self._warn(f"{label}: {shown(p.parent)}/{stray_note(p, takes)}")
         keys: list[str | None] = [None] * len(takes)
         for i, s in enumerate(states):
             if s.state != "missing":
