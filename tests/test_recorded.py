@@ -567,3 +567,16 @@ def test_take_names_and_extensions(project: Path, monkeypatch):
     report, warnings = _build(project)
     assert report.exit_code == 0, report.problems
     assert any("rename 2.wav to 002.wav" in w for w in warnings), warnings
+
+
+def test_the_build_reports_every_problem_with_the_takes_at_once(project: Path):
+    write_takes(project, skip=("004",))
+    folder = project / "voices" / "therapist" / "tiny" / "en-GB"
+    (folder / "001.mp3").write_bytes(b"ID3")           # a second file for take 001
+    (folder / "002.flac").write_text("not audio\n")    # unreadable
+    report, _ = _build(project)                       # and 004 is missing
+    assert report.exit_code == 1
+    text = "\n".join(report.problems)
+    assert "more than one file for the same take" in text and "001.mp3" in text, text
+    assert "002.flac: not an audio file calmplace can read" in text, text
+    assert "004.wav" in text and "missing" in text, text

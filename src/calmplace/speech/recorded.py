@@ -555,18 +555,32 @@ class RecordedEngine:
         folder = self.folder(script_id, locale)
         states = take_states(folder, takes)
         label = f"{script_id} ({locale})"
+        problems: list[str] = []  # every kind at once, as takes status lists them
         dups = [s for s in states if s.state == "duplicate"]
         if dups:
-            raise CalmplaceError(f"voice {self.profile.name!r}: more than one file for the same take; keep one of each:\n"
-                                 + "\n".join("  " + ", ".join(shown(p) for p in (s.path, *s.others)) for s in dups))
+            problems.append(f"voice {self.profile.name!r}: more than one file for the same take; keep one of each:\n"
+                            + "\n".join("  " + ", ".join(shown(p) for p in (s.path, *s.others)) for s in dups))
+        unreadable = []
+        for s in states:
+            if s.state not in ("missing", "duplicate"):
+                try:
+                    _check_header(s.path)
+                except CalmplaceError as exc:
+                    unreadable.append(str(exc))
+        if unreadable:
+            problems.append(f"voice {self.profile.name!r}: {len(unreadable)} take file"
+                            f"{'s' if len(unreadable) != 1 else ''} of {label} cannot be read:\n"
+                            + "\n".join(f"  {u}" for u in unreadable))
         missing = [s for s in states if s.state == "missing"]
         if missing and not self.fallback_tts:
             lines = "\n".join(f"  {shown(expected_name(folder, s.take))}" for s in missing)
-            raise CalmplaceError(
+            problems.append(
                 f"voice {self.profile.name!r}: {len(missing)} of {len(takes)} takes of {label} "
                 f"{'is' if len(missing) == 1 else 'are'} missing:\n{lines}\n"
                 f"({other_exts()} work as well as .wav). Record them (calmplace template {script_id} prints "
                 f"their texts), or build with --fallback-tts to speak them with the synthetic voice")
+        if problems:
+            raise CalmplaceError("\n".join(problems))
         for s in states:
             if s.renumbered:
                 self._warn(f"{label} take {s.take.name} is stale: {shown(s.path)} was recorded for what is now take "
@@ -583,7 +597,6 @@ class RecordedEngine:
         keys: list[str | None] = [None] * len(takes)
         for i, s in enumerate(states):
             if s.state != "missing":
-                _check_header(s.path)
                 h = hashlib.sha256()
                 h.update(f"{PREP_VERSION}\x00{sr}\x00".encode())
                 with open(s.path, "rb") as f:
