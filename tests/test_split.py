@@ -286,3 +286,43 @@ def test_too_few_chunks_and_short_noises():
     result = plan_split(Path("rec.wav"), bursts(segs), 16000, takes_of(EXPECTED), EXPECTED)
     assert len(result.skipped) == 1 and all(len(c.chunks) == 1 for c in result.cuts)
     assert "left out 1 short sound between takes" in result.notes[0]
+
+
+def test_writing_the_takes_is_all_or_nothing(tmp_path: Path, monkeypatch):
+    import os
+
+    from calmplace.split import write_split
+
+    data = bursts(reading(EXPECTED, gaps=[2.0]))
+    result = plan_split(Path("rec.wav"), data, 16000, takes_of(EXPECTED), EXPECTED)
+    folder = tmp_path / "voices" / "maria" / "qa" / "en-GB"
+    # QA: a folder where take 003 goes: 001 and 002 were written, no takes.json, and the error named
+    # the internal temporary file
+    (folder / "003.wav").mkdir(parents=True)
+    with pytest.raises(CalmplaceError) as info:
+        write_split(result, data, folder=folder, script_id="qa", locale="en-GB")
+    assert "003.wav is a folder" in str(info.value) and ".tmp" not in str(info.value)
+    assert [p.name for p in folder.iterdir()] == ["003.wav"]
+    (folder / "003.wav").rmdir()
+    # a failure while moving the files in (the disk, a permission): what was moved in goes again,
+    # and a take replaced with --force comes back
+    (folder / "005.wav").write_bytes(b"the older take 005")
+    real = os.replace
+    calls = []
+
+    def failing(src, dst):
+        calls.append(dst)
+        if str(dst).endswith("007.wav"):
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing)
+    with pytest.raises(CalmplaceError) as info:
+        write_split(result, data, folder=folder, script_id="qa", locale="en-GB", force=True)
+    assert str(info.value) == f"cannot write {folder / '007.wav'}: No space left on device; nothing was written"
+    assert sorted(p.name for p in folder.iterdir()) == ["005.wav"]
+    assert (folder / "005.wav").read_bytes() == b"the older take 005"
+    monkeypatch.setattr(os, "replace", real)
+    written, _ = write_split(result, data, folder=folder, script_id="qa", locale="en-GB", force=True)
+    assert len(written) == 11 and (folder / "takes.json").is_file()
+    assert sorted(p.name for p in folder.iterdir()) == sorted([p.name for p in written] + ["takes.json"])

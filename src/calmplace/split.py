@@ -37,9 +37,9 @@ from typing import Sequence
 import numpy as np
 
 from .errors import CalmplaceError
-from .fsio import atomic_write, sha256_bytes
-from .speech.recorded import (clipping, encode_take, frame_db, highpass, levels, noise_floor_dbfs, NOISE_WARN_DBFS,
-                              record_entry, save_record, shown, take_files, to_mono)
+from .fsio import sha256_bytes
+from .speech.recorded import (RECORD_FILE, clipping, encode_take, frame_db, highpass, levels, load_record,
+                              noise_floor_dbfs, NOISE_WARN_DBFS, record_bytes, record_entry, shown, take_files, to_mono)
 from .takes import Take
 
 FRAME_S = 0.02             # 20 ms: finer than any syllable, coarse enough to be steady in room noise
@@ -475,11 +475,16 @@ def plan_split(path: Path, data: np.ndarray, sr: int, takes: Sequence[Take], exp
 
 def write_split(plan: SplitPlan, data: np.ndarray, *, folder: Path, script_id: str, locale: str,
                 fmt: str = "wav", force: bool = False) -> tuple[list[Path], list[Path]]:
-    """Write every take file (all encoded in memory first, each written atomically) and takes.json.
+    """Write every take file and takes.json, all or nothing.
 
-    Without `force`, existing take files are never replaced: nothing is written and the error lists
-    them. With it, other files of the same takes (003.mp3 beside a new 003.wav) are removed, so each
-    take has one file. Returns (written, removed)."""
+    Every destination is checked first; all files are encoded in memory and written to temporary
+    names in the folder, then moved into place; on any failure, what this run moved in is removed
+    and files it replaced are put back. Without `force`, existing take files are never replaced:
+    nothing is written and the error lists them. With it, other files of the same takes (003.mp3
+    beside a new 003.wav) are removed, so each take has one file. Returns (written, removed)."""
+    import os
+    import tempfile
+
     fmt = fmt.lower()
     if fmt not in ("wav", "flac"):
         raise CalmplaceError(f"cannot write takes as {fmt!r}: use wav or flac")
@@ -488,16 +493,65 @@ def write_split(plan: SplitPlan, data: np.ndarray, *, folder: Path, script_id: s
         listing = "\n".join(f"  {shown(p)}" for p in existing)
         raise CalmplaceError(f"{len(existing)} take file{'s' if len(existing) != 1 else ''} already exist; "
                              f"nothing was written. Use --force to replace them:\n{listing}")
-    encoded = [(folder / f"{cut.take.name}.{fmt}", encode_take(data[cut.start:cut.end], plan.sr, fmt=fmt), cut)
-               for cut in plan.cuts]
-    written, removed = [], []
-    for target, payload, _ in encoded:
-        atomic_write(target, payload)
-        written.append(target)
+    targets = [folder / f"{cut.take.name}.{fmt}" for cut in plan.cuts]
+    in_the_way = [t for t in targets + [folder / RECORD_FILE] if os.path.lexists(t) and not t.is_file()]
+    if in_the_way:
+        raise CalmplaceError("nothing was written: " + "; ".join(
+            f"{shown(t)} is {'a folder' if t.is_dir() else 'not a regular file'}" for t in in_the_way))
+    payloads = [encode_take(data[cut.start:cut.end], plan.sr, fmt=fmt) for cut in plan.cuts]
+    record = load_record(folder)
+    record.update({cut.take.name: record_entry(cut.take, t, sha256=sha256_bytes(b))
+                   for cut, t, b in zip(plan.cuts, targets, payloads)})
+    targets.append(folder / RECORD_FILE)
+    payloads.append(record_bytes(record, script_id=script_id, locale=locale))
+    temps: list[str] = []
+    moved: list[Path] = []
+    backups: dict[Path, str] = {}   # a file replaced (--force) → where it waits until all is in place
+    current = folder
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for target, payload in zip(targets, payloads):
+            current = target
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+            temps.append(tmp)
+            with os.fdopen(fd, "wb") as f:
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+        for target, tmp in zip(targets, temps):
+            current = target
+            if target.exists():
+                fd, keep = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".old")
+                os.close(fd)
+                os.replace(target, keep)
+                backups[target] = keep
+            os.replace(tmp, target)
+            moved.append(target)
+    except OSError as exc:
+        for tmp in temps:
+            _unlink(tmp)
+        for target in moved:
+            _unlink(target)
+        for target, keep in backups.items():
+            try:
+                os.replace(keep, target)
+            except OSError:
+                pass
+        raise CalmplaceError(f"cannot write {shown(current)}: {exc.strerror or type(exc).__name__}; nothing was "
+                             f"written") from None
+    for keep in backups.values():
+        _unlink(keep)
+    written, removed = targets[:-1], []
     for p in existing:
         if p not in written and p.exists():
             p.unlink()
             removed.append(p)
-    save_record(folder, {cut.take.name: record_entry(cut.take, target, sha256=sha256_bytes(payload))
-                         for target, payload, cut in encoded}, script_id=script_id, locale=locale)
     return written, removed
+
+
+def _unlink(path) -> None:
+    try:
+        Path(path).unlink()
+    except OSError:
+        pass

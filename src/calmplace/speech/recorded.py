@@ -430,10 +430,15 @@ def save_record(folder: Path, entries: dict[str, dict], *, script_id: str, local
     """Merge `entries` into `takes.json` and write it atomically."""
     record = load_record(folder)
     record.update(entries)
+    atomic_write(folder / RECORD_FILE, record_bytes(record, script_id=script_id, locale=locale))
+
+
+def record_bytes(record: dict[str, dict], *, script_id: str, locale: str) -> bytes:
+    """`takes.json`'s contents for these entries."""
     payload = {"about": "which script text each take was recorded for (written by calmplace takes)",
                "script": script_id, "locale": locale, "version": 1,
                "takes": {k: record[k] for k in sorted(record)}}
-    atomic_write(folder / RECORD_FILE, json.dumps(payload, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
+    return (json.dumps(payload, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
 
 
 def record_entry(take: Take, path: Path, *, sha256: str | None = None) -> dict:
