@@ -580,3 +580,18 @@ def test_the_build_reports_every_problem_with_the_takes_at_once(project: Path):
     assert "more than one file for the same take" in text and "001.mp3" in text, text
     assert "002.flac: not an audio file calmplace can read" in text, text
     assert "004.wav" in text and "missing" in text, text
+
+
+def test_an_empty_file_and_a_silent_one_are_named_so(project: Path, monkeypatch):
+    write_takes(project)
+    folder = project / "voices" / "therapist" / "tiny" / "en-GB"
+    (folder / "001.wav").unlink()
+    (folder / "001.wav").write_bytes(b"")  # QA: said "Format not recognised"
+    sf.write(folder / "002.wav", np.zeros((44100, 1)), 44100)  # QA: "peak -240.0 dBFS"
+    (folder / "002.flac").unlink()
+    status = run_cli(project, monkeypatch, "takes", "status", "tiny", "--voice", "therapist", "--locale", "en-GB")
+    lines = {l.strip()[:3]: l for l in status.output.splitlines() if l.strip()[:3] in ("001", "002")}
+    assert "the file is empty (0 bytes)" in lines["001"], status.output
+    assert "peak silent" in lines["002"] and "-240" not in status.output, status.output
+    report, _ = _build(project)
+    assert any("001.wav: the file is empty (0 bytes)" in p for p in report.problems), report.problems

@@ -81,6 +81,8 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
     ext = path.suffix.lower().lstrip(".")
     if not path.is_file():
         raise CalmplaceError(f"{path}: cannot read the file: {'it is a folder' if path.is_dir() else 'no such file'}")
+    if path.stat().st_size == 0:
+        raise CalmplaceError(f"{path}: the file is empty (0 bytes): record or copy it again")
     if ext in FFMPEG_EXTS:
         data, sr = _read_ffmpeg(path)
     else:
@@ -676,6 +678,8 @@ def _check_header(path: Path) -> None:
         return
     import soundfile as sf
 
+    if path.stat().st_size == 0:
+        raise CalmplaceError(f"{shown(path)}: the file is empty (0 bytes): record or copy it again")
     try:
         info = sf.info(str(path))
     except (RuntimeError, ValueError, TypeError, OSError) as exc:
