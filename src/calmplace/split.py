@@ -39,7 +39,8 @@ import numpy as np
 from .errors import CalmplaceError
 from .fsio import sha256_bytes
 from .speech.recorded import (RECORD_FILE, clipping, encode_take, frame_db, highpass, levels, load_record,
-                              noise_floor_dbfs, NOISE_WARN_DBFS, record_bytes, record_entry, shown, take_files, to_mono)
+                              mono_mix, noise_floor_dbfs, NOISE_WARN_DBFS, quiet_note, record_bytes, record_entry, shown,
+                              take_files)
 from .takes import Take
 
 FRAME_S = 0.02             # 20 ms: finer than any syllable, coarse enough to be steady in room noise
@@ -364,7 +365,8 @@ def plan_split(path: Path, data: np.ndarray, sr: int, takes: Sequence[Take], exp
     where = shown(path)
     if float(np.max(np.abs(data))) == 0.0:
         raise CalmplaceError(f"{where}: the recording is silent (every sample is zero)")
-    mono = highpass(to_mono(data), sr=sr)
+    mixed, channel_note = mono_mix(data, sr=sr)
+    mono = highpass(mixed, sr=sr)
     lv = levels(frame_db(mono, max(1, int(round(FRAME_S * sr)))))
     if lv.range_db < MIN_RANGE_DB:
         raise CalmplaceError(f"{where}: no speech found: the recording seems to be silence or steady noise "
@@ -460,6 +462,13 @@ def plan_split(path: Path, data: np.ndarray, sr: int, takes: Sequence[Take], exp
                      f"{_clock(chunks[a].start / sr)}-{_clock(chunks[b - 1].end / sr)}")
         plan.notes.append(note)
     plan.warnings.extend(f"{where}: {found}; {u}" for u in unusual)
+    if channel_note:
+        plan.warnings.append(f"{where}: {channel_note} to find the takes (check the microphone's or interface's "
+                             f"phase or polarity setting); the take files keep both channels, and the build "
+                             f"reads each with its better channel")
+    quiet = quiet_note(float(20 * np.log10(np.max(np.abs(data)) + 1e-12)))
+    if quiet:
+        plan.warnings.append(f"{where}: {quiet}")
     floor = noise_floor_dbfs(mono, sr=sr)
     if floor > NOISE_WARN_DBFS:
         plan.warnings.append(f"{where}: noisy: the room is at {floor:.0f} dBFS between takes (above "

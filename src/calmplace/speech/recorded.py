@@ -4,7 +4,8 @@ Each take file is prepared the same way, so takes recorded on different days, de
 sit together in one track:
 
 1. decoded to float (wav, flac, ogg, mp3 through libsndfile; m4a and aac through pydub and ffmpeg),
-2. mono: the average of its channels,
+2. mono: the average of its channels (or, when one channel is phase-inverted and the average
+   cancels, the better single channel),
 3. DC removed, then a gentle high-pass (2nd-order Butterworth at 70 Hz run forward and backward:
    zero phase, so nothing moves in time; -12 dB at 35 Hz, under 1 dB at 100 Hz) to take out
    rumble, handling noise and mains hum's lowest partial without thinning the voice,
@@ -44,7 +45,7 @@ from ..voices import VoiceProfile
 from . import take_label
 from .clips import resample
 
-PREP_VERSION = "recorded-prep v1"  # bump when prepare() changes: every recorded take is prepared again
+PREP_VERSION = "recorded-prep v2"  # bump when prepare() changes: every recorded take is prepared again
 
 # Extensions read through libsndfile (python-soundfile; the ambience files' list: wav, flac, ogg,
 # oga, mp3, aif, aiff; and opus, Ogg Opus, as phones save voice memos), then through pydub + ffmpeg.
@@ -141,6 +142,38 @@ def to_mono(data: np.ndarray) -> np.ndarray:
     """The average of the channels, float64, with DC removed."""
     mono = data.astype(np.float64).mean(axis=1) if data.ndim == 2 else data.astype(np.float64)
     return mono - mono.mean()
+
+
+OUT_OF_PHASE_CORR = -0.5  # channels this anti-correlated carry one signal with one of them inverted ...
+OUT_OF_PHASE_DROP_DB = 6.0  # ... and their average is this far under the louder channel. Two equal
+                            # channels with correlation r average to (1 + r) / 2 of their power: -3 dB
+                            # for unrelated channels (true stereo), -6 dB at r = -0.5, nothing at -1
+
+
+def mono_mix(data: np.ndarray, *, sr: int) -> tuple[np.ndarray, str | None]:
+    """`to_mono`, unless the channels cancel: some USB microphones and interfaces send one channel
+    phase-inverted, and their average is then near silence. Then the better single channel (the
+    most speech above its own noise floor; the first of equals), with a note saying so."""
+    if data.ndim != 2 or data.shape[1] < 2:
+        return to_mono(data), None
+    x = data.astype(np.float64)
+    x = x - x.mean(axis=0)
+    power = np.mean(x ** 2, axis=0)
+    mono = x.mean(axis=1)
+    loud = float(power.max())
+    if loud <= 0.0 or np.mean(mono ** 2) > loud * 10 ** (-OUT_OF_PHASE_DROP_DB / 10):
+        return mono, None
+    cov = x.T @ x
+    norm = np.sqrt(np.outer(np.diag(cov), np.diag(cov)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.where(norm > 0, cov / np.where(norm > 0, norm, 1.0), 0.0)
+    if corr.min() >= OUT_OF_PHASE_CORR:
+        return mono, None
+    ranges = [levels(frame_db(highpass(x[:, c], sr=sr), max(1, sr // 100))).range_db if power[c] > 0 else -np.inf
+              for c in range(x.shape[1])]
+    best = int(np.argmax(np.round(ranges, 0)))  # within 0.5 dB counts as equal: the first wins
+    name = ("left", "right")[best] if x.shape[1] == 2 else f"channel {best + 1}"
+    return x[:, best], f"channels are out of phase: using the {name} channel"
 
 
 def highpass(mono: np.ndarray, *, sr: int, cutoff_hz: float = HIGHPASS_HZ) -> np.ndarray:
@@ -252,9 +285,10 @@ class Analysis:
     clipped_at_s: float | None
     speech: bool
     speech_s: float = 0.0     # from the first sound of speech to the last
+    channel_note: str | None = None  # channels out of phase: which one is used (`mono_mix`)
 
     def warnings(self, *, expected_s: float | None = None) -> list[str]:
-        out = []
+        out = [self.channel_note] if self.channel_note else []
         note = length_note(self.speech_s, expected_s) if self.speech and expected_s else None
         if note:
             out.append(note)
@@ -264,6 +298,9 @@ class Analysis:
                        f"the microphone or with the input level lower")
         elif self.peak_dbfs > -0.5:
             out.append(f"peaks at {self.peak_dbfs:.1f} dBFS, at the edge of clipping; leave some headroom")
+        note = quiet_note(self.peak_dbfs)
+        if note:
+            out.append(note)
         if self.noise_floor_dbfs > NOISE_WARN_DBFS:
             out.append(f"noisy: the room is at {self.noise_floor_dbfs:.0f} dBFS between words (above "
                        f"{NOISE_WARN_DBFS:.0f} dBFS a hiss or hum can be heard); a quieter room or a closer "
@@ -273,15 +310,34 @@ class Analysis:
         return out
 
 
+QUIET_PEAK_DBFS = -40.0  # a take peaking under this is "very quiet". Preparing a take sets its speech to
+# TAKE_LUFS (-23), where speech peaks at about -9 dBFS (its crest, ~14 dB over its loudness), so a
+# take peaking at -40 dBFS is raised by ~31 dB, and everything under the speech with it: a 16-bit
+# file's quantisation noise (-101 dBFS) comes up to -70 dBFS, and an interface's own hiss at a low
+# input gain (-95 to -100 dBFS) to -64..-69 dBFS, just under NOISE_WARN_DBFS, where a room counts as
+# noisy. Any quieter, and the gain alone makes the take hiss (at -47 dBFS: 38 dB, hiss at -57..-62),
+# with soft consonants coarsened by the few quantisation steps they used. Well-set levels peak at
+# -12 to -6 dBFS; a soft voice a little far from the microphone, 10-20 dB under that, is not warned.
+
+
+def quiet_note(peak_dbfs: float) -> str | None:
+    """A warning for a recording whose loudest sample is under QUIET_PEAK_DBFS (digital silence is
+    told apart: it has no speech at all)."""
+    if -200.0 < peak_dbfs < QUIET_PEAK_DBFS:
+        return f"very quiet (peak {peak_dbfs:.0f} dBFS): raise the input level and record again"
+    return None
+
+
 def analyse(data: np.ndarray, sr: int) -> Analysis:
-    mono = highpass(to_mono(data), sr=sr)
+    mixed, channel_note = mono_mix(data, sr=sr)
+    mono = highpass(mixed, sr=sr)
     peak = float(np.max(np.abs(data)))
     runs, first = clipping(data, sr=sr)
     span = speech_span(mono, sr=sr)
     return Analysis(duration_s=data.shape[0] / sr, sr=sr, channels=data.shape[1] if data.ndim == 2 else 1,
                     peak_dbfs=float(20 * np.log10(peak + 1e-12)), noise_floor_dbfs=noise_floor_dbfs(mono, sr=sr),
                     clipped_runs=runs, clipped_at_s=first, speech=span is not None,
-                    speech_s=(span[1] - span[0]) / sr if span else 0.0)
+                    speech_s=(span[1] - span[0]) / sr if span else 0.0, channel_note=channel_note)
 
 
 LENGTH_ODD = (0.5, 2.0)  # speech under half its expected length is cut off (or the wrong take); over twice,
@@ -364,7 +420,7 @@ def match_loudness(clip: np.ndarray, *, sr: int, target_lufs: float = TAKE_LUFS)
 
 def prepare(data: np.ndarray, sr_in: int, *, sr: int, what: str) -> np.ndarray:
     """A take file's samples → a mono float32 clip at `sr`, trimmed and loudness-matched."""
-    mono = highpass(to_mono(data), sr=sr_in)
+    mono = highpass(mono_mix(data, sr=sr_in)[0], sr=sr_in)
     span = speech_span(mono, sr=sr_in)
     if span is None:
         raise CalmplaceError(f"{what}: no speech found: the file seems to be silence or steady noise "
