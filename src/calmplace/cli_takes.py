@@ -17,7 +17,7 @@ from .build import Job, Settings, TakeCache, gather
 from .errors import CalmplaceError
 from .script import Project
 from .takes import Plan, plan
-from .voices import DEFAULT_RATE_WPM, VoiceProfile, load_voice
+from .voices import DEFAULT_RATE_WPM, VoiceProfile, load_fallback, load_voice
 
 
 def _project() -> Project:
@@ -54,24 +54,30 @@ def _cache_root(project: Project) -> Path:
 
 def synthetic_profile(profile: VoiceProfile, *, voices_dir: Path) -> VoiceProfile | None:
     """The text-to-speech voice that stands for a voice: itself, or a recorded voice's fallback."""
-    if profile.engine == "tts":
-        return profile
-    try:
-        fallback = load_voice(profile.fallback or "narrator", voices_dir=voices_dir)
-    except CalmplaceError:
-        return None
-    return fallback if fallback.engine == "tts" else None
+    return load_fallback(profile, voices_dir=voices_dir)[0]
+
+
+def _synthetic(profile: VoiceProfile, *, voices_dir: Path) -> tuple[VoiceProfile | None, str | None]:
+    """`synthetic_profile`, and why there is none (said once, as a warning): "voices/maria.yaml:
+    fallback voice 'ghost' not found (voices/ghost.yaml)"."""
+    tts, why = load_fallback(profile, voices_dir=voices_dir)
+    if why:
+        click.echo(f"warning: {why}; expected take lengths come from the word count instead, and "
+                   f"`build --fallback-tts` cannot fill missing takes", err=True)
+        return None, "no usable fallback voice: see the warning above"
+    return tts, None
 
 
 def expected_lengths(the_plan: Plan, profile: VoiceProfile | None, *, cache_root: Path,
-                     jobs: int | None = None) -> tuple[list[float], str]:
+                     jobs: int | None = None, why: str | None = None) -> tuple[list[float], str]:
     """Each take's expected length in seconds, and where the numbers come from.
 
     From the synthetic voice when it can speak (its clips go into, and come from, the build's take
-    cache, so a template after a build costs nothing); else from the words at the voice's rate."""
+    cache, so a template after a build costs nothing); else from the words at the voice's rate
+    (`why`: why there is no synthetic voice, for the source)."""
     takes = the_plan.takes
     rate = profile.rate_wpm if profile else DEFAULT_RATE_WPM
-    reason = "no text-to-speech voice to time the takes with"
+    reason = why or "no text-to-speech voice to time the takes with"
     if profile is not None:
         from .speech.tts import TtsEngine
 
@@ -125,10 +131,10 @@ def template(script: str, locales: tuple[str, ...], voice: str | None, out_dir: 
     if profile.engine == "tts" and profile.name == voice_name:
         _info(f"note: {voice_name!r} is a text-to-speech voice; name your own voice with --voice NAME "
               f"(and create voices/NAME.yaml with `engine: recorded`)")
-    tts = synthetic_profile(profile, voices_dir=project.voices_dir)
+    tts, why = _synthetic(profile, voices_dir=project.voices_dir)
     for job in jobs:
         the_plan = plan(job.script, job.locale)
-        expected, source = expected_lengths(the_plan, tts, cache_root=_cache_root(project))
+        expected, source = expected_lengths(the_plan, tts, cache_root=_cache_root(project), why=why)
         try:
             pdf = template_pdf(the_plan, expected_s=expected, voice_name=voice_name, script_id=job.script.id)
             csv_text = takes_csv(the_plan, expected_s=expected)
@@ -189,7 +195,7 @@ def status_cmd(script: str, voice: str | None, locales: tuple[str, ...], accept:
     project = _project()
     jobs = _recorded_jobs(script, locales, voice)
     trouble = 0
-    tts = synthetic_profile(jobs[0].profile, voices_dir=project.voices_dir)
+    tts, why = _synthetic(jobs[0].profile, voices_dir=project.voices_dir)
     for job in jobs:
         the_plan = plan(job.script, job.locale)
         folder = take_dir(project.voices_dir, job.profile.name, job.script.id, job.locale)
@@ -197,7 +203,7 @@ def status_cmd(script: str, voice: str | None, locales: tuple[str, ...], accept:
         expected = None
         if any(s.state not in ("missing", "duplicate") for s in states):  # each take's expected length
             expected = dict(zip((t.name for t in the_plan.takes),
-                                expected_lengths(the_plan, tts, cache_root=_cache_root(project))[0]))
+                                expected_lengths(the_plan, tts, cache_root=_cache_root(project), why=why)[0]))
         click.echo(f"{job.label}, voice {job.profile.name}: {shown(folder)}/")
         counts = {"ok": 0, "new": 0, "missing": 0, "stale": 0, "duplicate": 0, "unreadable": 0, "silent": 0}
         n_warn = 0
@@ -296,8 +302,8 @@ def split_cmd(script: str, recording: Path, voice: str | None, locale: str | Non
     try:
         data, sr = read_audio(recording)
         the_plan = plan(job.script, job.locale)
-        profile = synthetic_profile(job.profile, voices_dir=project.voices_dir)
-        expected, source = expected_lengths(the_plan, profile, cache_root=_cache_root(project))
+        profile, why = _synthetic(job.profile, voices_dir=project.voices_dir)
+        expected, source = expected_lengths(the_plan, profile, cache_root=_cache_root(project), why=why)
         result = plan_split(recording, data, sr, the_plan.takes, expected, accept_lengths=accept_lengths)
         folder = take_dir(project.voices_dir, job.profile.name, job.script.id, job.locale)
         written, removed = write_split(result, data, folder=folder, script_id=job.script.id, locale=job.locale,

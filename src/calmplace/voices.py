@@ -54,6 +54,31 @@ def load_voice(name: str, *, voices_dir: Path) -> VoiceProfile:
     return profile
 
 
+def load_fallback(profile: VoiceProfile, *, voices_dir: Path) -> tuple[VoiceProfile | None, str | None]:
+    """The text-to-speech voice that stands for a voice (itself, or a recorded voice's `fallback:`,
+    default narrator), and None; or None and why there is none: "voices/maria.yaml: fallback voice
+    'ghost' not found (voices/ghost.yaml)". A recorded voice's profile may name a fallback that does
+    not exist (only `build --fallback-tts` needs it), so this is no error of the profile itself."""
+    if profile.engine == "tts":
+        return profile, None
+    from .errors import CalmplaceError
+
+    name = profile.fallback or "narrator"
+    where = f"{display_path(profile.path)}: " if profile.path else ""
+    path = Path(voices_dir) / f"{name}.yaml"
+    if not path.is_file():
+        return None, f"{where}fallback voice {name!r} not found ({display_path(path)})"
+    try:
+        fallback = load_voice(name, voices_dir=voices_dir)
+    except CalmplaceError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return None, f"{where}fallback voice {name!r} cannot be used: {first}"
+    if fallback.engine != "tts":
+        return None, (f"{where}fallback voice {name!r} is not a text-to-speech voice ({display_path(path)} says "
+                      f"engine: {fallback.engine}); a fallback speaks missing takes, so it needs engine: tts")
+    return fallback, None
+
+
 def _read(src: Source, node, name: str) -> VoiceProfile:
     entries = src.mapping(node, what="a voice profile", allowed=_KEYS)
     values: dict[str, object] = {}
@@ -96,4 +121,4 @@ def _locales(src: Source, node) -> dict[str, tuple[str, ...]]:
     return out
 
 
-__all__ = ["VoiceProfile", "load_voice", "ScriptErrors"]
+__all__ = ["VoiceProfile", "load_voice", "load_fallback", "ScriptErrors"]

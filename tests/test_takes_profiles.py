@@ -1,0 +1,45 @@
+"""A recorded voice's profile names a fallback voice that cannot be used: template and takes status
+say so at once (not only `build --fallback-tts`), and template still estimates from the words."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from calmplace.voices import load_voice
+
+from test_recorded import run_cli, write_takes
+
+
+def test_a_missing_fallback_voice_is_named_by_status_and_template(project: Path, monkeypatch):
+    write_takes(project)
+    (project / "voices" / "therapist.yaml").write_text("engine: recorded\nfallback: ghost\n")
+    want = "voices/therapist.yaml: fallback voice 'ghost' not found (voices/ghost.yaml)"
+    status = run_cli(project, monkeypatch, "takes", "status", "tiny", "--voice", "therapist", "--locale", "en-GB")
+    assert want in status.output and "4 of 4 takes ok" in status.output, status.output
+    assert status.exit_code == 0  # the takes are fine; only --fallback-tts needs the fallback
+    template = run_cli(project, monkeypatch, "template", "tiny", "--voice", "therapist", "--locale", "en-GB")
+    assert template.exit_code == 0, template.output
+    assert want in template.output and "expected take lengths come from the word count" in template.output
+    # the lengths are still estimated, from the words, and the summary says why
+    assert "lengths from words at 150 words a minute (no usable fallback voice" in template.output, template.output
+    assert (project / "build" / "templates" / "en-GB" / "tiny-takes.csv").is_file()
+    assert "Traceback" not in status.output + template.output
+
+
+def test_load_fallback(project: Path, monkeypatch):
+    from calmplace.voices import load_fallback
+
+    monkeypatch.chdir(project)
+    voices = project / "voices"
+    (voices / "maria.yaml").write_text("engine: recorded\n")                   # default: narrator
+    (voices / "carol.yaml").write_text("engine: recorded\nfallback: maria\n")  # a recorded voice
+    (voices / "dan.yaml").write_text("engine: recorded\nfallback: broken\n")
+    (voices / "broken.yaml").write_text("engine: [\n")
+    tts, why = load_fallback(load_voice("maria", voices_dir=voices), voices_dir=voices)
+    assert tts is not None and tts.name == "narrator" and why is None
+    tts, why = load_fallback(load_voice("carol", voices_dir=voices), voices_dir=voices)
+    assert tts is None and why.startswith("voices/carol.yaml: fallback voice 'maria' is not a text-to-speech voice")
+    tts, why = load_fallback(load_voice("dan", voices_dir=voices), voices_dir=voices)
+    assert tts is None and why.startswith("voices/dan.yaml: fallback voice 'broken' cannot be used: "), why
+    narrator = load_voice("narrator", voices_dir=voices)
+    assert load_fallback(narrator, voices_dir=voices) == (narrator, None)
