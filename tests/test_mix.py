@@ -122,8 +122,35 @@ def test_speech_gain_brings_voice_to_reference():
     t = np.arange(3 * sr) / sr
     clip = (0.05 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
     g = speech_gain([clip], sr=sr)
-    measured = pyloudnorm.Meter(sr).integrated_loudness((clip * g).astype(np.float64))
+    # measured as the mix lays it, in both channels, as the beds are measured (QA: measured as one
+    # channel, the voice sat 3 dB over the reference and every bed 3 dB under its level_db)
+    placed = np.stack([clip * g, clip * g], axis=1).astype(np.float64)
+    measured = pyloudnorm.Meter(sr).integrated_loudness(placed)
     assert measured == pytest.approx(-23.0, abs=0.05)  # BS.1770 on a steady tone is exact to rounding
+
+
+def test_fades_from_silence_are_raised_cosines_crossfades_equal_power():
+    """From and to silence the bed fades along a raised cosine (-20 dB a fifth of the way in; the
+    equal-power sine was there after 6 % and seemed to switch on, QA); where another bed crosses,
+    the sine and cosine keep the summed power."""
+    sr = 1000
+    a, b = Ambience("rain", level_db=0.0, duck_db=0.0, fade_in_s=4.0), Ambience("ocean", level_db=0.0, duck_db=0.0)
+    p = make_plan([Gap(1.0), SectionStart(0, None, a), take(1), Gap(10.0), SectionStart(1, None, b), take(2),
+                   Gap(10.0), SectionStart(2, None, None), take(3), Gap(10.0), SectionStart(3, None, a), take(4),
+                   Gap(10.0)])
+    tl = build_timeline(p, [100] * 4, sr=sr)
+    runs = bed_runs(tl, seed_base="s")
+    assert [(r.fade_in_from, r.fade_out_to) for r in runs] == [("silence", "cross"), ("cross", "silence"),
+                                                             ("silence", "silence")]
+    first = bed_gain(tl, runs[0], start=0, stop=4000)   # the 4 s fade-in at the start of the track
+    # 0.5 - 0.5 cos(pi x): 0.0245 (-32 dB) at x = 0.1, 0.5 (-6 dB) at x = 0.5; float32 gains
+    assert first[400] == pytest.approx(0.5 - 0.5 * np.cos(0.1 * np.pi), rel=1e-6)
+    assert first[2000] == pytest.approx(0.5, rel=1e-6)
+    # the ocean fades out into the silent section, and the rain back in from it, as raised cosines
+    out_mid = (runs[1].end - runs[1].fade_out // 2)
+    assert bed_gain(tl, runs[1], start=out_mid, stop=out_mid + 1)[0] == pytest.approx(0.5, rel=1e-3)
+    in_mid = runs[2].start + runs[2].fade_in // 2
+    assert bed_gain(tl, runs[2], start=in_mid, stop=in_mid + 1)[0] == pytest.approx(0.5, rel=1e-3)
 
 
 def test_on_ready_reports_only_final_samples_so_a_meter_can_measure_while_mixing():

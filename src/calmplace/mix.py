@@ -41,16 +41,28 @@ class BedRun:
     fade_in: int   # samples of fade at the start
     fade_out: int  # samples of fade at the end
     seed: int
+    # what each edge fades from / to: another bed ("cross": equal-power, so the two beds keep their
+    # summed power) or silence ("silence": a raised cosine, which starts and ends gently where
+    # the equal-power sine reaches -20 dB in the first 6 % of the fade and seems to switch on)
+    fade_in_from: str = "silence"
+    fade_out_to: str = "silence"
+
+
+# BS.1770 sums the channels' energies (weight 1 for left and right): the mono voice laid in both
+# channels measures 10 log10(2) = 3.01 dB louder than the clip alone, with the same gating
+DUAL_MONO_DB = 10.0 * np.log10(2.0)
 
 
 def speech_gain(clips: Sequence[np.ndarray], *, sr: int, target_lufs: float = REFERENCE_LUFS) -> float:
-    """One gain for the whole voice so its integrated loudness (BS.1770) is the reference."""
+    """One gain for the whole voice so its integrated loudness (BS.1770), as laid in the mix (the
+    same in both channels), is the reference the beds are rendered at (they are measured in
+    stereo too), so a bed's `level_db` is its level relative to the voice as heard."""
     from .master import integrated_lufs
 
     voiced = np.concatenate([c for c in clips if c.size]) if clips else np.zeros(0, np.float32)
     if voiced.size < sr // 2:  # under 0.4 s of gating blocks the measurement is meaningless
         return 1.0
-    loudness = integrated_lufs(voiced, sr=sr)
+    loudness = integrated_lufs(voiced, sr=sr) + DUAL_MONO_DB
     if not np.isfinite(loudness):
         return 1.0
     return float(db_to_gain(target_lufs - loudness))
@@ -120,7 +132,10 @@ def bed_runs(timeline: Timeline, *, seed_base: str) -> list[BedRun]:
         e = n if last else min(n, end + half)
         fade_in = seconds_to_samples(ambience.fade_in_s, sr=timeline.sr) if first else start - s + min(half, start)
         fade_out = seconds_to_samples(ambience.fade_out_s, sr=timeline.sr) if last else e - end + min(half, n - end)
-        out.append(BedRun(ambience, s, e, min(fade_in, e - s), min(fade_out, e - s), bed_seed(seed_base, i, ambience.sound)))
+        beside = ("cross" if i > 0 and runs[i - 1][0] is not None else "silence",
+                  "cross" if i + 1 < len(runs) and runs[i + 1][0] is not None else "silence")
+        out.append(BedRun(ambience, s, e, min(fade_in, e - s), min(fade_out, e - s), bed_seed(seed_base, i, ambience.sound),
+                          *beside))
     return out
 
 
@@ -131,16 +146,19 @@ def bed_seed(seed_base: str, run_index: int, sound: str) -> int:
 
 
 def _edge_envelope(run: BedRun, *, start: int, stop: int) -> np.ndarray:
-    """Equal-power (sine) fade in at the run's start and out at its end, over [start, stop)."""
+    """The fade in at the run's start and out at its end, over [start, stop): equal-power (sine)
+    where another bed crosses it, a raised cosine from and to silence."""
     env = np.ones(stop - start)
-    for fade, edge, sign in ((run.fade_in, run.start, 1), (run.fade_out, run.end, -1)):
+    for fade, edge, sign, other in ((run.fade_in, run.start, 1, run.fade_in_from),
+                                    (run.fade_out, run.end, -1, run.fade_out_to)):
         if not fade:
             continue
         # the fade covers [edge, edge + fade) going in, [edge - fade, edge) going out
         a, b = (max(start, edge), min(stop, edge + fade)) if sign > 0 else (max(start, edge - fade), min(stop, edge))
         if b > a:
             t = np.arange(a, b, dtype=np.float64)
-            env[a - start:b - start] *= np.sin(0.5 * np.pi * np.clip(sign * (t - edge) / fade, 0.0, 1.0))
+            x = np.clip(sign * (t - edge) / fade, 0.0, 1.0)
+            env[a - start:b - start] *= np.sin(0.5 * np.pi * x) if other == "cross" else 0.5 - 0.5 * np.cos(np.pi * x)
         outside = (start, min(stop, edge)) if sign > 0 else (max(start, edge), stop)
         if outside[1] > outside[0]:
             env[outside[0] - start:outside[1] - start] = 0.0
