@@ -289,7 +289,7 @@ RECORDING_ADVICE = (
     "Have water to hand, and rest your voice every ten minutes or so.",
 )
 
-AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "mp3")  # contract §4: what a recorded voice can read
+from .speech.recorded import TAKE_EXTS as AUDIO_EXTENSIONS  # noqa: E402  (contract §4: the one list of take files)
 
 
 def about_seconds(seconds: float) -> str:

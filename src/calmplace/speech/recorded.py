@@ -26,9 +26,14 @@ changed since is reported as stale.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
+import os
+import sys
+import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +81,115 @@ CLIP_RUN = 3                # three full-scale samples in a row: the converter r
 # Reading audio
 
 
+def take_formats() -> str:
+    """The take formats, for hints: "WAV, FLAC, OGG, OGA, MP3, AIF, AIFF, OPUS, M4A or AAC"."""
+    names = [e.upper() for e in TAKE_EXTS]
+    return ", ".join(names[:-1]) + f" or {names[-1]}"
+
+
+# What a file holds, from its first bytes, for a take saved or renamed with the wrong extension
+# (an iPhone's .m4a renamed to .mp3): (magic test, the format's name, the extensions it goes by)
+_MAGIC = (
+    (lambda b: b[4:8] == b"ftyp", "MP4/M4A (AAC)", ("m4a",)),
+    (lambda b: b[:4] == b"RIFF" and b[8:12] == b"WAVE", "WAV", ("wav",)),
+    (lambda b: b[:4] == b"fLaC", "FLAC", ("flac",)),
+    (lambda b: b[:4] == b"OggS" and b"OpusHead" in b[:64], "Ogg Opus", ("opus", "ogg", "oga")),
+    (lambda b: b[:4] == b"OggS", "Ogg", ("ogg", "oga", "opus")),
+    (lambda b: b[:4] == b"FORM" and b[8:12] in (b"AIFF", b"AIFC"), "AIFF", ("aif", "aiff")),
+    # ADTS AAC: a 12-bit sync and layer 00 (an MPEG audio frame's layer is never 00)
+    (lambda b: len(b) > 1 and b[0] == 0xFF and (b[1] & 0xF6) == 0xF0, "AAC (ADTS)", ("aac",)),
+    (lambda b: b[:3] == b"ID3" or (len(b) > 1 and b[0] == 0xFF and (b[1] & 0xE0) == 0xE0), "MP3", ("mp3",)),
+)
+
+
+def sniff(path: Path) -> tuple[str, tuple[str, ...]] | None:
+    """(format name, its extensions) of what the file holds, from its first bytes; None when unknown."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return None
+    for test, name, exts in _MAGIC:
+        if test(head):
+            return name, exts
+    return None
+
+
+def _renamed(path: Path, shown_as: str) -> CalmplaceError | None:
+    """The error for a file that plainly holds another format than its extension says, or None."""
+    ext = path.suffix.lower().lstrip(".")
+    found = sniff(path)
+    if found and ext not in found[1]:
+        name, exts = found
+        return CalmplaceError(f"{shown_as}: not a valid {ext.upper()} file: it holds {name} audio under the wrong "
+                              f"extension; rename it to {path.stem}.{exts[0]}")
+    return None
+
+
+def _wrong_extension(path: Path, shown_as: str) -> None:
+    """Before decoding: an M4A or AAC file under a libsndfile extension (an .m4a renamed .mp3) is
+    refused, since libsndfile cannot read it at all (and its MP3 decoder would print its complaints
+    to stderr). Other mismatches are left to the decoders, which read WAV, FLAC, Ogg, AIFF and MP3
+    (libsndfile) and anything (ffmpeg) by their content, whatever the name."""
+    ext = path.suffix.lower().lstrip(".")
+    found = sniff(path)
+    if ext in SOUNDFILE_EXTS and found and set(found[1]) <= set(FFMPEG_EXTS):
+        raise _renamed(path, shown_as) or CalmplaceError(f"{shown_as}: not a valid {ext.upper()} file")
+
+
+def _not_audio(shown_as: str, path: Path, exc: Exception) -> CalmplaceError:
+    ext = path.suffix.lower().lstrip(".")
+    renamed = _renamed(path, shown_as)
+    if renamed:
+        return renamed
+    if ext == "mp3":  # libmpg123's failures come out as "File does not exist or is not a regular file"
+        return CalmplaceError(f"{shown_as}: not a valid MP3 file (damaged, or another format with the wrong "
+                              f"extension); use {take_formats()}")
+    return CalmplaceError(f"{shown_as}: not an audio file calmplace can read ({_reason(exc)}); "
+                          f"use {take_formats()}")
+
+
+_FD2_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _decoder_chatter_hidden(path: Path):
+    """libmpg123 (inside libsndfile) prints "Note: Illegal Audio-MPEG-Header ... Trying to resync"
+    straight to the C-level stderr (fd 2) on a damaged MP3. Around an MP3's read, fd 2 goes to a
+    temporary file (a file, not a pipe: no reader needed, so it can never fill up and block); it is
+    put back in `finally`, and what else was written to stderr meanwhile (another thread's warning,
+    a progress bar) is written out again, so only the decoder's notes are lost. One MP3 read at a
+    time holds the swap (a lock); other formats are read without it."""
+    if path.suffix.lower() != ".mp3":
+        yield
+        return
+    with _FD2_LOCK:
+        try:
+            sys.stderr.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all: nothing to hide
+            yield
+            return
+        sink = tempfile.TemporaryFile()
+        try:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+            sink.seek(0)
+            other = [line for line in sink.read().splitlines(keepends=True)
+                     if not line.startswith((b"Note: ", b"Warning: ", b"[src/libmpg123", b"[../src/libmpg123"))]
+            if other:
+                os.write(2, b"".join(other))
+        finally:
+            os.close(saved)
+            sink.close()
+
+
 def read_audio(path: Path) -> tuple[np.ndarray, int]:
     """(n, channels) float32 and the file's own rate; a CalmplaceError naming the file otherwise."""
     path = Path(path)
@@ -84,18 +198,19 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
         raise CalmplaceError(f"{path}: cannot read the file: {'it is a folder' if path.is_dir() else 'no such file'}")
     if path.stat().st_size == 0:
         raise CalmplaceError(f"{path}: the file is empty (0 bytes): record or copy it again")
+    _wrong_extension(path, str(path))
     if ext in FFMPEG_EXTS:
         data, sr = _read_ffmpeg(path)
     else:
         import soundfile as sf
 
         try:
-            data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+            with _decoder_chatter_hidden(path):
+                data, sr = sf.read(str(path), dtype="float32", always_2d=True)
         except OSError as exc:  # LibsndfileError is a RuntimeError; OSError: missing, no permission
             raise CalmplaceError(f"{path}: cannot read the file: {exc.strerror or exc}") from None
         except (RuntimeError, ValueError, TypeError) as exc:
-            raise CalmplaceError(f"{path}: not an audio file calmplace can read ({_reason(exc)}); "
-                                 f"use WAV, FLAC, OGG or MP3") from None
+            raise _not_audio(str(path), path, exc) from None
     if data.size == 0 or data.shape[0] == 0:
         raise CalmplaceError(f"{path}: the file holds no audio (0 samples)")
     if sr < MIN_RATE:
@@ -371,7 +486,8 @@ def damage(path: Path) -> str | None:
     import soundfile as sf
 
     try:
-        info = sf.info(str(path))
+        with _decoder_chatter_hidden(path):
+            info = sf.info(str(path))
     except (RuntimeError, ValueError, TypeError, OSError):
         return None
     m = re.search(r"(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", info.extra_info or "")
@@ -736,11 +852,12 @@ def _check_header(path: Path) -> None:
 
     if path.stat().st_size == 0:
         raise CalmplaceError(f"{shown(path)}: the file is empty (0 bytes): record or copy it again")
+    _wrong_extension(path, shown(path))
     try:
-        info = sf.info(str(path))
+        with _decoder_chatter_hidden(path):
+            info = sf.info(str(path))
     except (RuntimeError, ValueError, TypeError, OSError) as exc:
-        raise CalmplaceError(f"{shown(path)}: not an audio file calmplace can read ({_reason(exc)}); "
-                             f"use WAV, FLAC, OGG or MP3") from None
+        raise _not_audio(shown(path), path, exc) from None
     if info.frames == 0:
         raise CalmplaceError(f"{shown(path)}: the file holds no audio (0 samples)")
 
