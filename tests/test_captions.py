@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from calmplace.captions import (LINE_CHARS, format_timestamp, parse_webvtt, split_cues, split_sentences, webvtt,
-                                wrap)
+from calmplace.captions import (LINE_CHARS, _snap, cues, format_timestamp, parse_webvtt, speech_gaps, split_cues,
+                                split_sentences, webvtt, wrap)
 from calmplace.script import load_script
 from calmplace.takes import plan
 from calmplace.timeline import build_timeline
@@ -197,3 +198,56 @@ def test_parse_webvtt_reads_ids_settings_and_notes():
     assert parse_webvtt(text) == [(1.5, 2.0, "Hello & welcome\nsecond line"), (3600.0, 3601.25, "Bye")]
     with pytest.raises(ValueError):
         parse_webvtt("1\n00:00:01.000 --> 00:00:02.000\nx\n")
+
+
+# ------------------------------------------------------------------------------------------------
+# Timing inside a take, from its audio
+
+
+def _bursts(*parts: tuple[str, float], sr: int) -> np.ndarray:
+    """('s', seconds) of speech-like noise and ('q', seconds) of silence, in turn."""
+    rng = np.random.default_rng(3)
+    return np.concatenate([(0.2 * rng.standard_normal(int(sec * sr)) if kind == "s" else np.zeros(int(sec * sr)))
+                           for kind, sec in parts]).astype(np.float32)
+
+
+def test_speech_gaps_finds_the_pauses_between_words_not_the_closures():
+    sr = 8000
+    clip = _bursts(("q", 0.3), ("s", 1.0), ("q", 0.45), ("s", 0.6), ("q", 0.05), ("s", 0.5), ("q", 0.2),
+                   ("s", 0.8), ("q", 0.5), sr=sr)
+    # 10 ms frames: a pause is found to the frame; the 50 ms closure is no pause; the silence
+    # before the first sound and after the last are not inside the take
+    assert speech_gaps(clip, sr=sr) == [(int(1.3 * sr), int(1.75 * sr)), (int(2.9 * sr), int(3.1 * sr))]
+    assert speech_gaps(np.zeros(sr, np.float32), sr=sr) == []
+
+
+def test_cues_inside_a_take_start_where_their_words_do(tmp_path):
+    """The characters put the second sentence's start mid-word; the take's audio has a full
+    stop's pause later, and a comma's earlier: the cue starts where the speech does after the
+    longer pause (QA: the shipped track's cues inside takes were up to 0.53 s early or late)."""
+    sr = 8000
+    path = tmp_path / "timing.yaml"
+    path.write_text("title: T\nlocales: [en-GB]\nlead_in: 1s\ntail: 0s\nsections:\n"
+                    "  - text: Breathe in slowly now, and out. Rest.\n", encoding="utf-8")
+    p = plan(load_script(path), "en-GB")
+    clip = _bursts(("s", 1.0), ("q", 0.22), ("s", 1.4), ("q", 0.45), ("s", 1.5), sr=sr)   # "Rest." said slowly
+    tl = build_timeline(p, [clip.size], sr=sr)
+    gaps = [speech_gaps(clip, sr=sr)]
+    start = tl.takes[0].start
+    plain = cues(p, tl)
+    timed = cues(p, tl, gaps=gaps)
+    assert [c[2] for c in plain] == [c[2] for c in timed] == ["Breathe in slowly now, and out.", "Rest."]
+    # by characters the boundary falls 0.87 s into the last word (31 of 36 characters of 4.57 s)
+    assert plain[1][0] - (start + int(3.07 * sr)) * 1000 // sr == pytest.approx(870, abs=10)
+    assert timed[1][0] == timed[0][1] == (start + int(3.07 * sr)) * 1000 // sr   # the last word's onset
+    assert timed[0][0] == plain[0][0] and timed[1][1] == plain[1][1]             # the take's ends hold
+    vtt = parse_webvtt(webvtt(p, tl, gaps=gaps))
+    assert vtt[1][0] == pytest.approx(1.0 + 3.07, abs=0.001)
+
+
+def test_a_boundary_with_no_pause_near_stays_where_the_characters_put_it():
+    # bounds at 1 s and 2 s, one pause near the second only: the first stays, order holds
+    sr = 1000
+    assert _snap([1000, 2000], [(2300, 2600)], sr=sr) == [1000, 2600]
+    assert _snap([1000, 2000], [], sr=sr) == [1000, 2000]
+    assert _snap([1000, 2000], [(5000, 5400)], sr=sr) == [1000, 2000]   # beyond reach (1.2 s)

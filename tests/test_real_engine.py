@@ -65,6 +65,26 @@ def test_unknown_voice_fails_with_the_list():
     assert "no installed voice matches ['no-such-voice']" in str(info.value) and "gmw/en" in str(info.value)
 
 
+def test_caption_boundaries_inside_a_real_take_fall_on_speech_onsets(narrator: TtsEngine):
+    """espeak-ng pauses at full stops and commas; the cue boundaries inside a take move onto them:
+    the 100 ms before each is silence in the clip (espeak writes digital zeros there; 30 dB covers
+    a quiet breath), the 100 ms after it is speech."""
+    from calmplace.captions import _snap, speech_gaps, split_cues, split_sentences
+
+    text = "Notice the air on your skin. Is it cool, or warm? Is there a gentle breeze?"
+    (clip,) = narrator.speak_texts([text], locale="en-GB", sr=SR)
+    units = [c for s in split_sentences(text) for c in split_cues(s)]
+    assert len(units) == 3
+    total, acc, inner = sum(map(len, units)), 0, []
+    for unit in units[:-1]:
+        acc += len(unit)
+        inner.append(clip.size * acc // total)
+    snapped = _snap(inner, speech_gaps(clip, sr=SR), sr=SR)
+    tenth = SR // 10
+    for bound in snapped:
+        assert window_rms_db(clip, bound, bound + tenth) - window_rms_db(clip, bound - tenth, bound) > 30, bound / SR
+
+
 @pytest.mark.slow
 def test_real_voice_track_end_to_end(project: Path):
     report = build(Project(project), jobs=2)

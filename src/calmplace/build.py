@@ -658,7 +658,7 @@ def render_track(item: TrackWork, *, bed_prefetch=None, fresh: dict[str, np.ndar
     for reading the take cache and ambience files; runs in a worker process when jobs > 1.
     `bed_prefetch` (a mix.BedPrefetch) serves the first bed if it is the one the mix opens;
     `fresh` clips (by take key) are used instead of reading them from the cache."""
-    from .captions import webvtt
+    from .captions import speech_gaps, webvtt
     from .encode import master_to_mp3
     from .master import InputMeter
     from .mix import bed_opener, mix
@@ -693,13 +693,15 @@ def render_track(item: TrackWork, *, bed_prefetch=None, fresh: dict[str, np.ndar
             bed_prefetch.close()   # stops its thread, also when the mix failed
     with stage("mix"):
         energies = meter.energies(samples, threads=item.threads)
+    with stage("captions"):
+        gaps = [speech_gaps(clip, sr=sr) for clip in clips]   # to time the captions inside each take
     del clips
 
     def documents() -> tuple[bytes, bytes]:
         with stage("pdf"):
             pdf = script_pdf(the_plan, timeline, script_path=item.script_shown)
         with stage("captions"):
-            vtt = webvtt(the_plan, timeline).encode("utf-8")
+            vtt = webvtt(the_plan, timeline, gaps=gaps).encode("utf-8")
         return pdf, vtt
 
     side = None

@@ -1,7 +1,9 @@
 """Captions stage: a `Plan` and its `Timeline` → WebVTT, one cue per sentence, timed to the speech.
 
 Each take's span in the timeline is the real speech in the track; its sentences share that span in
-proportion to their length in characters (a good proxy for speaking time at a steady pace).
+proportion to their length in characters (a good proxy for speaking time at a steady pace), and
+where the take's audio is given, each boundary then moves to the pause in the speech that fits it
+(`speech_gaps`), so a cue starts as its words do.
 Cue text follows the BBC and Netflix subtitle guidance: at most two lines of about 42 characters,
 so a long sentence becomes several cues, split at commas or between words.
 """
@@ -9,6 +11,10 @@ so a long sentence becomes several cues, split at commas or between words.
 from __future__ import annotations
 
 import re
+from typing import Sequence
+
+import numpy as np
+
 from .takes import Plan
 from .timeline import Timeline
 
@@ -132,20 +138,99 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def cues(plan: Plan, timeline: Timeline) -> list[tuple[int, int, str]]:
-    """(start_ms, end_ms, text) for every cue, in order; text is one line, not yet wrapped."""
+# Pauses inside a take: 10 ms frames 35 dB under the take's loudest frame, for 120 ms or more.
+# espeak-ng pauses 0.42-0.48 s at a full stop and 0.21-0.26 s at a comma (measured on the shipped
+# script), while the closure of a stop consonant lasts under 0.1 s; a reader's own pauses are longer.
+_GAP_FRAME_S = 0.01
+_GAP_BELOW_DB = 35.0
+_GAP_MIN_S = 0.12
+# A boundary moves to a pause no further than this from where the characters put it, and prefers a
+# longer pause: each second of pause counts as this many seconds nearer (a full stop's 0.45 s pause
+# beats a comma's 0.2 s one up to 0.5 s further away).
+_GAP_REACH_S = 1.2
+_GAP_LENGTH_WEIGHT = 2.0
+
+
+def speech_gaps(clip: np.ndarray, *, sr: int) -> list[tuple[int, int]]:
+    """The pauses inside a take's audio (mono), as [start, end) samples from its start: not before
+    the first sound or after the last."""
+    frame = max(1, int(round(_GAP_FRAME_S * sr)))
+    n = clip.size // frame
+    if n < 3:
+        return []
+    energy = np.square(clip[:n * frame].astype(np.float64)).reshape(n, frame).mean(axis=1)
+    peak = energy.max()
+    if peak <= 0:
+        return []
+    quiet = energy < peak * 10.0 ** (-_GAP_BELOW_DB / 10.0)
+    edges = np.flatnonzero(np.diff(np.r_[0, quiet.astype(np.int8), 0]))   # run starts and ends, in turn
+    min_frames = int(round(_GAP_MIN_S / _GAP_FRAME_S))
+    return [(int(a) * frame, int(b) * frame) for a, b in zip(edges[::2], edges[1::2])
+            if a > 0 and b < n and b - a >= min_frames]
+
+
+def _snap(bounds: list[int], gaps: Sequence[tuple[int, int]], *, sr: int) -> list[int]:
+    """Inner `bounds` (samples from the take's start, increasing) moved to the ends of pauses, in
+    order, each pause used once, by the least total cost: distance from the estimate minus the
+    pause's length times `_GAP_LENGTH_WEIGHT`; a bound with no pause within `_GAP_REACH_S` stays."""
+    k, m = len(bounds), len(gaps)
+    if not k or not m:
+        return bounds
+    reach = _GAP_REACH_S * sr
+
+    def cost(i: int, j: int) -> float | None:
+        a, b = gaps[j]
+        distance = abs((a + b) / 2 - bounds[i])
+        return None if distance > reach else (distance - _GAP_LENGTH_WEIGHT * (b - a)) / sr
+
+    # best[i][j]: least cost of bounds[:i] using gaps[:j]; a bound left where it is costs its reach
+    inf = float("inf")
+    best = [[0.0] * (m + 1)] + [[inf] * (m + 1) for _ in range(k)]
+    choice: dict[tuple[int, int], int] = {}
+    for i in range(1, k + 1):
+        for j in range(0, m + 1):
+            options = [(best[i - 1][j] + _GAP_REACH_S, -1)]             # bound i-1 stays
+            if j:
+                options.append((best[i][j - 1], -2))                     # gap j-1 unused
+                c = cost(i - 1, j - 1)
+                if c is not None:
+                    options.append((best[i - 1][j - 1] + c, j - 1))      # bound i-1 moves to gap j-1
+            best[i][j], choice[i, j] = min(options)
+    out = list(bounds)
+    i, j = k, m
+    while i:
+        how = choice[i, j]
+        if how == -2:
+            j -= 1
+            continue
+        if how >= 0:
+            out[i - 1] = gaps[how][1]
+            j -= 1
+        i -= 1
+    for i in range(1, k):   # an unmoved bound between moved ones keeps the order
+        out[i] = max(out[i], out[i - 1])
+    return out
+
+
+def cues(plan: Plan, timeline: Timeline, *, gaps: Sequence[Sequence[tuple[int, int]]] | None = None,
+         ) -> list[tuple[int, int, str]]:
+    """(start_ms, end_ms, text) for every cue, in order; text is one line, not yet wrapped. `gaps`:
+    each take's pauses (`speech_gaps`), in timeline order, to time the cues inside a take by."""
     out: list[tuple[int, int, str]] = []
     sr = timeline.sr
-    for span in timeline.takes:
+    for index, span in enumerate(timeline.takes):
         units = [c for s in split_sentences(span.take.text) for c in split_cues(s)]
         if not units:
             continue
         total = sum(len(u) for u in units)
         length = span.end - span.start
-        bounds, acc = [span.start], 0
-        for u in units:
+        inner, acc = [], 0
+        for u in units[:-1]:
             acc += len(u)
-            bounds.append(span.start + length * acc // total)  # integer: the last bound is exactly span.end
+            inner.append(length * acc // total)
+        if gaps is not None:
+            inner = _snap(inner, gaps[index], sr=sr)
+        bounds = [span.start] + [span.start + b for b in inner] + [span.end]
         ms = [_ms(b, sr) for b in bounds]
         take_cues: list[tuple[int, int, str]] = []
         text, start = "", None
@@ -163,11 +248,12 @@ def cues(plan: Plan, timeline: Timeline) -> list[tuple[int, int, str]]:
     return out
 
 
-def webvtt(plan: Plan, timeline: Timeline) -> str:
-    """WebVTT captions for one track: a NOTE with the title, then one cue per sentence (or part of one)."""
+def webvtt(plan: Plan, timeline: Timeline, *, gaps: Sequence[Sequence[tuple[int, int]]] | None = None) -> str:
+    """WebVTT captions for one track: a NOTE with the title, then one cue per sentence (or part of
+    one); `gaps` as for `cues`."""
     title = " ".join(plan.title.split()).replace("-->", "→")  # "-->" may not appear in a NOTE
     blocks = ["WEBVTT", f"NOTE {title} ({plan.locale}), captions by calmplace"]
-    for start, end, text in cues(plan, timeline):
+    for start, end, text in cues(plan, timeline, gaps=gaps):
         lines = wrap(text)
         blocks.append(f"{format_timestamp(start)} --> {format_timestamp(end)}\n"
                       + "\n".join(_escape(line) for line in lines))
