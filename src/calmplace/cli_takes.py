@@ -37,6 +37,22 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
+def _os_problem(exc: OSError) -> str:
+    """An OS error as a person reads it: "build/templates/en-GB: a file is in the way where a folder
+    should be" (not "[Errno 20] Not a directory: 'build/templates/en-GB'")."""
+    import errno
+
+    from .speech.recorded import shown
+
+    reason = {errno.ENOTDIR: "a file is in the way where a folder should be",
+              errno.EISDIR: "a folder is in the way where a file should be",
+              errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+              errno.ENOSPC: "the disk is full", errno.EDQUOT: "over the disk quota",
+              errno.EROFS: "the disk is read-only", errno.ENOENT: "no such folder"}.get(
+        exc.errno, (exc.strerror or type(exc).__name__).rstrip(".").lower())
+    return f"{shown(Path(os.fsdecode(exc.filename)))}: {reason}" if exc.filename else reason
+
+
 def _jobs(script: str, locales: tuple[str, ...], voice: str | None) -> list[Job]:
     """Load and validate one script (and the voice, when named) like `calmplace build` does."""
     jobs, problems = gather(_project(), (script,), locales=locales, settings=Settings(voice=voice))
@@ -91,8 +107,11 @@ def expected_lengths(the_plan: Plan, profile: VoiceProfile | None, *, cache_root
                 fresh = engine.speak([takes[i] for i in todo], script_id=the_plan.script_id, locale=the_plan.locale,
                                      sr=SR, jobs=jobs or os.cpu_count() or 1)
                 for i, clip in zip(todo, fresh):
-                    cache.put(keys[i], clip)
                     clips[i] = clip
+                    try:
+                        cache.put(keys[i], clip)
+                    except OSError:  # only a saving for next time (build/.cache not writable)
+                        pass
             return [c.size / SR for c in clips], f"the synthetic voice {profile.name!r}"
         except CalmplaceError as exc:
             reason = str(exc).splitlines()[0]
@@ -145,7 +164,7 @@ def template(script: str, locales: tuple[str, ...], voice: str | None, out_dir: 
             atomic_write(folder / f"{job.script.id}-recording.pdf", pdf)
             atomic_write(folder / f"{job.script.id}-takes.csv", csv_text)
         except OSError as exc:
-            _fail(f"cannot write the template: {exc}")
+            _fail(f"cannot write the template: {_os_problem(exc)}")
         total = sum(expected)
         _info(f"{job.label}: {len(the_plan.takes)} takes, about "
               f"{f'{total:.0f} s' if total < 90 else f'{total / 60:.0f} min'} of speech (lengths from {source})")
@@ -310,8 +329,8 @@ def split_cmd(script: str, recording: Path, voice: str | None, locale: str | Non
                                        fmt=fmt, force=force)
     except CalmplaceError as exc:
         _fail(str(exc))
-    except OSError as exc:  # the take folder cannot be written
-        _fail(f"cannot write the takes: {exc}")
+    except OSError as exc:  # write_split explains its own failures; anything else, as plainly
+        _fail(f"cannot write the takes: {_os_problem(exc)}")
     _info(f"{shown(recording)}: the reading is {result.tempo:.2f}x as long as the synthetic voice's "
           f"(expected lengths from {source})")
     for note in result.notes:

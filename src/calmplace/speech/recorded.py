@@ -771,6 +771,12 @@ class RecordedEngine:
                            f"\u201c{s.recorded_text}\u201d but the script now says \u201c{s.take.text}\u201d; record it "
                            f"again, or keep it with: calmplace takes status {script_id} --voice {self.profile.name} "
                            f"--locale {locale} --accept")
+        new = [s for s in states if s.state == "new"]
+        if new:  # as takes status shows them: usable, but not tracked until accepted
+            self._warn(f"{label}: {len(new)} new recording{'s' if len(new) != 1 else ''}, not yet accepted "
+                       f"({', '.join(shown(s.path) for s in new)}): used as they are; run calmplace takes status "
+                       f"{script_id} --voice {self.profile.name} --locale {locale} --accept to remember they were "
+                       f"recorded for the current text (so that later edits show them as stale)")
         for p in stray_files(folder, takes):
             self._warn(f"{label}: {shown(p.parent)}/{stray_note(p, takes)}")
         keys: list[str | None] = [None] * len(takes)
