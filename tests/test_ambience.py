@@ -540,3 +540,22 @@ def test_silent_file_is_refused_when_opened(tmp_path):
     write_audio(tmp_path, "hush.wav", np.zeros(2 * 22_050), 22_050)
     with pytest.raises(CalmplaceError, match="hush.wav.*silent"):
         open_bed("hush.wav", sr=SR, seed=0, ambience_dir=tmp_path)
+
+
+def test_validating_a_script_with_an_ambience_file_does_not_import_scipy(tmp_path):
+    """Every build validates its scripts, a no-op build included: checking a user's ambience file
+    reads its header only, without scipy.signal, which costs about a second to import (QA: a no-op
+    build of a script using ambience/noise.wav took 1.1-1.7 s; 0.3 s with a built-in)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "ambience").mkdir()
+    sf.write(tmp_path / "ambience" / "noise.wav", np.zeros((22050, 2), np.float32) + 0.01, 22050)
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "amb.yaml").write_text(
+        "title: A\nlocales: [en-GB]\nambience: {sound: noise.wav}\nsections:\n  - text: Hello.\n")
+    code = ("import sys; from pathlib import Path; from calmplace.script import Project, load_script; "
+            f"load_script(Path({str(tmp_path / 'scripts' / 'amb.yaml')!r}), project=Project(Path({str(tmp_path)!r}))); "
+            "print('scipy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -106,7 +106,7 @@ def validate_sound(sound: str, *, ambience_dir: Path) -> str | None:
     if message:
         return message
     assert path is not None
-    from .userfile import check_file
+    from .filecheck import check_file
 
     return check_file(path, shown=_shown(sound, ambience_dir))
 

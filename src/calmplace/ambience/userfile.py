@@ -17,9 +17,9 @@ from scipy import signal
 
 from ..errors import CalmplaceError
 from .engine import seed_words
+from .filecheck import MIN_FILE_S, check_file
 from .loudness import gain_to_reference
 
-MIN_FILE_S = 1.0        # shorter files cannot loop without an audible pulse
 MAX_FILE_S = 300.0      # longer files loop over their first 5 minutes (106 MB as stereo float32 at 44.1 kHz)
 CROSSFADE_S = 2.0       # the seam crossfade, or a quarter of the file if that is shorter
 SEAM_SEARCH_S = 0.05    # how far the seam may move to line up with the head (a 20 Hz period)
@@ -139,25 +139,6 @@ class LoopBed:
         if not pieces:
             return np.zeros((2, 0), dtype=np.float32)
         return np.concatenate(pieces, axis=1) if len(pieces) > 1 else pieces[0].copy()
-
-
-def check_file(path: Path, *, shown: str) -> str | None:
-    """Header-only checks (cheap): the error message for a file that cannot be a bed, or None."""
-    if path.is_dir():
-        return f"ambience sound {shown} is a folder, not an audio file"
-    if path.stat().st_size == 0:
-        return f"ambience file {shown} is empty (0 bytes)"
-    try:
-        info = sf.info(str(path))
-    except Exception as exc:  # libsndfile reports unreadable formats in several exception types
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        return f"ambience file {shown} is not audio that soundfile can read ({reason})"
-    if info.frames <= 0:
-        return f"ambience file {shown} is empty (no audio frames)"
-    seconds = info.frames / info.samplerate
-    if seconds < MIN_FILE_S:
-        return f"ambience file {shown} is only {seconds:.2f} s long: a loop needs at least {MIN_FILE_S:g} s"
-    return None
 
 
 def open_file(path: Path, *, shown: str, sr: int, seed: int) -> LoopBed:
