@@ -813,15 +813,58 @@ def track_timeline(project: Project, name: str, locale: str | None, *, settings:
     return job, the_plan, build_timeline(the_plan, lengths, sr=settings.sr)
 
 
-def clean(out_dir: Path, cache_dir: Path | None = None) -> list[Path]:
-    """Remove the take cache (and nothing else); return what was removed."""
-    import shutil
+def _is_within(path: Path, folder: Path) -> bool:
+    """True if `path` is `folder` or inside it (both resolved)."""
+    return path == folder or folder in path.parents
 
-    target = cache_dir or out_dir / ".cache"
-    if target.exists():
-        shutil.rmtree(target)
-        return [target]
-    return []
+
+def clean(out_dir: Path, cache_dir: Path | None = None, *, project_root: Path | None = None) -> list[Path]:
+    """Remove calmplace's own entries from the take cache: the clips under `takes/` (and temp
+    files a killed build left there), the emptied `takes/` folders, then the cache folder itself
+    if nothing else is in it. Files of other tools stay. Return the take files removed.
+
+    A cache folder that is the project's root, the output folder, or a folder holding either is
+    refused (CalmplaceError) before anything is touched: a cache is a folder of its own."""
+    import re
+
+    target = Path(cache_dir) if cache_dir is not None else Path(out_dir) / ".cache"
+    if not str(target).strip() or not str(out_dir).strip():
+        raise CalmplaceError("the cache folder and the output folder must not be empty paths")
+    resolved, out_resolved = target.resolve(), Path(out_dir).resolve()
+    root = (project_root or Path.cwd()).resolve()
+    if _is_within(root, resolved):
+        raise CalmplaceError(f"refusing to clean {target}: it is the project folder or holds it; "
+                             f"give the take cache a folder of its own (--cache-dir)")
+    if _is_within(out_resolved, resolved):
+        raise CalmplaceError(f"refusing to clean {target}: it is the output folder {out_dir} or holds it; "
+                             f"give the take cache a folder of its own (--cache-dir)")
+    takes = target / "takes"
+    removed: list[Path] = []
+    if takes.is_dir() and not takes.is_symlink():
+        own = re.compile(r"(?:[^.].*\.npy|\..+\.npy\..+\.tmp)\Z")   # clips and atomic_write's temp files
+        for sub in sorted(takes.iterdir()):
+            if not (sub.is_dir() and not sub.is_symlink() and len(sub.name) == 2):
+                continue
+            for entry in sorted(sub.iterdir()):
+                name = entry.name
+                stem = name[1:] if name.startswith(".") else name
+                if own.match(name) and stem.startswith(sub.name) and (entry.is_file() or entry.is_symlink()):
+                    entry.unlink()
+                    removed.append(entry)
+            _rmdir_if_empty(sub)
+        _rmdir_if_empty(takes)
+    if target.is_dir() and not target.is_symlink():
+        _rmdir_if_empty(target)
+    return removed
+
+
+def _rmdir_if_empty(folder: Path) -> None:
+    import os
+
+    try:
+        os.rmdir(folder)
+    except OSError:   # not empty (someone else's files), or gone already
+        pass
 
 
 def _json_number(value: float) -> float | None:

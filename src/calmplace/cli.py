@@ -41,6 +41,18 @@ class UI:
         return click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True)
 
 
+class _Folder(click.Path):
+    """A folder option; an empty value (`--out ''`) is a usage error, not the working folder."""
+
+    def __init__(self):
+        super().__init__(file_okay=False, path_type=Path)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("must not be empty (give a folder, e.g. build)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def _project() -> Project:
     return Project(Path.cwd())
 
@@ -64,7 +76,7 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
 @click.argument("scripts", nargs=-1)
 @click.option("--locale", "locales", multiple=True, metavar="L", help="Only this locale (repeatable).")
 @click.option("--voice", metavar="NAME", help="Use voices/NAME.yaml instead of each script's voice.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("build"),
+@click.option("--out", "out_dir", type=_Folder(), default=Path("build"),
               show_default=True, help="Output folder.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Parallel workers [default: CPUs].")
 @click.option("--force", is_flag=True, help="Ignore the caches: speak every take and rebuild every output.")
@@ -73,7 +85,7 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
                    "default narrator) instead of failing.")
 @click.option("--check", "check_only", is_flag=True,
               help="Build nothing; exit 1 listing every output that is missing or stale (for CI).")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="CALMPLACE_CACHE",
+@click.option("--cache-dir", type=_Folder(), envvar="CALMPLACE_CACHE",
               help="Where spoken takes are cached [default: OUT/.cache; env CALMPLACE_CACHE].")
 @click.option("--loudness", "target_lufs", type=click.FloatRange(-30, -10), default=-16.0, show_default=True,
               help="Integrated loudness target, LUFS.")
@@ -103,16 +115,22 @@ def build_cmd(ui: UI, scripts: tuple[str, ...], locales: tuple[str, ...], voice:
 
 
 @main.command("clean")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("build"),
+@click.option("--out", "out_dir", type=_Folder(), default=Path("build"),
               show_default=True)
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="CALMPLACE_CACHE")
+@click.option("--cache-dir", type=_Folder(), envvar="CALMPLACE_CACHE")
 @click.pass_obj
 def clean_cmd(ui: UI, out_dir: Path, cache_dir: Path | None) -> None:
-    """Remove the take cache (outputs stay)."""
+    """Remove the cached takes (outputs, and other files in the cache folder, stay)."""
     from .build import clean
 
-    removed = clean(out_dir, cache_dir)
-    ui.info(f"removed {removed[0]}" if removed else "nothing to remove")
+    cache = cache_dir if cache_dir is not None else out_dir / ".cache"
+    try:
+        removed = clean(out_dir, cache_dir, project_root=Path.cwd())
+    except (CalmplaceError, OSError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    n = len(removed)
+    ui.info(f"removed {n} cached take{'s' if n != 1 else ''} from {cache}/" if removed else "nothing to remove")
 
 
 @main.command("check")

@@ -1,0 +1,73 @@
+"""CI safety (QA pass): clean touches only calmplace's own files, damaged caches and manifests
+count as missing, nothing outside calmplace's own files is swept, no traceback ever."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from calmplace.build import Manifest, TakeCache, build
+from calmplace.cli import main
+from calmplace.script import Project
+from calmplace.speech.fake import FakeEngine
+
+
+def cli(project: Path, monkeypatch, *args: str):
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("CALMPLACE_CACHE", raising=False)
+    return CliRunner().invoke(main, list(args))
+
+
+def run(project: Path, engine=None, **kwargs):
+    engine = engine or FakeEngine()
+    return build(Project(project), engine_factory=lambda profile: engine, **kwargs)
+
+
+# -- 1. clean ------------------------------------------------------------------------------------
+
+
+def test_clean_refuses_the_project_folder_and_the_outputs(project: Path, monkeypatch):
+    assert cli(project, monkeypatch, "build", "--fake-speech", "-j", "1").exit_code == 0
+    before = sorted(p.relative_to(project) for p in project.rglob("*"))
+    for args in (["--cache-dir", "."], ["--cache-dir", str(project)], ["--cache-dir", str(project.parent)],
+                 ["--cache-dir", "build"], ["--out", "build/x", "--cache-dir", "build"]):
+        result = cli(project, monkeypatch, "clean", *args)
+        assert result.exit_code == 1, (args, result.output)
+        assert "refusing to clean" in result.output and "Traceback" not in result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert sorted(p.relative_to(project) for p in project.rglob("*")) == before   # nothing went
+
+
+def test_clean_removes_only_calmplaces_own_files(project: Path, monkeypatch, tmp_path_factory):
+    shared = tmp_path_factory.mktemp("ci-cache")
+    (shared / "other-tool").mkdir()
+    (shared / "other-tool" / "data.bin").write_bytes(b"x")
+    (shared / "notes.txt").write_text("keep me")
+    assert cli(project, monkeypatch, "build", "--fake-speech", "-j", "1", "--cache-dir", str(shared)).exit_code == 0
+    takes = list((shared / "takes").rglob("*.npy"))
+    assert len(takes) == 8
+    (shared / "takes" / "README").write_text("someone else's")
+    result = cli(project, monkeypatch, "clean", "--cache-dir", str(shared))
+    assert result.exit_code == 0 and "removed 8 cached takes" in result.output
+    assert not any(p.exists() for p in takes)
+    assert (shared / "notes.txt").read_text() == "keep me" and (shared / "other-tool" / "data.bin").exists()
+    assert (shared / "takes" / "README").exists()
+    assert all((project / "build" / loc / "tiny.mp3").exists() for loc in ("en-GB", "en-US"))
+    # the default cache (build/.cache) is removed whole once emptied; the outputs stay
+    assert cli(project, monkeypatch, "build", "--fake-speech", "-j", "1").exit_code == 0
+    result = cli(project, monkeypatch, "clean")
+    assert result.exit_code == 0 and not (project / "build" / ".cache").exists()
+    assert (project / "build" / "manifest.json").exists()
+    assert cli(project, monkeypatch, "clean").output.strip() == "nothing to remove"
+
+
+def test_empty_folder_options_are_usage_errors(project: Path, monkeypatch):
+    for args in (["build", "--fake-speech", "--out", ""], ["build", "--fake-speech", "--cache-dir", ""],
+                 ["clean", "--out", ""], ["clean", "--cache-dir", " "]):
+        result = cli(project, monkeypatch, *args)
+        assert result.exit_code == 2 and "must not be empty" in result.output, args
+    assert not (project / "en-GB").exists()
