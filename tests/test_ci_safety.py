@@ -71,3 +71,27 @@ def test_empty_folder_options_are_usage_errors(project: Path, monkeypatch):
         result = cli(project, monkeypatch, *args)
         assert result.exit_code == 2 and "must not be empty" in result.output, args
     assert not (project / "en-GB").exists()
+
+
+# -- 2. manifest of the wrong shape --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["[]", "null", '"x"', "5", '{"outputs": []}', '{"outputs": {"en-GB/tiny.mp3": 5}}',
+                                  '{"outputs": {"en-GB/tiny.mp3": null, "en-GB/tiny.pdf": "x"}}'])
+def test_a_manifest_of_the_wrong_shape_counts_as_missing(project: Path, text: str):
+    assert run(project, jobs=1).exit_code == 0
+    manifest = project / "build" / "manifest.json"
+    manifest.write_text(text)
+    check = run(project, jobs=1, check_only=True)
+    assert check.exit_code == 1 and check.failed == 2   # stale, said as such: no AttributeError
+    report = run(project, jobs=1)
+    assert report.exit_code == 0 and report.built == 2
+    assert isinstance(Manifest(manifest).entry("en-GB/tiny.mp3").get("sha256"), str)
+    assert run(project, jobs=1, check_only=True).exit_code == 0
+
+
+def test_a_folder_where_the_manifest_goes_fails_before_rendering(project: Path, monkeypatch):
+    (project / "build" / "manifest.json").mkdir(parents=True)
+    result = cli(project, monkeypatch, "build", "--fake-speech", "-j", "1")
+    assert result.exit_code == 1 and "manifest.json is a folder" in result.output
+    assert "Traceback" not in result.output and not (project / "build" / "en-GB").exists()

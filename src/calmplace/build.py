@@ -261,11 +261,18 @@ class Manifest:
 
     def __init__(self, path: Path):
         self.path = path
+        if path.exists() and not path.is_file():
+            raise CalmplaceError(f"{path} is a folder (or not a file): calmplace keeps its list of outputs in that "
+                                 f"file; move it out of the way and build again")
         try:
-            self.data = json.loads(path.read_text())
-            assert isinstance(self.data.get("outputs"), dict)
-        except (OSError, ValueError, AssertionError):
-            self.data = {"outputs": {}}
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):   # missing, unreadable, not JSON: as if there were none
+            data = None
+        outputs = data.get("outputs") if isinstance(data, dict) else None
+        if not isinstance(outputs, dict):   # valid JSON of the wrong shape ([], null, "x"): the same
+            data, outputs = {}, {}
+        # an entry that is not an object ({"en-GB/x.mp3": 5}) is as good as missing
+        self.data = {**data, "outputs": {rel: e for rel, e in outputs.items() if isinstance(e, dict)}}
         self._original = self._text()
 
     def entry(self, rel: str) -> dict:
