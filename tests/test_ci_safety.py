@@ -95,3 +95,60 @@ def test_a_folder_where_the_manifest_goes_fails_before_rendering(project: Path, 
     result = cli(project, monkeypatch, "build", "--fake-speech", "-j", "1")
     assert result.exit_code == 1 and "manifest.json is a folder" in result.output
     assert "Traceback" not in result.output and not (project / "build" / "en-GB").exists()
+
+
+# -- 4, 5. damaged take cache entries -------------------------------------------------------------
+
+
+class CountingEngine(FakeEngine):
+    def __init__(self):
+        super().__init__()
+        self.spoken: list[str] = []
+
+    def speak(self, takes, **kwargs):
+        self.spoken.extend(t.text for t in takes)
+        return super().speak(takes, **kwargs)
+
+
+def _entries(project: Path) -> list[Path]:
+    return sorted((project / "build" / ".cache" / "takes").rglob("*.npy"))
+
+
+@pytest.mark.parametrize("damage", ["nan", "inf", "zip", "pickle", "2d"])
+def test_a_take_that_is_not_a_finite_plain_array_is_spoken_again(project: Path, damage: str):
+    assert run(project, jobs=1, locales=("en-GB",)).exit_code == 0
+    entry = _entries(project)[0]
+    clip = np.load(entry)
+    if damage in ("nan", "inf"):
+        clip[len(clip) // 2] = np.nan if damage == "nan" else np.inf
+        np.save(entry, clip)
+    elif damage == "zip":
+        np.savez(entry.with_suffix(".tmpz"), clip=clip)
+        entry.with_suffix(".tmpz.npz").replace(entry)
+        assert entry.read_bytes()[:2] == b"PK"
+    elif damage == "pickle":
+        np.save(entry, np.array([clip], dtype=object), allow_pickle=True)
+    else:
+        np.save(entry, np.stack([clip, clip]))
+    assert TakeCache(project / "build" / ".cache").get(entry.stem) is None
+    (project / "build" / "en-GB" / "tiny.mp3").unlink()
+    engine = CountingEngine()
+    report = run(project, engine, jobs=1, locales=("en-GB",))
+    assert report.exit_code == 0 and report.built == 1 and len(engine.spoken) == 1, report.problems
+    assert TakeCache(project / "build" / ".cache").get(entry.stem) is not None
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_folder_where_a_take_goes_is_replaced(project: Path, jobs: int):
+    assert run(project, jobs=1).exit_code == 0
+    entry = _entries(project)[0]
+    entry.unlink()
+    (entry / "junk").mkdir(parents=True)
+    (project / "build" / "en-GB" / "tiny.mp3").unlink()
+    (project / "build" / "en-US" / "tiny.mp3").unlink()
+    engine = CountingEngine()
+    report = run(project, engine, jobs=jobs)
+    assert report.exit_code == 0 and report.built == 2 and len(engine.spoken) == 1, report.problems
+    assert entry.is_file() and TakeCache(project / "build" / ".cache").get(entry.stem) is not None
+    engine = CountingEngine()
+    assert run(project, engine, jobs=jobs).cached == 2 and not engine.spoken

@@ -204,16 +204,27 @@ class TakeCache:
         return self.root / "takes" / key[:2] / f"{key}.npy"
 
     def get(self, key: str) -> np.ndarray | None:
+        """The clip, or None if the entry is missing or is not a plain, finite, 1-D float32 array
+        (damaged, another format such as a zip, a folder in its place, NaN or infinite samples):
+        such a take is spoken again."""
         try:
-            clip = np.load(self.path(key), allow_pickle=False)
-        except (OSError, ValueError, EOFError):  # missing or corrupt: treated as missing
+            with open(self.path(key), "rb") as f:   # the .npy format only: never a zip or a pickle
+                clip = np.lib.format.read_array(f, allow_pickle=False)
+        except Exception:   # noqa: BLE001 - whatever cannot be read as an array counts as missing
             return None
-        return clip if clip.dtype == np.float32 and clip.ndim == 1 and clip.size else None
+        if not (isinstance(clip, np.ndarray) and clip.dtype == np.float32 and clip.ndim == 1 and clip.size):
+            return None
+        return clip if np.isfinite(clip).all() else None
 
     def put(self, key: str, clip: np.ndarray) -> None:
         buf = io.BytesIO()
         np.save(buf, clip.astype(np.float32), allow_pickle=False)
-        atomic_write(self.path(key), buf.getvalue())
+        path = self.path(key)
+        if path.is_dir() and not path.is_symlink():   # a folder where the clip goes: it holds no clip
+            import shutil
+
+            shutil.rmtree(path)
+        atomic_write(path, buf.getvalue())
 
 
 def output_paths(out_dir: Path, job: Job) -> dict[str, Path]:
