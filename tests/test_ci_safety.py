@@ -152,3 +152,24 @@ def test_a_folder_where_a_take_goes_is_replaced(project: Path, jobs: int):
     assert entry.is_file() and TakeCache(project / "build" / ".cache").get(entry.stem) is not None
     engine = CountingEngine()
     assert run(project, engine, jobs=jobs).cached == 2 and not engine.spoken
+
+
+# -- 10. the manifest is saved after each track ----------------------------------------------------
+
+
+def test_tracks_finished_before_a_failure_are_not_built_again(project: Path, monkeypatch):
+    import calmplace.build as build_module
+
+    real = build_module.atomic_write
+
+    def failing(path, data):
+        if "en-US" in str(path):
+            raise OSError(28, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(build_module, "atomic_write", failing)
+    with pytest.raises(OSError):
+        run(project, jobs=1)
+    monkeypatch.setattr(build_module, "atomic_write", real)
+    report = run(project, jobs=1)
+    assert report.exit_code == 0 and (report.built, report.cached) == (1, 1)

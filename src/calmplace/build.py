@@ -306,6 +306,7 @@ class Manifest:
         text = self._text()
         if text != self._original:  # a no-op build touches no file
             atomic_write(self.path, text)
+            self._original = text
 
 
 # ------------------------------------------------------------------------------------------------
@@ -401,7 +402,7 @@ def build(project: Project, names: tuple[str, ...] = (), *, locales: tuple[str, 
                 report.fail(f"{item.job.label}: error: {result}")
                 continue
             _write_track(item, result, out_dir=out_dir, manifest=manifest, report=report, ui=ui)
-        manifest.save()
+            manifest.save()   # after each track: a build killed or failing later keeps what it finished
     return report
 
 
