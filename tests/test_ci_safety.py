@@ -173,3 +173,33 @@ def test_tracks_finished_before_a_failure_are_not_built_again(project: Path, mon
     monkeypatch.setattr(build_module, "atomic_write", real)
     report = run(project, jobs=1)
     assert report.exit_code == 0 and (report.built, report.cached) == (1, 1)
+
+
+# -- 7, 8. sweeping temp files ----------------------------------------------------------------------
+
+
+def test_sweep_takes_calmplaces_temp_files_only_in_its_folders(project: Path, tmp_path_factory):
+    import fcntl
+
+    cache = tmp_path_factory.mktemp("ci-cache")
+    out = project / "build"
+    assert run(project, jobs=1, out_dir=out, cache_dir=cache).exit_code == 0
+    take_dir = next((cache / "takes").iterdir())
+    ours = [out / ".manifest.json.a1b2c3d4.tmp", out / "en-GB" / ".tiny.mp3.x_9k2m1q.tmp",
+            out / "en-US" / ".tiny.vtt.00000000.tmp", take_dir / f".{take_dir.name}ff.npy.abcdefgh.tmp"]
+    theirs = [out / ".foo.tmp", out / "en-GB" / ".notes.txt.abcdefgh.tmp", out / "en-GB" / ".tiny.mp3.tmp",
+              out / "other" / "deep" / ".x.mp3.abcdefgh.tmp", cache / ".tool.json.abcdefgh.tmp"]
+    for path in ours + theirs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"partial")
+    # another build using the shared cache: its temp files there are not swept from under it
+    fd = os.open(cache / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    try:
+        assert run(project, jobs=1, out_dir=out, cache_dir=cache).exit_code == 0
+        assert ours[-1].exists() and not any(p.exists() for p in ours[:-1])
+    finally:
+        os.close(fd)
+    assert run(project, jobs=1, out_dir=out, cache_dir=cache).exit_code == 0
+    assert not any(p.exists() for p in ours)
+    assert all(p.read_bytes() == b"partial" for p in theirs)

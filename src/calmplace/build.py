@@ -21,7 +21,7 @@ import numpy as np
 
 from . import SR, __version__
 from .errors import CalmplaceError, Problem, ScriptErrors
-from .fsio import atomic_write, sha256_bytes, sha256_file
+from .fsio import atomic_write, sha256_bytes, sha256_file, sweep_temp_files
 from .script import Project, Script, load_scripts
 from .takes import Gap, Plan, plan
 from .timeline import Timeline, build_timeline
@@ -375,7 +375,7 @@ def build(project: Project, names: tuple[str, ...] = (), *, locales: tuple[str, 
         report.problems.extend(problems)
         report.failed += len({p.split(":")[0] for p in problems})
         return report
-    with BuildLock(out_dir, ui=ui, enabled=not check_only):
+    with BuildLock(out_dir, ui=ui, enabled=not check_only, cache_root=cache.root):
         manifest = Manifest(out_dir / "manifest.json")
         engines: dict[str, object] = {}
         work: list[tuple[TrackWork, object]] = []
@@ -775,13 +775,24 @@ def _write_track(item: TrackWork, result: TrackResult, *, out_dir: Path, manifes
 
 class BuildLock:
     """One build at a time per output folder (fcntl lock on `<out>/.lock`); the holder also
-    sweeps temp files that a killed build left behind."""
+    sweeps the temp files that a killed build left behind (fsio.sweep_temp_files: calmplace's
+    own temp names only, in the folders calmplace writes).
 
-    def __init__(self, out_dir: Path, *, ui, enabled: bool = True):
+    The take cache may be shared by builds into other output folders (a CI cache): each build
+    holds a shared lock on `<cache>/.lock`, and the cache's take folders are swept only by a
+    build that could take it exclusively, so never under another build's feet. A cache folder
+    that cannot be written is not locked (nothing will be written there)."""
+
+    TEMPLATE_MIN_AGE_S = 300.0   # `calmplace template` writes there without this lock
+
+    def __init__(self, out_dir: Path, *, ui, enabled: bool = True, cache_root: Path | None = None):
         self.path = out_dir / ".lock"
+        self.out_dir = out_dir
+        self.cache_root = cache_root
         self.ui = ui
         self.enabled = enabled
         self.fd: int | None = None
+        self.cache_fd: int | None = None
 
     def __enter__(self):
         if not self.enabled:
@@ -796,17 +807,50 @@ class BuildLock:
         except BlockingIOError:
             self.ui.info(f"waiting for another calmplace build using {self.path.parent}/ to finish...")
             fcntl.flock(self.fd, fcntl.LOCK_EX)
-        for stale in self.path.parent.rglob(".*.tmp"):  # left by a build that was killed mid-write
-            stale.unlink(missing_ok=True)
+        out = self.out_dir
+        sweep_temp_files(out)   # the manifest's folder
+        for sub in _subfolders(out):   # the locale folders (and a preview's ambience/)
+            sweep_temp_files(sub)
+        for sub in _subfolders(out / "templates"):
+            sweep_temp_files(sub, min_age_s=self.TEMPLATE_MIN_AGE_S)
+        if self.cache_root is not None:
+            self._lock_cache(fcntl, os)
         return self
 
-    def __exit__(self, *exc):
-        if self.fd is not None:
-            import os
+    def _lock_cache(self, fcntl, os) -> None:
+        try:
+            self.cache_root.mkdir(parents=True, exist_ok=True)
+            self.cache_fd = os.open(self.cache_root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:   # read-only or not a folder: the build finds out when it writes a take
+            return
+        try:
+            fcntl.flock(self.cache_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:   # another build is using the cache: no sweeping
+            fcntl.flock(self.cache_fd, fcntl.LOCK_SH)
+            return
+        for sub in _subfolders(self.cache_root / "takes"):
+            sweep_temp_files(sub)
+        fcntl.flock(self.cache_fd, fcntl.LOCK_SH)
 
-            os.close(self.fd)  # closing releases the lock
-            self.fd = None
+    def __exit__(self, *exc):
+        import os
+
+        for name in ("cache_fd", "fd"):
+            fd = getattr(self, name)
+            if fd is not None:
+                os.close(fd)  # closing releases the lock
+                setattr(self, name, None)
         return False
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    """The folders directly in `folder` (not symlinks); none if it cannot be read."""
+    import os
+
+    try:
+        return [Path(e.path) for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
 
 
 def track_timeline(project: Project, name: str, locale: str | None, *, settings: Settings = Settings(),
@@ -839,8 +883,8 @@ def _is_within(path: Path, folder: Path) -> bool:
 
 def clean(out_dir: Path, cache_dir: Path | None = None, *, project_root: Path | None = None) -> list[Path]:
     """Remove calmplace's own entries from the take cache: the clips under `takes/` (and temp
-    files a killed build left there), the emptied `takes/` folders, then the cache folder itself
-    if nothing else is in it. Files of other tools stay. Return the take files removed.
+    files a killed build left there), the emptied `takes/` folders and the `.lock` file, then the
+    cache folder itself if nothing else is in it. Files of other tools stay. Return the take files removed.
 
     A cache folder that is the project's root, the output folder, or a folder holding either is
     refused (CalmplaceError) before anything is touched: a cache is a folder of its own."""
@@ -872,6 +916,9 @@ def clean(out_dir: Path, cache_dir: Path | None = None, *, project_root: Path | 
                     removed.append(entry)
             _rmdir_if_empty(sub)
         _rmdir_if_empty(takes)
+    lock = target / ".lock"   # BuildLock's
+    if lock.is_file() and not lock.is_symlink():
+        lock.unlink()
     if target.is_dir() and not target.is_symlink():
         _rmdir_if_empty(target)
     return removed

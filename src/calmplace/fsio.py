@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
+import time
 from pathlib import Path
+
+# atomic_write's temp files: mkstemp's `.{name}.{8 random characters}.tmp` beside `name`, for
+# the kinds of file calmplace writes (the sweep leaves anyone else's `.*.tmp` alone)
+TEMP_NAME = re.compile(r"\.[^/]+\.(?:mp3|pdf|vtt|json|npy|png|csv)\.[a-z0-9_]{8}\.tmp\Z")
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
@@ -43,3 +49,27 @@ def sha256_file(path: Path) -> str | None:
         return h.hexdigest()
     except OSError:
         return None
+
+
+def sweep_temp_files(folder: Path, *, min_age_s: float = 0.0) -> list[Path]:
+    """Remove atomic_write's temp files directly in `folder` (left by a build that was killed
+    mid-write), those at least `min_age_s` old; return them. Other files are never touched;
+    a folder that cannot be read or written is left as it is."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    removed, now = [], time.time()
+    for entry in entries:
+        if not TEMP_NAME.match(entry.name):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            if min_age_s and now - entry.stat(follow_symlinks=False).st_mtime < min_age_s:
+                continue
+            os.unlink(entry.path)
+        except OSError:
+            continue
+        removed.append(Path(entry.path))
+    return removed
