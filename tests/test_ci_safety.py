@@ -203,3 +203,95 @@ def test_sweep_takes_calmplaces_temp_files_only_in_its_folders(project: Path, tm
     assert run(project, jobs=1, out_dir=out, cache_dir=cache).exit_code == 0
     assert not any(p.exists() for p in ours)
     assert all(p.read_bytes() == b"partial" for p in theirs)
+
+
+# -- 12. read-only cache and output folders -------------------------------------------------------
+
+
+def _read_only(monkeypatch, folder: Path) -> None:
+    """Writes under `folder` fail as on a read-only file system (the tests run as root, for whom
+    chmod does not stop a write)."""
+    import errno
+    import tempfile
+
+    import calmplace.build as build_module
+
+    def under(path) -> bool:
+        return Path(path).resolve().is_relative_to(folder.resolve())
+
+    real_write, real_mkstemp = build_module.atomic_write, tempfile.mkstemp
+
+    def atomic_write(path, data):
+        if under(path):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        real_write(path, data)
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and under(dir):
+            raise OSError(errno.EROFS, "Read-only file system", str(dir))
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(build_module, "atomic_write", atomic_write)
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+class Messages:
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def info(self, message: str) -> None:
+        self.lines.append(message)
+
+    def detail(self, message: str) -> None: ...
+
+    def progress(self, label: str, total: int):
+        from calmplace.build import _NullProgress
+
+        return _NullProgress()
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_read_only_cache_warns_once_and_builds_without_caching(project: Path, monkeypatch, tmp_path_factory,
+                                                                 jobs: int):
+    cache = tmp_path_factory.mktemp("ro-cache")
+    assert run(project, jobs=1, cache_dir=cache, locales=("en-GB",)).exit_code == 0   # en-GB's takes cached
+    _read_only(monkeypatch, cache)
+    before = sorted(cache.rglob("*"))
+    (project / "build" / "en-GB" / "tiny.mp3").unlink()   # both tracks to build
+    ui, engine = Messages(), CountingEngine()
+    report = run(project, engine, jobs=jobs, cache_dir=cache, ui=ui)
+    assert report.exit_code == 0 and report.built == 2, report.problems
+    assert len(engine.spoken) == 4   # en-US's takes; en-GB's come from the read-only cache
+    assert [line for line in ui.lines if "warning" in line] == [
+        f"warning: cannot write the take cache {cache}/ (Read-only file system): going on without caching; "
+        "new takes will be spoken again next time"]
+    assert sorted(cache.rglob("*")) == before
+
+
+def test_a_cache_folder_that_is_a_file_does_not_fail_the_build(project: Path, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    ui = Messages()
+    report = run(project, jobs=1, cache_dir=blocker, ui=ui)
+    assert report.exit_code == 0 and report.built == 2 and any("cannot write the take cache" in m for m in ui.lines)
+
+
+def test_a_read_only_output_folder_is_fine_when_nothing_needs_building(project: Path, monkeypatch):
+    import errno
+
+    from calmplace.build import BuildLock
+
+    assert run(project, jobs=1).exit_code == 0
+
+    def read_only(self):
+        raise OSError(errno.EROFS, "Read-only file system", str(self.path))
+
+    monkeypatch.setattr(BuildLock, "_open_for_writing", read_only)
+    report = run(project, jobs=1)
+    assert report.exit_code == 0 and report.cached == 2
+    (project / "build" / "en-GB" / "tiny.vtt").unlink()
+    monkeypatch.chdir(project)
+    with pytest.raises(Exception) as info:
+        run(project, jobs=1)
+    assert str(info.value) == "cannot write the outputs in build/: Read-only file system" or \
+        str(info.value).endswith("build/: Read-only file system")

@@ -375,7 +375,7 @@ def build(project: Project, names: tuple[str, ...] = (), *, locales: tuple[str, 
         report.problems.extend(problems)
         report.failed += len({p.split(":")[0] for p in problems})
         return report
-    with BuildLock(out_dir, ui=ui, enabled=not check_only, cache_root=cache.root):
+    with BuildLock(out_dir, ui=ui, enabled=not check_only, cache_root=cache.root) as lock:
         manifest = Manifest(out_dir / "manifest.json")
         engines: dict[str, object] = {}
         work: list[tuple[TrackWork, object]] = []
@@ -397,13 +397,57 @@ def build(project: Project, names: tuple[str, ...] = (), *, locales: tuple[str, 
                 work.append((item, engine))
         if check_only or not work:
             return report
-        for item, result in _speak_and_render(work, cache=cache, jobs=jobs, force=force, ui=ui, report=report):
-            if isinstance(result, Exception):
-                report.fail(f"{item.job.label}: error: {result}")
-                continue
-            _write_track(item, result, out_dir=out_dir, manifest=manifest, report=report, ui=ui)
-            manifest.save()   # after each track: a build killed or failing later keeps what it finished
+        if lock.write_error is not None:   # checked only now: a build with nothing to do needs no write access
+            raise CalmplaceError(f"cannot write the outputs in {out_dir}/: {_reason(lock.write_error)}")
+        with _writable_cache(cache, work, ui=ui) as (cache, work):
+            for item, result in _speak_and_render(work, cache=cache, jobs=jobs, force=force, ui=ui, report=report):
+                if isinstance(result, Exception):
+                    report.fail(f"{item.job.label}: error: {result}")
+                    continue
+                _write_track(item, result, out_dir=out_dir, manifest=manifest, report=report, ui=ui)
+                manifest.save()   # after each track: a build killed or failing later keeps what it finished
     return report
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+@contextmanager
+def _writable_cache(cache: TakeCache, work: list[tuple[TrackWork, object]], *, ui):
+    """(cache, work) as they are if new takes can be written to the cache; else, after one
+    warning, a temporary cache for this build only, with links to the takes the cache already
+    holds, and the work pointed at it: the build goes on without caching (a read-only CI cache)."""
+    import os
+    import shutil
+    import tempfile
+
+    problem = None
+    try:
+        folder = cache.root / "takes"
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".probe.npy.", suffix=".tmp")   # a name the lock sweeps
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        problem = exc
+    if problem is None:
+        yield cache, work
+        return
+    ui.info(f"warning: cannot write the take cache {cache.root}/ ({_reason(problem)}): going on without caching; "
+            f"new takes will be spoken again next time")
+    spill = Path(tempfile.mkdtemp(prefix="calmplace-takes-"))
+    try:
+        local = TakeCache(spill)
+        for item, _engine in work:
+            for key in item.take_keys:
+                source, link = cache.path(key), local.path(key)
+                if source.is_file() and not link.exists():
+                    link.parent.mkdir(parents=True, exist_ok=True)
+                    link.symlink_to(source.resolve())
+        yield local, [(dataclasses.replace(item, cache_root=spill), engine) for item, engine in work]
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
 
 
 def _plan_track(job: Job, *, engine, project: Project, out_dir: Path, cache: TakeCache, settings: Settings) -> TrackWork:
@@ -781,7 +825,12 @@ class BuildLock:
     The take cache may be shared by builds into other output folders (a CI cache): each build
     holds a shared lock on `<cache>/.lock`, and the cache's take folders are swept only by a
     build that could take it exclusively, so never under another build's feet. A cache folder
-    that cannot be written is not locked (nothing will be written there)."""
+    that cannot be written is not locked (nothing will be written there).
+
+    An output folder that cannot be written (read-only) is not an error here: a build with
+    nothing to do needs no write access. The build then holds a shared lock on an existing
+    `.lock` (so it waits for a build writing there to finish) and `write_error` says why it
+    could not write; a build with something to write stops on it before rendering."""
 
     TEMPLATE_MIN_AGE_S = 300.0   # `calmplace template` writes there without this lock
 
@@ -793,6 +842,20 @@ class BuildLock:
         self.enabled = enabled
         self.fd: int | None = None
         self.cache_fd: int | None = None
+        self.write_error: OSError | None = None
+
+    def _open_for_writing(self) -> int:
+        import os
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    def _wait(self, fcntl, mode: int) -> None:
+        try:
+            fcntl.flock(self.fd, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.ui.info(f"waiting for another calmplace build using {self.path.parent}/ to finish...")
+            fcntl.flock(self.fd, mode)
 
     def __enter__(self):
         if not self.enabled:
@@ -800,13 +863,17 @@ class BuildLock:
         import fcntl
         import os
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.ui.info(f"waiting for another calmplace build using {self.path.parent}/ to finish...")
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            self.fd = self._open_for_writing()
+        except OSError as exc:   # a read-only output folder: fine as long as nothing needs writing
+            self.write_error = exc
+            try:
+                self.fd = os.open(self.path, os.O_RDONLY)
+            except OSError:   # no .lock: no calmplace build ever wrote here
+                return self
+            self._wait(fcntl, fcntl.LOCK_SH)
+            return self
+        self._wait(fcntl, fcntl.LOCK_EX)
         out = self.out_dir
         sweep_temp_files(out)   # the manifest's folder
         for sub in _subfolders(out):   # the locale folders (and a preview's ambience/)
@@ -828,6 +895,7 @@ class BuildLock:
         except BlockingIOError:   # another build is using the cache: no sweeping
             fcntl.flock(self.cache_fd, fcntl.LOCK_SH)
             return
+        sweep_temp_files(self.cache_root / "takes")   # _writable_cache's probe
         for sub in _subfolders(self.cache_root / "takes"):
             sweep_temp_files(sub)
         fcntl.flock(self.cache_fd, fcntl.LOCK_SH)
