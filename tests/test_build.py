@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from mutagen.id3 import ID3
 
 from calmplace import SR
-from calmplace.build import Settings, build
+from calmplace.build import Settings, build, gather
 from calmplace.captions import parse_webvtt
 from calmplace.cli import main
 from calmplace.script import Project, load_script
@@ -177,15 +177,47 @@ def test_a_take_that_cannot_be_cached_fails_the_build(project: Path, monkeypatch
     assert "Traceback" not in result.output
 
 
-def test_settings_key_covers_every_field():
-    base = Settings()
-    changed = {"sr": 48000, "target_lufs": -14.0, "ceiling_dbtp": -2.0, "bitrate_kbps": 256, "voice": "other",
-               "fallback_tts": True}
+def test_settings_key_covers_every_field(project: Path):
+    """Every field that shapes the outputs is in the settings key; the two that select inputs
+    (`voice`, `fallback_tts`) are not, as what they select is keyed already: the voice profile and
+    the take keys are part of every output key (a build with --voice naming the script's own
+    voice changes no byte, and is not stale)."""
     import dataclasses
 
-    assert set(changed) == {f.name for f in dataclasses.fields(Settings)}  # a new field needs a line here
-    for name, value in changed.items():
+    from calmplace.build import make_engine, output_key
+    from calmplace.errors import CalmplaceError
+    from calmplace.speech.fake import FakeEngine
+    from calmplace.takes import plan
+
+    base = Settings()
+    shaping = {"sr": 48000, "target_lufs": -14.0, "ceiling_dbtp": -2.0, "bitrate_kbps": 256}
+    selectors = {"voice": "other", "fallback_tts": True}
+    assert set(shaping) | set(selectors) == {f.name for f in dataclasses.fields(Settings)}  # a new field needs a line
+    assert set(selectors) == set(Settings.INPUT_SELECTORS)
+    for name, value in shaping.items():
         assert dataclasses.replace(base, **{name: value}).key() != base.key(), name
+    for name, value in selectors.items():
+        assert dataclasses.replace(base, **{name: value}).key() == base.key(), name
+
+    # --voice: another voice's profile is another output key; the script's own voice is the same one
+    (project / "voices" / "other.yaml").write_text((project / "voices" / "narrator.yaml").read_text()
+                                                   .replace("rate: 140", "rate: 120"))
+
+    def key(settings: Settings) -> str:
+        jobs, problems = gather(Project(project), ("tiny",), locales=("en-GB",), settings=settings)
+        assert not problems and len(jobs) == 1
+        keys = FakeEngine().take_keys(plan(jobs[0].script, "en-GB").takes, script_id="tiny", locale="en-GB", sr=SR)
+        return output_key(jobs[0], settings=settings, take_keys=keys, ambience_hashes={})
+
+    assert key(Settings(voice="narrator")) == key(base) != key(Settings(voice="other"))
+    # --fallback-tts: a recorded voice missing takes has none without it, the synthetic voice's with it
+    (project / "voices" / "reader.yaml").write_text("engine: recorded\n")
+    profile = gather(Project(project), ("tiny",), settings=Settings(voice="reader"))[0][0].profile
+    takes = plan(load_script(project / "scripts" / "tiny.yaml"), "en-GB").takes
+    with pytest.raises(CalmplaceError):
+        make_engine(profile, Settings()).take_keys(takes, script_id="tiny", locale="en-GB", sr=SR)
+    keys = make_engine(profile, Settings(fallback_tts=True)).take_keys(takes, script_id="tiny", locale="en-GB", sr=SR)
+    assert len(keys) == len(takes) == len(set(keys))
 
 
 class _Lines:

@@ -295,3 +295,25 @@ def test_a_read_only_output_folder_is_fine_when_nothing_needs_building(project: 
         run(project, jobs=1)
     assert str(info.value) == "cannot write the outputs in build/: Read-only file system" or \
         str(info.value).endswith("build/: Read-only file system")
+
+
+# -- 9. flags that change no byte mark nothing stale ------------------------------------------------
+
+
+def test_naming_the_scripts_own_voice_marks_nothing_stale(project: Path, monkeypatch):
+    assert cli(project, monkeypatch, "build", "--fake-speech", "-j", "1").exit_code == 0
+    result = cli(project, monkeypatch, "build", "--fake-speech", "--check", "--voice", "narrator")
+    assert result.exit_code == 0, result.output
+    result = cli(project, monkeypatch, "build", "--fake-speech", "-j", "1", "--voice", "narrator")
+    assert result.exit_code == 0 and "0 built, 2 unchanged" in result.output
+
+
+def test_another_locales_spelling_rebuilds_only_that_locale(project: Path):
+    assert run(project, jobs=1).built == 2
+    script = project / "scripts" / "tiny.yaml"
+    script.write_text(script.read_text().replace("en-US: {colour: color}", "en-US: {colour: color, breath: breeth}"))
+    report = run(project, jobs=1)
+    assert (report.built, report.cached) == (1, 1) and report.tracks[0]["label"] == "tiny (en-US)"
+    # what en-GB's outputs show still rebuilds them: its words, its title
+    script.write_text(script.read_text().replace("title: Tiny Calm", "title: Tiny Calm Again"))
+    assert run(project, jobs=1).built == 2

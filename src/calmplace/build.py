@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, ClassVar, Iterator
 
 import numpy as np
 
@@ -35,7 +35,13 @@ _ISO639_2 = {"en": "eng", "de": "deu", "fr": "fra", "es": "spa", "it": "ita", "n
 
 @dataclass(frozen=True)
 class Settings:
-    """Every option that changes what a build writes; its key is part of every output's cache key."""
+    """Every option that changes what a build writes. Its key, part of every output's cache key,
+    holds the fields that shape the outputs; `voice` and `fallback_tts` (INPUT_SELECTORS) only
+    choose inputs (the voice profile, and which engine speaks a missing take), whose effect on
+    the outputs is keyed already (the profile and the take keys are in output_key), so they are
+    left out of it: `--voice` naming the script's own voice changes no byte and marks nothing stale."""
+
+    INPUT_SELECTORS: ClassVar[tuple[str, ...]] = ("voice", "fallback_tts")
 
     sr: int = SR
     target_lufs: float = -16.0   # -16 LUFS: Apple podcast delivery (and the contract)
@@ -45,7 +51,8 @@ class Settings:
     fallback_tts: bool = False   # recorded voices: fill missing takes with the synthetic voice
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()
+        shaping = {k: v for k, v in dataclasses.asdict(self).items() if k not in self.INPUT_SELECTORS}
+        return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass
@@ -242,15 +249,24 @@ def _canonical(value) -> object:
     return value
 
 
-def output_key(job: Job, *, settings: Settings, take_keys: list[str], ambience_hashes: dict[str, str]) -> str:
-    """Hash of every input of one track's outputs."""
+def output_key(job: Job, *, settings: Settings, take_keys: list[str], ambience_hashes: dict[str, str],
+               the_plan: Plan | None = None, script_shown: str | None = None) -> str:
+    """Hash of every input of one track's outputs: what rendering reads (render_track), no more.
+
+    Of the script, that is the locale's Plan (plan() puts in it everything of the script the
+    track, PDF and captions show: the locale's words and spelling, titles, pauses, ambience,
+    references), the script's id (the beds' seeds) and the path its PDF names; so another
+    locale's spelling or title does not rebuild this locale's outputs."""
+    the_plan = the_plan if the_plan is not None else plan(job.script, job.locale)
     payload = {
         "calmplace": __version__,
         "settings": settings.key(),
-        "script": _canonical(job.script),
+        "plan": _canonical(the_plan),
+        "script_id": job.script.id,
+        "script_shown": script_shown,
         "locale": job.locale,
         "voice": _canonical(job.profile),
-        "takes": take_keys,
+        "takes": list(take_keys),
         "ambience": ambience_hashes,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
@@ -453,9 +469,10 @@ def _writable_cache(cache: TakeCache, work: list[tuple[TrackWork, object]], *, u
 def _plan_track(job: Job, *, engine, project: Project, out_dir: Path, cache: TakeCache, settings: Settings) -> TrackWork:
     the_plan = plan(job.script, job.locale)
     keys = engine.take_keys(the_plan.takes, script_id=job.script.id, locale=job.locale, sr=settings.sr)
-    key = output_key(job, settings=settings, take_keys=keys, ambience_hashes=_ambience_hashes(job.script, project))
-    return TrackWork(job, the_plan, tuple(keys), key, project.ambience_dir, cache.root, settings,
-                     script_shown=_shown_path(job.script.path, project))
+    shown = _shown_path(job.script.path, project)
+    key = output_key(job, settings=settings, take_keys=keys, ambience_hashes=_ambience_hashes(job.script, project),
+                     the_plan=the_plan, script_shown=shown)
+    return TrackWork(job, the_plan, tuple(keys), key, project.ambience_dir, cache.root, settings, script_shown=shown)
 
 
 def _shown_path(script_path: str | None, project: Project) -> str | None:
