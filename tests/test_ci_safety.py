@@ -317,3 +317,53 @@ def test_another_locales_spelling_rebuilds_only_that_locale(project: Path):
     # what en-GB's outputs show still rebuilds them: its words, its title
     script.write_text(script.read_text().replace("title: Tiny Calm", "title: Tiny Calm Again"))
     assert run(project, jobs=1).built == 2
+
+
+# -- 13. outputs of deleted scripts ------------------------------------------------------------------
+
+
+def test_outputs_of_deleted_scripts_and_locales_are_removed_unless_changed(project: Path):
+    other = project / "scripts" / "other.yaml"
+    other.write_text("title: Other\nlocales: [en-GB, en-US]\nsections:\n  - text: A second script.\n")
+    assert run(project, jobs=1).built == 4
+    out = project / "build"
+    (out / "en-GB" / "other.pdf").write_bytes(b"my own notes")   # changed by the user: kept
+    (out / "notes.txt").write_text("mine")
+    other.unlink()
+    script = project / "scripts" / "tiny.yaml"
+    script.write_text(script.read_text().replace("locales: [en-GB, en-US]", "locales: [en-GB]")
+                      .replace("spelling:\n  en-US: {colour: color}\n", ""))
+    # a build of one script or one locale removes nothing
+    assert run(project, jobs=1, locales=("en-GB",)).removed == []
+    assert run(project, names=("tiny",), jobs=1).removed == []
+    assert (out / "en-GB" / "other.mp3").exists()
+    ui = Messages()
+    report = run(project, jobs=1, ui=ui)
+    assert report.exit_code == 0 and report.cached == 1
+    assert sorted(Path(p).relative_to(out).as_posix() for p in report.removed) == [
+        "en-GB/other.mp3", "en-GB/other.vtt", "en-US/other.mp3", "en-US/other.pdf", "en-US/other.vtt",
+        "en-US/tiny.mp3", "en-US/tiny.pdf", "en-US/tiny.vtt"]
+    assert "8 removed" in report.summary()
+    assert any("kept" in line and "other.pdf" in line for line in ui.lines)
+    assert (out / "en-GB" / "other.pdf").read_bytes() == b"my own notes" and (out / "notes.txt").exists()
+    assert not (out / "en-US").exists() and (out / "en-GB" / "tiny.mp3").exists()
+    assert sorted(Manifest(out / "manifest.json").data["outputs"]) == ["en-GB/tiny.mp3", "en-GB/tiny.pdf",
+                                                                       "en-GB/tiny.vtt"]
+    assert run(project, jobs=1).removed == []
+
+
+def test_a_manifest_entry_outside_the_outputs_is_never_removed(project: Path, tmp_path_factory):
+    import json
+
+    assert run(project, jobs=1).built == 2
+    victim = tmp_path_factory.mktemp("elsewhere") / "precious.mp3"
+    victim.write_bytes(b"x")
+    manifest = project / "build" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    from calmplace.fsio import sha256_file
+
+    data["outputs"][f"../../{victim.parent.name}/precious.mp3"] = {"sha256": sha256_file(victim)}
+    data["outputs"][str(victim)] = {"sha256": sha256_file(victim)}
+    manifest.write_text(json.dumps(data))
+    report = run(project, jobs=1)
+    assert report.exit_code == 0 and victim.exists() and report.removed == []

@@ -64,6 +64,7 @@ class Report:
     failed: int = 0
     problems: list[str] = field(default_factory=list)
     tracks: list[dict] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)   # outputs of scripts or locales that are gone
     timings_s: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -84,6 +85,8 @@ class Report:
 
     def summary(self) -> str:
         parts = [f"{self.built} built", f"{self.cached} unchanged"]
+        if self.removed:
+            parts.append(f"{len(self.removed)} removed")
         if self.failed:
             parts.append(f"{self.failed} failed")
         return ", ".join(parts)
@@ -411,18 +414,60 @@ def build(project: Project, names: tuple[str, ...] = (), *, locales: tuple[str, 
                             + ", ".join(str(p) for p in output_paths(out_dir, job).values()))
             else:
                 work.append((item, engine))
-        if check_only or not work:
+        if check_only:
             return report
-        if lock.write_error is not None:   # checked only now: a build with nothing to do needs no write access
-            raise CalmplaceError(f"cannot write the outputs in {out_dir}/: {_reason(lock.write_error)}")
-        with _writable_cache(cache, work, ui=ui) as (cache, work):
-            for item, result in _speak_and_render(work, cache=cache, jobs=jobs, force=force, ui=ui, report=report):
-                if isinstance(result, Exception):
-                    report.fail(f"{item.job.label}: error: {result}")
-                    continue
-                _write_track(item, result, out_dir=out_dir, manifest=manifest, report=report, ui=ui)
-                manifest.save()   # after each track: a build killed or failing later keeps what it finished
+        if work:
+            if lock.write_error is not None:   # checked only now: a build with nothing to do needs no write access
+                raise CalmplaceError(f"cannot write the outputs in {out_dir}/: {_reason(lock.write_error)}")
+            with _writable_cache(cache, work, ui=ui) as (cache, work):
+                for item, result in _speak_and_render(work, cache=cache, jobs=jobs, force=force, ui=ui, report=report):
+                    if isinstance(result, Exception):
+                        report.fail(f"{item.job.label}: error: {result}")
+                        continue
+                    _write_track(item, result, out_dir=out_dir, manifest=manifest, report=report, ui=ui)
+                    manifest.save()   # after each track: a build killed or failing later keeps what it finished
+        if not names and not locales:   # the whole library: outputs of scripts and locales now gone go
+            _remove_gone(manifest, out_dir=out_dir, wanted=track_jobs, lock=lock, report=report, ui=ui)
     return report
+
+
+def _remove_gone(manifest: Manifest, *, out_dir: Path, wanted: list[Job], lock: BuildLock, report: Report,
+                 ui) -> None:
+    """Remove the outputs the manifest lists for scripts (or locales) that no longer exist, and
+    drop them from the manifest. A file whose bytes are no longer the ones calmplace wrote (its
+    sha256 differs from the manifest's) is someone's own: it stays, and only leaves the manifest."""
+    import os
+
+    current = {p.relative_to(out_dir).as_posix() for job in wanted for p in output_paths(out_dir, job).values()}
+    gone = sorted(rel for rel in manifest.data["outputs"] if rel not in current)
+    if not gone:
+        return
+    if lock.write_error is not None:
+        ui.info(f"warning: cannot remove the outputs of removed scripts from {out_dir}/: {_reason(lock.write_error)}")
+        return
+    folders = set()
+    for rel in gone:
+        entry = manifest.data["outputs"].pop(rel)
+        parts = Path(rel).parts
+        if len(parts) != 2 or ".." in parts or Path(rel).suffix not in (".mp3", ".pdf", ".vtt"):
+            continue   # not a name calmplace gives an output: not touched
+        path = out_dir / rel
+        if path.is_symlink() or not path.is_file():
+            continue
+        if sha256_file(path) != entry.get("sha256"):
+            ui.info(f"kept {path}: its script or locale is gone, but the file was changed since it was built "
+                    f"(no longer in the manifest)")
+            continue
+        path.unlink()
+        folders.add(path.parent)
+        report.removed.append(str(path))
+        ui.info(f"removed {path} (its script or locale is gone)")
+    manifest.save()
+    for folder in folders:
+        try:
+            os.rmdir(folder)   # a locale folder left empty
+        except OSError:
+            pass
 
 
 def _reason(exc: OSError) -> str:
