@@ -367,3 +367,45 @@ def test_a_manifest_entry_outside_the_outputs_is_never_removed(project: Path, tm
     manifest.write_text(json.dumps(data))
     report = run(project, jobs=1)
     assert report.exit_code == 0 and victim.exists() and report.removed == []
+
+
+# -- 14. messages ------------------------------------------------------------------------------------
+
+
+def test_check_lists_only_the_missing_or_stale_files(project: Path):
+    assert run(project, jobs=1).built == 2
+    (project / "build" / "en-GB" / "tiny.vtt").unlink()
+    report = run(project, jobs=1, check_only=True)
+    assert report.exit_code == 1 and len(report.problems) == 1
+    assert report.problems[0].startswith("tiny (en-GB): outputs are missing or stale: ")
+    assert report.problems[0].endswith("tiny.vtt") and ".mp3" not in report.problems[0]
+
+
+def test_a_full_disk_names_the_file(tmp_path: Path, monkeypatch):
+    import errno
+
+    import calmplace.fsio as fsio
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fsio.os, "fsync", full)
+    target = tmp_path / "out" / "x.mp3"
+    with pytest.raises(OSError) as info:
+        fsio.atomic_write(target, b"data")
+    assert str(info.value) == f"[Errno 28] No space left on device: '{target}'"
+    assert list(target.parent.iterdir()) == []
+
+
+def test_verbose_says_which_takes_are_spoken_again(project: Path):
+    assert run(project, jobs=1, locales=("en-GB",)).exit_code == 0
+    script = project / "scripts" / "tiny.yaml"
+    script.write_text(script.read_text().replace("Rest here for a while.", "Rest here a while."))
+
+    class Details(Messages):
+        def detail(self, message: str) -> None:
+            self.lines.append(message)
+
+    ui = Details()
+    assert run(project, jobs=1, locales=("en-GB",), ui=ui).built == 1
+    assert "tiny (en-GB): speaking 1 of 4 takes: 003" in ui.lines

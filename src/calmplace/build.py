@@ -410,8 +410,10 @@ def build(project: Project, names: tuple[str, ...] = (), *, locales: tuple[str, 
                 report.cached += 1
                 ui.detail(f"{job.label}: unchanged")
             elif check_only:
+                paths = output_paths(out_dir, job)
+                stale = [p for p in paths.values() if not manifest.up_to_date({"": p}, out_dir=out_dir, key=item.output_key)]
                 report.fail(f"{job.label}: outputs are missing or stale: "
-                            + ", ".join(str(p) for p in output_paths(out_dir, job).values()))
+                            + ", ".join(str(p) for p in (stale or paths.values())))
             else:
                 work.append((item, engine))
         if check_only:
@@ -541,6 +543,8 @@ def synthesise(item: TrackWork, *, engine, cache: TakeCache, jobs: int, force: b
     missing = [i for i, k in enumerate(keys) if force or cache.get(k) is None]
     if not missing:
         return {}
+    ui.detail(f"{job.label}: speaking {len(missing)} of {len(keys)} take{'s' if len(keys) != 1 else ''}: "
+              + ", ".join(takes[i].name for i in missing))
     with ui.progress(f"speaking {job.label}", len(missing)) as bar:
         fresh = engine.speak([takes[i] for i in missing], script_id=job.script.id, locale=job.locale,
                              sr=item.settings.sr, jobs=jobs, on_done=lambda _i: bar.update(1))

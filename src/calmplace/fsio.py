@@ -28,11 +28,13 @@ def atomic_write(path: Path, data: bytes | str) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.filename is None:   # a write's ENOSPC names no file
+            exc.filename = str(path)
         raise
 
 
