@@ -408,4 +408,4 @@ def test_verbose_says_which_takes_are_spoken_again(project: Path):
 
     ui = Details()
     assert run(project, jobs=1, locales=("en-GB",), ui=ui).built == 1
-    assert "tiny (en-GB): speaking 1 of 4 takes: 003" in ui.lines
+    assert "speaking 1 of 4 takes of tiny (en-GB): 003" in ui.lines

@@ -543,7 +543,7 @@ def synthesise(item: TrackWork, *, engine, cache: TakeCache, jobs: int, force: b
     missing = [i for i, k in enumerate(keys) if force or cache.get(k) is None]
     if not missing:
         return {}
-    ui.detail(f"{job.label}: speaking {len(missing)} of {len(keys)} take{'s' if len(keys) != 1 else ''}: "
+    ui.detail(f"speaking {len(missing)} of {len(keys)} take{'s' if len(keys) != 1 else ''} of {job.label}: "
               + ", ".join(takes[i].name for i in missing))
     with ui.progress(f"speaking {job.label}", len(missing)) as bar:
         fresh = engine.speak([takes[i] for i in missing], script_id=job.script.id, locale=job.locale,
