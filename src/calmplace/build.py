@@ -574,8 +574,13 @@ def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache,
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         context = multiprocessing.get_context(method)
         if method == "forkserver":
-            context.set_forkserver_preload(list(_RENDER_MODULES))
-        pool = concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(work)), mp_context=context)
+            context.set_forkserver_preload(["calmplace._forkserver_preload", *_RENDER_MODULES])
+        import os
+
+        from ._workers import follow_parent
+
+        pool = concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(work)), mp_context=context,
+                                                      initializer=follow_parent, initargs=(os.getpid(),))
         # submits in their own thread, in order: the first waits until the server has imported
         # everything and forked its first worker, and this thread goes on speaking meanwhile
         submitter = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="calmplace-submit")
