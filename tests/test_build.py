@@ -253,3 +253,18 @@ def test_unknown_locale_names_the_locales_there_are(project: Path):
     report = fake_build(project, locales=("fr-FR",))
     assert report.exit_code == 1
     assert "error: no script has locale 'fr-FR' (they have en-GB, en-US)" in report.problems
+
+
+def test_sparse_speech_is_warned_about(project: Path):
+    """A few words over a minute of ambience: mastering to -16 LUFS integrated lifts the voice far
+    over it, into the limiter (QA: up to 18 dB of limiting). The shipped kind of script, with speech
+    throughout, gets no warning."""
+    (project / "scripts" / "sparse.yaml").write_text(
+        "title: Sparse\nlocales: [en-GB]\nlead_in: 0s\ntail: 0s\nambience: {sound: stream, level_db: -20}\n"
+        "sections:\n  - text: Breathe in and out, slowly. [pause 1m]\n      Rest.\n")
+    ui = _Lines()
+    report = fake_build(project, ui=ui, locales=("en-GB",))
+    assert report.exit_code == 0, report.problems
+    warned = [ln for ln in ui.lines if "warning: the voice will be mastered to about" in ln]
+    assert [ln.split(":")[0] for ln in warned] == ["sparse (en-GB)"], ui.lines
+    assert "LU over the track's -16 LUFS" in warned[0] and "level_db" in warned[0]

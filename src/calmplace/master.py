@@ -95,6 +95,12 @@ def integrated_lufs(samples: np.ndarray, *, sr: int) -> float:
     return _integrated(_scan(x, sr=sr, true_peak=False).energies, n=x.shape[1], sr=sr)
 
 
+def integrated_from_energies(energies: np.ndarray, *, n: int, sr: int) -> float:
+    """Integrated loudness of n samples from their K-weighted energies per 100 ms hop (as
+    `InputMeter.energies` gives them)."""
+    return _integrated(energies, n=n, sr=sr)
+
+
 def k_weighting(sr: int) -> np.ndarray:
     """BS.1770 K-weighting at `sr` as second-order sections (passband gain folded in)."""
     return _k_weighting(sr)
