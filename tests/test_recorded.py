@@ -595,3 +595,23 @@ def test_an_empty_file_and_a_silent_one_are_named_so(project: Path, monkeypatch)
     assert "peak silent" in lines["002"] and "-240" not in status.output, status.output
     report, _ = _build(project)
     assert any("001.wav: the file is empty (0 bytes)" in p for p in report.problems), report.problems
+
+
+def test_a_take_cut_tight_to_its_speech_is_not_called_cut_off(project: Path, monkeypatch):
+    # A take file with no room before or after its words (cut tight by an editor) holds its whole
+    # speech; the build measured it as the clip less both margins (0.25 s), so a short take as
+    # long as expected showed "cut off". 0.4 s of a reading stands for a one-word take.
+    import calmplace.speech.recorded as recorded
+
+    write_takes(project, skip=("003",))
+    folder = project / "voices" / "therapist" / "tiny" / "en-GB"
+    the_plan = plan(load_script(project / "scripts" / "tiny.yaml"), "en-GB")
+    voice = recorded_take(the_plan.takes[2].text, sr=44100, channels=1, lead_s=0.0, tail_s=0.0, gain_db=-6, seed=3)
+    sf.write(folder / "003.wav", voice[: int(0.4 * 44100)], 44100)
+    words_s = recorded.words_s
+    monkeypatch.setattr(recorded, "words_s", lambda take, rate: 0.4 if take.name == "003" else words_s(take, rate))
+    report, warnings = _build(project)
+    assert report.exit_code == 0, report.problems
+    # the speech found is 0.3-0.4 s (the detector may skip a soft onset): 0.75-1x, no warning;
+    # less both margins it was 0.05-0.15 s, under the 0.5x that warns
+    assert not any("003.wav" in w and "s of speech" in w for w in warnings), warnings

@@ -536,6 +536,12 @@ def match_loudness(clip: np.ndarray, *, sr: int, target_lufs: float = TAKE_LUFS)
 
 def prepare(data: np.ndarray, sr_in: int, *, sr: int, what: str) -> np.ndarray:
     """A take file's samples → a mono float32 clip at `sr`, trimmed and loudness-matched."""
+    return prepare_measured(data, sr_in, sr=sr, what=what)[0]
+
+
+def prepare_measured(data: np.ndarray, sr_in: int, *, sr: int, what: str) -> tuple[np.ndarray, float]:
+    """`prepare`'s clip, and the seconds of speech in it (first sound to last, as `analyse` measures:
+    the margins are shorter than LEAD_MARGIN_S and TAIL_MARGIN_S where the file ends sooner)."""
     mono = highpass(mono_mix(data, sr=sr_in)[0], sr=sr_in)
     span = speech_span(mono, sr=sr_in)
     if span is None:
@@ -551,7 +557,7 @@ def prepare(data: np.ndarray, sr_in: int, *, sr: int, what: str) -> np.ndarray:
         clip[:lead] *= 0.5 - 0.5 * np.cos(np.linspace(0, np.pi, lead))
     if tail:
         clip[-tail:] *= 0.5 + 0.5 * np.cos(np.linspace(0, np.pi, tail))
-    return match_loudness(clip, sr=sr)
+    return match_loudness(clip, sr=sr), (span[1] - span[0]) / sr_in
 
 
 # ------------------------------------------------------------------------------------------------
@@ -817,13 +823,16 @@ class RecordedEngine:
                     on_done(i)
         present = [i for i in range(len(takes)) if clips[i] is None]
 
+        speech_s: dict[int, float] = {}
+
         def one(i: int) -> np.ndarray:
             s = states[i]
             if s.state == "duplicate":
                 raise CalmplaceError(f"{shown(s.path)}: more than one file for take {s.take.name}")
             data, sr_in = read_audio(s.path)
             try:
-                return prepare(data, sr_in, sr=sr, what=shown(s.path))
+                clip, speech_s[i] = prepare_measured(data, sr_in, sr=sr, what=shown(s.path))
+                return clip
             except CalmplaceError as exc:
                 hurt = damage(s.path)
                 if hurt:
@@ -837,9 +846,8 @@ class RecordedEngine:
                 if on_done:
                     on_done(i)
         rate = self.profile.rate_wpm
-        for i in present:  # the clip is the speech and its margins
-            speech_s = clips[i].size / sr - LEAD_MARGIN_S - TAIL_MARGIN_S
-            note = length_note(speech_s, words_s(takes[i], rate))
+        for i in present:
+            note = length_note(speech_s[i], words_s(takes[i], rate))
             if note:
                 self._warn(f"{take_label(script_id, locale, takes[i])}: {shown(states[i].path)}: {note}")
         return clips  # type: ignore[return-value]
