@@ -364,6 +364,10 @@ def test_a_manifest_entry_outside_the_outputs_is_never_removed(project: Path, tm
 
     data["outputs"][f"../../{victim.parent.name}/precious.mp3"] = {"sha256": sha256_file(victim)}
     data["outputs"][str(victim)] = {"sha256": sha256_file(victim)}
+    # a folder in the outputs that is a link to another place: 'xx/precious.mp3' has the shape of an
+    # output's name, but the file is not in the outputs
+    (project / "build" / "xx").symlink_to(victim.parent, target_is_directory=True)
+    data["outputs"]["xx/precious.mp3"] = {"sha256": sha256_file(victim)}
     manifest.write_text(json.dumps(data))
     report = run(project, jobs=1)
     assert report.exit_code == 0 and victim.exists() and report.removed == []

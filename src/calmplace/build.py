@@ -438,9 +438,8 @@ def _remove_gone(manifest: Manifest, *, out_dir: Path, wanted: list[Job], lock: 
                  ui) -> None:
     """Remove the outputs the manifest lists for scripts (or locales) that no longer exist, and
     drop them from the manifest. A file whose bytes are no longer the ones calmplace wrote (its
-    sha256 differs from the manifest's) is someone's own: it stays, and only leaves the manifest."""
-    import os
-
+    sha256 differs from the manifest's) is someone's own: it stays, and only leaves the manifest.
+    Only `<locale>/<id>.mp3|pdf|vtt` in a real folder of `out_dir` is touched (no link, no `..`)."""
     current = {p.relative_to(out_dir).as_posix() for job in wanted for p in output_paths(out_dir, job).values()}
     gone = sorted(rel for rel in manifest.data["outputs"] if rel not in current)
     if not gone:
@@ -452,11 +451,12 @@ def _remove_gone(manifest: Manifest, *, out_dir: Path, wanted: list[Job], lock: 
     for rel in gone:
         entry = manifest.data["outputs"].pop(rel)
         parts = Path(rel).parts
-        if len(parts) != 2 or ".." in parts or Path(rel).suffix not in (".mp3", ".pdf", ".vtt"):
+        if (len(parts) != 2 or Path(rel).is_absolute() or ".." in parts
+                or Path(rel).suffix not in (".mp3", ".pdf", ".vtt")):
             continue   # not a name calmplace gives an output: not touched
         path = out_dir / rel
-        if path.is_symlink() or not path.is_file():
-            continue
+        if path.parent.is_symlink() or path.is_symlink() or not path.is_file():
+            continue   # a link leads out of the outputs
         if sha256_file(path) != entry.get("sha256"):
             ui.info(f"kept {path}: its script or locale is gone, but the file was changed since it was built "
                     f"(no longer in the manifest)")
@@ -467,10 +467,7 @@ def _remove_gone(manifest: Manifest, *, out_dir: Path, wanted: list[Job], lock: 
         ui.info(f"removed {path} (its script or locale is gone)")
     manifest.save()
     for folder in folders:
-        try:
-            os.rmdir(folder)   # a locale folder left empty
-        except OSError:
-            pass
+        _rmdir_if_empty(folder)   # a locale folder left empty
 
 
 def _reason(exc: OSError) -> str:
