@@ -68,14 +68,10 @@ def _cache_root(project: Project) -> Path:
     return Path(env) if env else project.root / "build" / ".cache"
 
 
-def synthetic_profile(profile: VoiceProfile, *, voices_dir: Path) -> VoiceProfile | None:
-    """The text-to-speech voice that stands for a voice: itself, or a recorded voice's fallback."""
-    return load_fallback(profile, voices_dir=voices_dir)[0]
-
-
 def _synthetic(profile: VoiceProfile, *, voices_dir: Path) -> tuple[VoiceProfile | None, str | None]:
-    """`synthetic_profile`, and why there is none (said once, as a warning): "voices/maria.yaml:
-    fallback voice 'ghost' not found (voices/ghost.yaml)"."""
+    """The text-to-speech voice that stands for a voice (itself, or a recorded voice's fallback),
+    and why there is none (said once, as a warning): "voices/maria.yaml: fallback voice 'ghost' not
+    found (voices/ghost.yaml)"."""
     tts, why = load_fallback(profile, voices_dir=voices_dir)
     if why:
         click.echo(f"warning: {why}; expected take lengths come from the word count instead, and "
@@ -115,7 +111,9 @@ def expected_lengths(the_plan: Plan, profile: VoiceProfile | None, *, cache_root
             return [c.size / SR for c in clips], f"the synthetic voice {profile.name!r}"
         except CalmplaceError as exc:
             reason = str(exc).splitlines()[0]
-    return ([len(t.text.split()) / rate * 60.0 for t in takes],
+    from .speech.recorded import words_s
+
+    return ([words_s(t, rate) for t in takes],
             f"words at {rate} words a minute ({reason})")
 
 
@@ -346,4 +344,4 @@ def split_cmd(script: str, recording: Path, voice: str | None, locale: str | Non
     _info(f"wrote {len(written)} takes to {shown(folder)}/")
 
 
-__all__ = ["template", "takes", "expected_lengths", "synthetic_profile"]
+__all__ = ["template", "takes", "expected_lengths"]
