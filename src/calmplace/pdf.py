@@ -9,14 +9,13 @@ All words come from the plan, already in the locale's spelling (contract §1 `sp
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import threading
+import unicodedata
 from pathlib import Path
 from typing import Sequence
 from xml.sax.saxutils import escape
-
-import importlib.util
-import unicodedata
 
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
@@ -28,6 +27,7 @@ from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import (Flowable, HRFlowable, KeepTogether, ListFlowable, ListItem,
                                 PageBreak, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle)
 
+from .speech.recorded import take_exts
 from .takes import Gap, Plan, SectionStart, Take
 from .timeline import Timeline
 from .units import format_clock, format_seconds_spoken
@@ -289,9 +289,6 @@ RECORDING_ADVICE = (
     "Have water to hand, and rest your voice every ten minutes or so.",
 )
 
-from .speech.recorded import TAKE_EXTS as AUDIO_EXTENSIONS  # noqa: E402  (contract §4: the one list of take files)
-
-
 def about_seconds(seconds: float) -> str:
     """An expected take length as "about 6 s" (whole seconds, at least 1)."""
     return f"about {max(1, int(seconds + 0.5))} s"
@@ -350,7 +347,7 @@ def template_pdf(plan: Plan, *, expected_s: Sequence[float], voice_name: str, sc
     story += [
         box, Spacer(1, 8),
         Paragraph(_text(f"For example {folder}001.wav for take 001. Any of "
-                        f"{', '.join('.' + e for e in AUDIO_EXTENSIONS[:-1])} or .{AUDIO_EXTENSIONS[-1]} works; "
+                        f"{take_exts()} works; "
                         f"WAV or FLAC keeps the most detail. The voice profile voices/{voice_name}.yaml "
                         f"says engine: recorded."), st["body"]),
         PageBreak(),

@@ -58,12 +58,6 @@ PREP_VERSION = "recorded-prep v2"  # bump when prepare() changes: every recorded
 SOUNDFILE_EXTS = tuple(s.lstrip(".") for s in AUDIO_SUFFIXES) + ("opus",)
 FFMPEG_EXTS = ("m4a", "aac")
 TAKE_EXTS = SOUNDFILE_EXTS + FFMPEG_EXTS
-
-
-def other_exts() -> str:
-    """The take extensions besides .wav, for hints: ".flac, .ogg, ... or .aac"."""
-    rest = [f".{e}" for e in TAKE_EXTS if e != "wav"]
-    return ", ".join(rest[:-1]) + f" or {rest[-1]}"
 RECORD_FILE = "takes.json"
 
 MIN_RATE = 8000             # telephone band: below it consonants are gone
@@ -81,10 +75,24 @@ CLIP_RUN = 3                # three full-scale samples in a row: the converter r
 # Reading audio
 
 
+def _one_of(names: Sequence[str]) -> str:
+    """The names as one phrase, "a, b or c": the lists of take formats in hints."""
+    return ", ".join(names[:-1]) + f" or {names[-1]}"
+
+
+def take_exts() -> str:
+    """Every take extension, for hints: ".wav, .flac, ... or .aac"."""
+    return _one_of([f".{e}" for e in TAKE_EXTS])
+
+
+def other_exts() -> str:
+    """The take extensions besides .wav, for hints: ".flac, .ogg, ... or .aac"."""
+    return _one_of([f".{e}" for e in TAKE_EXTS if e != "wav"])
+
+
 def take_formats() -> str:
     """The take formats, for hints: "WAV, FLAC, OGG, OGA, MP3, AIF, AIFF, OPUS, M4A or AAC"."""
-    names = [e.upper() for e in TAKE_EXTS]
-    return ", ".join(names[:-1]) + f" or {names[-1]}"
+    return _one_of([e.upper() for e in TAKE_EXTS])
 
 
 # What a file holds, from its first bytes, for a take saved or renamed with the wrong extension
