@@ -544,7 +544,8 @@ def test_a_cut_off_take_is_warned_about(project: Path, monkeypatch):
     status = run_cli(project, monkeypatch, "takes", "status", "tiny", "--voice", "therapist", "--locale", "en-GB")
     assert "the file is truncated: its header promises 2." in status.output, status.output
     report, _ = _build(project)
-    assert report.exit_code == 1 and any("003.wav: the file is truncated" in p for p in report.problems), report.problems
+    assert report.exit_code == 1, report.problems
+    assert any("003.wav: the file is truncated" in p for p in report.problems), report.problems
 
 
 def test_take_names_and_extensions(project: Path, monkeypatch):

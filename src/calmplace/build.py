@@ -412,7 +412,8 @@ def build(project: Project, names: tuple[str, ...] = (), *, locales: tuple[str, 
                 ui.detail(f"{job.label}: unchanged")
             elif check_only:
                 paths = output_paths(out_dir, job)
-                stale = [p for p in paths.values() if not manifest.up_to_date({"": p}, out_dir=out_dir, key=item.output_key)]
+                stale = [p for p in paths.values()
+                         if not manifest.up_to_date({"": p}, out_dir=out_dir, key=item.output_key)]
                 report.fail(f"{job.label}: outputs are missing or stale: "
                             + ", ".join(str(p) for p in (stale or paths.values())))
             else:

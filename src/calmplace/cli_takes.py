@@ -244,9 +244,9 @@ def status_cmd(script: str, voice: str | None, locales: tuple[str, ...], accept:
                 else:
                     if not a.speech:  # the build would stop at this take
                         state = "silent"
+                    peak = f"{a.peak_dbfs:5.1f} dBFS" if a.peak_dbfs > -200 else "silent    "
                     line += (f"{state:10} {s.path.name:10} {_fmt_s(a.duration_s):>7}  noise {a.noise_floor_dbfs:4.0f} "
-                             f"dBFS  peak {f'{a.peak_dbfs:5.1f} dBFS' if a.peak_dbfs > -200 else 'silent    '}  {a.sr} Hz "
-                             f"{a.channels} ch")
+                             f"dBFS  peak {peak}  {a.sr} Hz {a.channels} ch")
                     notes = a.warnings(expected_s=expected.get(s.take.name) if expected else None)
                     hurt = damage(s.path)
                     if hurt:

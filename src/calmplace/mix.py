@@ -134,8 +134,8 @@ def bed_runs(timeline: Timeline, *, seed_base: str) -> list[BedRun]:
         fade_out = seconds_to_samples(ambience.fade_out_s, sr=timeline.sr) if last else e - end + min(half, n - end)
         beside = ("cross" if i > 0 and runs[i - 1][0] is not None else "silence",
                   "cross" if i + 1 < len(runs) and runs[i + 1][0] is not None else "silence")
-        out.append(BedRun(ambience, s, e, min(fade_in, e - s), min(fade_out, e - s), bed_seed(seed_base, i, ambience.sound),
-                          *beside))
+        out.append(BedRun(ambience, s, e, min(fade_in, e - s), min(fade_out, e - s),
+                          bed_seed(seed_base, i, ambience.sound), *beside))
     return out
 
 

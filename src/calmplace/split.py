@@ -39,8 +39,8 @@ import numpy as np
 from .errors import CalmplaceError
 from .fsio import sha256_bytes
 from .speech.recorded import (RECORD_FILE, clipping, encode_take, frame_db, highpass, levels, load_record,
-                              mono_mix, noise_floor_dbfs, NOISE_WARN_DBFS, quiet_note, record_bytes, record_entry, shown,
-                              take_files)
+                              mono_mix, noise_floor_dbfs, NOISE_WARN_DBFS, quiet_note, record_bytes, record_entry,
+                              shown, take_files)
 from .takes import Take
 
 FRAME_S = 0.02             # 20 ms: finer than any syllable, coarse enough to be steady in room noise
@@ -426,7 +426,8 @@ def plan_split(path: Path, data: np.ndarray, sr: int, takes: Sequence[Take], exp
         if not bad:
             break
         unlike += [f"the speech at {_clock(chunks[sounds.long(*dropped[j])[0]].start / sr)} and at "
-                   f"{_clock(chunks[groups[j][0]].start / sr)} do not sound like the same take" for j, _ in sorted(bad) if j >= 0]
+                   f"{_clock(chunks[groups[j][0]].start / sr)} do not sound like the same take"
+                   for j, _ in sorted(bad) if j >= 0]
         forbid |= bad
         result = assign(chunks, expected, sr=sr, forbid=forbid)
     if result is None:
