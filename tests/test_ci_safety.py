@@ -15,6 +15,8 @@ from calmplace.cli import main
 from calmplace.script import Project
 from calmplace.speech.fake import FakeEngine
 
+from test_ci_builds import CountingEngine
+
 
 def cli(project: Path, monkeypatch, *args: str):
     monkeypatch.chdir(project)
@@ -98,16 +100,6 @@ def test_a_folder_where_the_manifest_goes_fails_before_rendering(project: Path, 
 
 
 # -- 4, 5. damaged take cache entries -------------------------------------------------------------
-
-
-class CountingEngine(FakeEngine):
-    def __init__(self):
-        super().__init__()
-        self.spoken: list[str] = []
-
-    def speak(self, takes, **kwargs):
-        self.spoken.extend(t.text for t in takes)
-        return super().speak(takes, **kwargs)
 
 
 def _entries(project: Path) -> list[Path]:
