@@ -251,3 +251,14 @@ def test_a_boundary_with_no_pause_near_stays_where_the_characters_put_it():
     assert _snap([1000, 2000], [(2300, 2600)], sr=sr) == [1000, 2600]
     assert _snap([1000, 2000], [], sr=sr) == [1000, 2000]
     assert _snap([1000, 2000], [(5000, 5400)], sr=sr) == [1000, 2000]   # beyond reach (1.2 s)
+
+
+def test_punctuation_alone_never_gets_a_cue_of_its_own():
+    """A unit with nothing to read joins the one before it (or, first, the one after): a lone '.'
+    at a take's start had a cue of its own, and timed by the take's pauses it pushed every cue
+    after it a sentence late (QA)."""
+    from calmplace.captions import _with_words
+
+    assert _with_words([".", "Breathe in slowly.", "…", "Then out."]) == [". Breathe in slowly. …", "Then out."]
+    assert _with_words(["...", "!"]) == ["... !"]
+    assert _with_words([]) == []

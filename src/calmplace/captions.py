@@ -212,6 +212,24 @@ def _snap(bounds: list[int], gaps: Sequence[tuple[int, int]], *, sr: int) -> lis
     return out
 
 
+def _with_words(units: list[str]) -> list[str]:
+    """Units that are only punctuation ('.', '…') join the one before (or, first, the one after):
+    a cue of its own would show nothing to read and, timed by the take's pauses, push the cues
+    after it a sentence late."""
+    out: list[str] = []
+    pending = ""
+    for unit in units:
+        if not any(ch.isalnum() for ch in unit):
+            if out:
+                out[-1] = f"{out[-1]} {unit}"
+            else:
+                pending = f"{pending} {unit}".strip()
+            continue
+        out.append(f"{pending} {unit}".strip())
+        pending = ""
+    return out or ([pending] if pending else [])
+
+
 def cues(plan: Plan, timeline: Timeline, *, gaps: Sequence[Sequence[tuple[int, int]]] | None = None,
          ) -> list[tuple[int, int, str]]:
     """(start_ms, end_ms, text) for every cue, in order; text is one line, not yet wrapped. `gaps`:
@@ -219,7 +237,7 @@ def cues(plan: Plan, timeline: Timeline, *, gaps: Sequence[Sequence[tuple[int, i
     out: list[tuple[int, int, str]] = []
     sr = timeline.sr
     for index, span in enumerate(timeline.takes):
-        units = [c for s in split_sentences(span.take.text) for c in split_cues(s)]
+        units = _with_words([c for s in split_sentences(span.take.text) for c in split_cues(s)])
         if not units:
             continue
         total = sum(len(u) for u in units)

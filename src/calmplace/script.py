@@ -526,12 +526,7 @@ class _Reader:
             for m in [*_BLANK_LINE.finditer(text, start, stop), None]:
                 stop_here = m.start() if m else stop
                 words = " ".join(text[pos:stop_here].split())
-                if words and not any(ch.isalnum() for ch in words):
-                    first = pos + len(text[pos:stop_here]) - len(text[pos:stop_here].lstrip())
-                    self.src.error_at(f"nothing to say in {words!r}: speech between pauses needs words "
-                                      f"(move punctuation next to a word, or remove it)", where(first))
-                    good = False
-                elif words:
+                if words:
                     segments.append(Speech(words))
                 if m:
                     segments.append(Pause(paragraph_pause_s, paragraph=True))
@@ -568,7 +563,7 @@ class _Reader:
             else:
                 segments.append(Pause(seconds, cue=True))
         ok &= add_words(pos, hi)
-        return tuple(_merge_pauses(segments)) if ok else None
+        return tuple(_merge_pauses(_attach_punctuation(segments))) if ok else None
 
     def _char_positions(self, text: str, node: Node):
         """A function from the offset of a '[' or ']' in a scalar's value to (line, col) in the source.
@@ -588,6 +583,45 @@ class _Reader:
             return self.src.position_of_index(in_source[in_value.index(offset)])
 
         return position
+
+
+# closing punctuation at the start of the words after a marker belongs to the words before it
+_CLOSING = re.compile(r"""[.,;:!?…)\]"'”’»]+(?=\s|$)""")
+
+
+def _attach_punctuation(segments: list[Segment]) -> list[Segment]:
+    """Punctuation that a pause marker cut off its words joins them again: `Relax [pause 2s].` and
+    `Relax [pause 2s]. Breathe in.` say "Relax." and then pause. Speech that is only punctuation
+    joins the words before it in the same text, or else the words after it. Left alone, a lone '.'
+    was a take with nothing to say and a caption of its own, which made the captions after it lag
+    a sentence."""
+    out: list[Segment] = []
+    pending = ""   # punctuation before the first words, for the words after it
+
+    def previous() -> int | None:
+        return next((i for i in range(len(out) - 1, -1, -1) if isinstance(out[i], Speech)), None)
+
+    def attach(index: int, punctuation: str) -> None:
+        prev = out[index].text
+        out[index] = Speech(prev + ("" if prev[-1].isalnum() else " ") + punctuation)
+
+    for seg in segments:
+        if isinstance(seg, Speech):
+            if not any(ch.isalnum() for ch in seg.text):
+                before = previous()
+                if before is None:
+                    pending = f"{pending} {seg.text}".strip()
+                else:
+                    attach(before, seg.text)
+                continue
+            closing, before = _CLOSING.match(seg.text), previous()
+            if closing and before is not None:
+                attach(before, closing.group(0))
+                seg = Speech(seg.text[closing.end():].strip())
+            if pending:
+                seg, pending = Speech(f"{pending} {seg.text}"), ""
+        out.append(seg)
+    return out
 
 
 def _merge_pauses(segments: list[Segment]) -> list[Segment]:
