@@ -11,7 +11,8 @@ from pathlib import Path
 import pypdf
 import pytest
 
-from calmplace.pdf import describe_chars, script_pdf, takes_csv, template_pdf, unprintable
+from calmplace.pdf import script_pdf, takes_csv, template_pdf
+from calmplace.pdf_glyphs import _RANGES, describe_chars, unprintable
 from calmplace.script import load_script
 from calmplace.takes import plan
 from calmplace.timeline import build_timeline
@@ -230,6 +231,26 @@ def test_script_pdf_prints_text_beyond_latin_1(tmp_path):
     assert unprintable("Ωραία θέα Привет Łukasz Źdźbło Kőszegi Čas Zoë Ѣ — “quoted” · …") == []
 
 
+def test_the_glyph_table_is_the_fonts():
+    """pdf_glyphs keeps the code points every face of the embedded DejaVu Sans has, so `check`
+    need not load the font; read the installed font files and compare (a matplotlib with another
+    DejaVu fails here, and the message is the table to paste)."""
+    from reportlab.pdfbase import pdfmetrics
+
+    from calmplace.pdf import _FONT_FILES, _register_fonts
+
+    _register_fonts()
+    common = sorted(set.intersection(*(set(pdfmetrics.getFont(n).face.charToGlyph) for n in _FONT_FILES)))
+    ranges: list[list[int]] = []
+    for cp in common:
+        if ranges and cp == ranges[-1][1] + 1:
+            ranges[-1][1] = cp
+        else:
+            ranges.append([cp, cp])
+    table = " ".join(f"{a:x}-{b:x}" if a != b else f"{a:x}" for a, b in ranges)
+    assert _RANGES.split() == table.split(), table
+
+
 def test_unprintable_names_what_the_pdf_cannot_show():
     # emoji and CJK: no glyph in DejaVu Sans; Hebrew and Arabic: glyphs, but reportlab sets them
     # left to right, so they would print reversed
@@ -320,3 +341,17 @@ def test_takes_csv_round_trips(script):
     assert any("color" in r["text"] for r in rows)
     with pytest.raises(ValueError):
         takes_csv(p, expected_s=expected + [1.0])
+
+
+def test_checking_greek_and_cyrillic_does_not_load_the_font(tmp_path):
+    """Every build validates its scripts, a no-op build included; a title in Greek made that load
+    the font's four faces (0.3-0.5 s: a no-op build went from 0.4 to 0.7-0.9 s, QA)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "greek.yaml"
+    path.write_text("title: Ωραία θέα, Привет\nlocales: [en-GB]\nsections:\n  - text: Breathe.\n", encoding="utf-8")
+    code = (f"import sys; from pathlib import Path; from calmplace.script import load_script; "
+            f"load_script(Path({str(path)!r})); print('reportlab' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

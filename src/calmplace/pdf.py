@@ -12,7 +12,6 @@ import csv
 import importlib.util
 import io
 import threading
-import unicodedata
 from pathlib import Path
 from typing import Sequence
 from xml.sax.saxutils import escape
@@ -43,7 +42,6 @@ from .units import format_clock, format_seconds_spoken
 FONT = "CalmplaceDejaVu"  # a private name, so another module's registration cannot clash
 _FONT_FILES = {FONT: "DejaVuSans.ttf", f"{FONT}-Bold": "DejaVuSans-Bold.ttf",
                f"{FONT}-Italic": "DejaVuSans-Oblique.ttf", f"{FONT}-BoldItalic": "DejaVuSans-BoldOblique.ttf"}
-FONT_LABEL = "DejaVu Sans"
 _font_lock = threading.Lock()
 
 INK = colors.HexColor("#262a2e")      # near-black body text: softer than pure black on white paper
@@ -81,28 +79,6 @@ def _register_fonts() -> None:
             pdfmetrics.registerFont(TTFont(name, str(font_dir / file)))
         pdfmetrics.registerFontFamily(FONT, normal=FONT, bold=f"{FONT}-Bold", italic=f"{FONT}-Italic",
                                       boldItalic=f"{FONT}-BoldItalic")
-
-
-def unprintable(text: str) -> list[str]:
-    """The characters of `text` the PDFs cannot show, each once, in order of appearance: those
-    every face of the font lacks (they would print as empty boxes), and right-to-left letters
-    (Hebrew, Arabic...), which reportlab would set left to right, in reverse. Spaces and
-    other format characters are left alone."""
-    _register_fonts()
-    faces = [pdfmetrics.getFont(name).face for name in _FONT_FILES]
-    seen: dict[str, None] = {}
-    for ch in text:
-        if ch in seen or ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf"):
-            continue
-        rtl = unicodedata.bidirectional(ch) in ("R", "AL")
-        if rtl or any(ord(ch) not in face.charToGlyph for face in faces):
-            seen[ch] = None
-    return list(seen)
-
-
-def describe_chars(chars: list[str]) -> str:
-    """'🌈' (U+1F308 RAINBOW), ... for a message."""
-    return ", ".join(f"{ch!r} (U+{ord(ch):04X} {unicodedata.name(ch, 'unnamed')})" for ch in chars)
 
 
 def _style(name: str, *, size: float = BODY_PT, leading: float = LEADING, bold: bool = False,

@@ -285,12 +285,12 @@ class _Reader:
         return [n.value for n in nodes]
 
     def _printable(self, node: Node, value: str, *, what: str) -> None:
-        """Report what the PDFs cannot print in a printed text (pdf.unprintable), at the first such
-        character. Latin (with its extensions) and general punctuation are known to print, so only
-        other text pays for loading the font (about half a second)."""
+        """Report what the PDFs cannot print in a printed text (pdf_glyphs.unprintable: a table of
+        the font's characters, so the font itself is not loaded), at the first such character.
+        Latin (with its extensions) and general punctuation are known to print and skip the test."""
         if all(ord(ch) < 0x250 or 0x2000 <= ord(ch) < 0x2065 for ch in value):
             return
-        from .pdf import FONT_LABEL, describe_chars, unprintable
+        from .pdf_glyphs import FONT_LABEL, describe_chars, unprintable
 
         bad = unprintable(value)
         if not bad:
