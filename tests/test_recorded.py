@@ -616,3 +616,25 @@ def test_a_take_cut_tight_to_its_speech_is_not_called_cut_off(project: Path, mon
     # the speech found is 0.3-0.4 s (the detector may skip a soft onset): 0.75-1x, no warning;
     # less both margins it was 0.05-0.15 s, under the 0.5x that warns
     assert not any("003.wav" in w and "s of speech" in w for w in warnings), warnings
+
+
+def test_takes_renamed_as_status_says_are_ok(project: Path, monkeypatch):
+    """After an inserted sentence, status says 'rename 004.mp3 to 005.mp3', then 003.ogg to
+    004.ogg; once done, those files are ok (takes.json knows them, under their old numbers, for
+    exactly these texts), not 'new recording, not yet accepted' (QA: one renamed file showed new,
+    the other ok)."""
+    write_takes(project)
+    args = ("takes", "status", "tiny", "--voice", "therapist", "--locale", "en-GB")
+    run_cli(project, monkeypatch, *args, "--accept")
+    script = project / "scripts" / "tiny.yaml"
+    script.write_text(script.read_text().replace("Let the breath slow down.", "Let the breath slow down. [pause 2s]\n"
+                                                 "      Feel your feet on the floor."))
+    folder = project / "voices" / "therapist" / "tiny" / "en-GB"
+    (folder / "004.mp3").rename(folder / "005.mp3")
+    (folder / "003.ogg").rename(folder / "004.ogg")
+    out = run_cli(project, monkeypatch, *args).output
+    lines = {line.split()[0]: line for line in out.splitlines() if line.strip()[:3].isdigit()}
+    assert "missing" in lines["003"]                      # the new sentence, to be recorded
+    for name in ("004", "005"):
+        assert " ok " in lines[name] and "new" not in lines[name], out
+    assert "not yet accepted" not in out and "stale" not in out, out

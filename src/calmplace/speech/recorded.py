@@ -654,13 +654,16 @@ def take_states(folder: Path, takes: Sequence[Take]) -> list[TakeState]:
 
     Stale: takes.json says this same file (same sha256) was recorded for a different text; when
     that text is another take's now (a sentence inserted or removed renumbered the takes), `now_take`
-    names it. New: takes.json has an entry for this take but for another file (recorded again since):
-    it is taken to be of the current text, but is not tracked until accepted (`takes status
-    --accept`), so a later edit of the text could not show it as stale."""
+    names it. A file takes.json knows under another number (renamed as that said) is judged by the
+    text it was recorded for. New: takes.json has an entry for this take but for another file
+    (recorded again since): it is taken to be of the current text, but is not tracked until
+    accepted (`takes status --accept`), so a later edit of the text could not show it as stale."""
     record = load_record(folder)
     now = {}
     for t in takes:
         now.setdefault(t.text, t.name)
+    # a file takes.json knows under another number was moved there: renamed as `renumbered` says
+    by_sha = {e.get("sha256"): e for e in record.values() if isinstance(e, dict) and e.get("sha256")}
     out = []
     for take in takes:
         files = take_files(folder, take)
@@ -673,6 +676,8 @@ def take_states(folder: Path, takes: Sequence[Take]) -> list[TakeState]:
         sha = sha256_file(files[0])
         entry = record.get(take.name)
         same_file = bool(entry) and entry.get("sha256") == sha
+        if not same_file and sha in by_sha:   # known under another number: its text decides
+            entry, same_file = by_sha[sha], True
         if same_file and entry.get("text") != take.text:
             out.append(TakeState(take, "stale", files[0], recorded_text=entry.get("text"), sha256=sha,
                                  now_take=now.get(entry.get("text"))))
