@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import shutil
 import subprocess
@@ -90,3 +91,18 @@ def speech_like(seconds: float, *, sr: int, seed: int = 0, first_s: float = 0.5,
         if 0 <= at < n - 20:
             x[:, at:at + 3] += [[0.9, -0.7, 0.4]]
     return x.astype(np.float32)
+
+
+def invoke_cli(project: Path, *args: str):
+    """`calmplace ARGS` through click's test runner, run in the project folder (the CLI's project
+    is the working folder); the working folder is put back after."""
+    from click.testing import CliRunner
+
+    from calmplace.cli import main
+
+    cwd = os.getcwd()
+    os.chdir(project)
+    try:
+        return CliRunner().invoke(main, list(args))
+    finally:
+        os.chdir(cwd)

@@ -6,39 +6,29 @@ the command line, or look at a value the golden files do not show.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from calmplace.build import gather
-from calmplace.cli import main
 from calmplace.errors import Problem, line_col, split_lines
 from calmplace.script import Project, apply_spelling, load_script
 from calmplace.takes import plan
 from calmplace.units import parse_duration
 
-
-def run_cli(project: Path, *args: str):
-    cwd = os.getcwd()
-    os.chdir(project)
-    try:
-        return CliRunner().invoke(main, list(args))
-    finally:
-        os.chdir(cwd)
+from helpers import invoke_cli
 
 
 def test_two_scripts_with_one_id_are_an_error(project: Path):
     tiny = (project / "scripts" / "tiny.yaml").read_text()
     (project / "scripts" / "dup.yaml").write_text(tiny)
     (project / "scripts" / "dup.yml").write_text(tiny)
-    result = run_cli(project, "check")
+    result = invoke_cli(project, "check")
     assert result.exit_code == 1, result.output
     assert ("scripts/dup.yml:1:1: error: script id 'dup' is used by both scripts/dup.yaml and scripts/dup.yml"
             in result.output)
     assert "Traceback" not in result.output
-    named = run_cli(project, "check", "dup")  # naming one of them does not hide the other
+    named = invoke_cli(project, "check", "dup")  # naming one of them does not hide the other
     assert named.exit_code == 1 and "is used by both" in named.output
 
 
@@ -52,7 +42,7 @@ def test_a_script_named_twice_is_built_once(project: Path, monkeypatch):
 def test_a_builtin_sound_in_the_wrong_case_gets_a_hint(project: Path):
     path = project / "scripts" / "tiny.yaml"
     path.write_text(path.read_text().replace("{sound: stream,", "{sound: Stream,"))
-    result = run_cli(project, "check")
+    result = invoke_cli(project, "check")
     assert result.exit_code == 1
     assert "unknown ambience sound 'Stream' (did you mean 'stream'?)" in result.output
 
@@ -60,7 +50,7 @@ def test_a_builtin_sound_in_the_wrong_case_gets_a_hint(project: Path):
 def test_voice_profile_errors_name_the_file_as_scripts_are_named(project: Path):
     path = project / "voices" / "narrator.yaml"
     path.write_text(path.read_text().replace("rate:", "rat:"))
-    result = run_cli(project, "check")
+    result = invoke_cli(project, "check")
     assert result.exit_code == 1
     assert result.output.startswith("voices/narrator.yaml:"), result.output
     assert str(project) not in result.output

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from calmplace import SR
-from calmplace.cli import main
 from calmplace.mix import bed_opener, mix
 from calmplace.script import Ambience
 from calmplace.takes import Gap, Plan, SectionStart, Take
 from calmplace.timeline import build_timeline
 
-from helpers import decode, window_rms_db
+from helpers import decode, invoke_cli, window_rms_db
 
 
 def _plan(events) -> Plan:
@@ -55,25 +52,16 @@ def test_section_ambience_crossfades_without_a_gap(tmp_path: Path):
     assert min(during) > min(before, after) - 1.5
 
 
-def _invoke(project: Path, *args: str):
-    cwd = os.getcwd()
-    os.chdir(project)
-    try:
-        return CliRunner().invoke(main, list(args))
-    finally:
-        os.chdir(cwd)
-
-
 def test_ambience_list_and_preview(project: Path):
-    listing = _invoke(project, "ambience", "list")
+    listing = invoke_cli(project, "ambience", "list")
     assert listing.exit_code == 0
     assert [line.split()[0] for line in listing.output.splitlines()] == \
         ["rain", "stream", "ocean", "wind", "forest", "fire", "pink", "brown"]
-    preview = _invoke(project, "ambience", "preview", "forest", "--seconds", "6", "--out", "forest.mp3")
+    preview = invoke_cli(project, "ambience", "preview", "forest", "--seconds", "6", "--out", "forest.mp3")
     assert preview.exit_code == 0, preview.output
     samples, sr = decode(project / "forest.mp3")
     assert samples.shape == (2, 6 * SR)  # exact length: the MP3 carries its encoder delay and padding
-    unknown = _invoke(project, "ambience", "preview", "waterfall")
+    unknown = invoke_cli(project, "ambience", "preview", "waterfall")
     assert unknown.exit_code == 1 and "built-ins are rain, stream" in unknown.output
 
 
@@ -87,7 +75,7 @@ def test_plot_draws_the_track(project: Path, monkeypatch: pytest.MonkeyPatch):
 
     # the stand-in voice again, so the plot finds the takes the build cached
     monkeypatch.setattr(b, "make_engine", lambda *args, **kwargs: FakeEngine())
-    result = _invoke(project, "plot", "tiny", "--locale", "en-US")
+    result = invoke_cli(project, "plot", "tiny", "--locale", "en-US")
     assert result.exit_code == 0, result.output
     png = project / "build" / "en-US" / "tiny-timeline.png"
     import matplotlib.image
