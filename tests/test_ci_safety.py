@@ -61,6 +61,9 @@ def test_clean_removes_only_calmplaces_own_files(project: Path, monkeypatch, tmp
     assert all((project / "build" / loc / "tiny.mp3").exists() for loc in ("en-GB", "en-US"))
     # the default cache (build/.cache) is removed whole once emptied; the outputs stay
     assert cli(project, monkeypatch, "build", "--fake-speech", "-j", "1").exit_code == 0
+    take_dir = project / "build" / ".cache" / "takes" / "ab"
+    take_dir.mkdir(parents=True, exist_ok=True)
+    (take_dir / ".abff.npy.abcdefgh.tmp").write_bytes(b"half a take")   # left by a killed build
     result = cli(project, monkeypatch, "clean")
     assert result.exit_code == 0 and not (project / "build" / ".cache").exists()
     assert (project / "build" / "manifest.json").exists()

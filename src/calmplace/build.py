@@ -1056,8 +1056,6 @@ def clean(out_dir: Path, cache_dir: Path | None = None, *, project_root: Path | 
 
     A cache folder that is the project's root, the output folder, or a folder holding either is
     refused (CalmplaceError) before anything is touched: a cache is a folder of its own."""
-    import re
-
     target = Path(cache_dir) if cache_dir is not None else Path(out_dir) / ".cache"
     if not str(target).strip() or not str(out_dir).strip():
         raise CalmplaceError("the cache folder and the output folder must not be empty paths")
@@ -1072,16 +1070,15 @@ def clean(out_dir: Path, cache_dir: Path | None = None, *, project_root: Path | 
     takes = target / "takes"
     removed: list[Path] = []
     if takes.is_dir() and not takes.is_symlink():
-        own = re.compile(r"(?:[^.].*\.npy|\..+\.npy\..+\.tmp)\Z")   # clips and atomic_write's temp files
         for sub in sorted(takes.iterdir()):
             if not (sub.is_dir() and not sub.is_symlink() and len(sub.name) == 2):
                 continue
-            for entry in sorted(sub.iterdir()):
-                name = entry.name
-                stem = name[1:] if name.startswith(".") else name
-                if own.match(name) and stem.startswith(sub.name) and (entry.is_file() or entry.is_symlink()):
+            for entry in sorted(sub.iterdir()):   # the clips: <key>.npy, in the folder named for key[:2]
+                if (entry.suffix == ".npy" and entry.name.startswith(sub.name)
+                        and (entry.is_file() or entry.is_symlink())):
                     entry.unlink()
                     removed.append(entry)
+            removed += sweep_temp_files(sub)   # and atomic_write's temp files a killed build left
             _rmdir_if_empty(sub)
         _rmdir_if_empty(takes)
     lock = target / ".lock"   # BuildLock's
