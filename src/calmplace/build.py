@@ -871,8 +871,9 @@ def _sparse_speech(clips: list[np.ndarray], energies: np.ndarray, *, n: int, sr:
     many dB off every phrase (QA: four short takes over 97 s of bed were limited by up to 18 dB)."""
     from .ambience import REFERENCE_LUFS
     from .master import integrated_from_energies
+    from .mix import levels_voice
 
-    if sum(c.size for c in clips) < sr // 2:   # too little speech for mix.speech_gain to level it
+    if not levels_voice(clips, sr=sr):   # the voice is as spoken, not at REFERENCE_LUFS
         return ()
     mix_lufs = integrated_from_energies(energies, n=n, sr=sr)
     if not np.isfinite(mix_lufs):

@@ -53,6 +53,12 @@ class BedRun:
 DUAL_MONO_DB = 10.0 * np.log10(2.0)
 
 
+def levels_voice(clips: Sequence[np.ndarray], *, sr: int) -> bool:
+    """Whether there is enough speech for `speech_gain` to level: half a second (under the 0.4 s
+    of one gating block or so the measurement is meaningless, and the voice is left as spoken)."""
+    return sum(c.size for c in clips) >= sr // 2
+
+
 def speech_gain(clips: Sequence[np.ndarray], *, sr: int, target_lufs: float = REFERENCE_LUFS) -> float:
     """One gain for the whole voice so its integrated loudness (BS.1770), as laid in the mix (the
     same in both channels), is the reference the beds are rendered at (they are measured in
@@ -60,7 +66,7 @@ def speech_gain(clips: Sequence[np.ndarray], *, sr: int, target_lufs: float = RE
     from .master import integrated_lufs
 
     voiced = np.concatenate([c for c in clips if c.size]) if clips else np.zeros(0, np.float32)
-    if voiced.size < sr // 2:  # under 0.4 s of gating blocks the measurement is meaningless
+    if not levels_voice(clips, sr=sr):
         return 1.0
     loudness = integrated_lufs(voiced, sr=sr) + DUAL_MONO_DB
     if not np.isfinite(loudness):
