@@ -707,12 +707,7 @@ def load_scripts(paths: list[Path], *, project: Project | None = None) -> tuple[
     scripts, problems = [], []
     for path in paths:
         try:
-            scripts.append(load_script(path, project=project, display_path=_display(path)))
+            scripts.append(load_script(path, project=project, display_path=display_path(path)))
         except ScriptErrors as exc:
             problems.extend(exc.problems)
     return scripts, problems
-
-
-def _display(path: Path) -> str:
-    """The path as the user would type it: relative to the working folder where it can be."""
-    return display_path(path)

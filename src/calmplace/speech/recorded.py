@@ -42,7 +42,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..ambience import AUDIO_SUFFIXES
-from ..errors import CalmplaceError
+from ..errors import CalmplaceError, display_path
 from ..fsio import atomic_write, sha256_file
 from ..takes import Take
 from ..units import db_to_gain, seconds_to_samples
@@ -694,10 +694,7 @@ def expected_name(folder: Path, take: Take) -> Path:
 
 def shown(path: Path) -> str:
     """A path as the person knows it: relative to the working folder when inside it."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+    return display_path(path)
 
 
 # ------------------------------------------------------------------------------------------------
