@@ -62,6 +62,8 @@ def unprintable(text: str) -> list[str]:
     every face of the font lacks (they would print as empty boxes), and right-to-left letters
     (Hebrew, Arabic...), which reportlab would set left to right, in reverse. Spaces and
     other format characters are left alone."""
+    if text.isascii():   # the font has every printable ASCII character
+        return []
     seen: dict[str, None] = {}
     for ch in text:
         if ch in seen or ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf"):

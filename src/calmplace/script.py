@@ -14,6 +14,7 @@ from typing import Mapping, Union
 from yaml.nodes import MappingNode, Node, ScalarNode
 
 from .errors import ScriptErrors, display_path
+from .pdf_glyphs import FONT_LABEL, describe_chars, unprintable
 from .units import parse_duration
 from .yamlsrc import BOOL, NULL, Invalid, Source
 
@@ -286,12 +287,7 @@ class _Reader:
 
     def _printable(self, node: Node, value: str, *, what: str) -> None:
         """Report what the PDFs cannot print in a printed text (pdf_glyphs.unprintable: a table of
-        the font's characters, so the font itself is not loaded), at the first such character.
-        Latin (with its extensions) and general punctuation are known to print and skip the test."""
-        if all(ord(ch) < 0x250 or 0x2000 <= ord(ch) < 0x2065 for ch in value):
-            return
-        from .pdf_glyphs import FONT_LABEL, describe_chars, unprintable
-
+        the font's characters, so the font itself is not loaded), at the first such character."""
         bad = unprintable(value)
         if not bad:
             return
