@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calmplace.mix import (BLOCK, DUCK_LOOKAHEAD_S, DUCK_RELEASE_S, BedPrefetch, _duck_parts, _edge_envelope, bed_gain,
-                           bed_gain_db, bed_runs, duck_amount, mix, speech_gain)
+from calmplace import mix as mix_module
+from calmplace.mix import (BLOCK, DUCK_HOLD_S, DUCK_LOOKAHEAD_S, DUCK_RELEASE_S, BedPrefetch, _duck_parts, _edge_envelope,
+                           bed_gain, bed_gain_db, bed_runs, duck_amount, mix, speech_gain)
 from calmplace.script import Ambience
 from calmplace.takes import Gap, Plan, SectionStart, Take
 from calmplace.timeline import build_timeline
@@ -95,6 +96,29 @@ def test_bed_level_and_duck_depth_in_the_mix():
     assert np.allclose(pause, -20.0, atol=1e-4)
     assert level[0] < -100  # the fade-in starts from silence
     assert abs(out[0, -1]) < 1e-4  # and the fade-out ends one sample short of silence (-80 dB)
+
+
+def test_bed_stays_down_through_pauses_too_short_to_settle():
+    """Speech back within DUCK_HOLD_S: the bed holds its dip (a swell and a dip back within half a
+    second pumps); after a longer pause it comes all the way up, and dips before the voice again.
+    Read off the mix of a silent voice over a constant bed, as above."""
+    sr = 8000
+    amb = Ambience("stream", level_db=-20.0, duck_db=6.0, fade_in_s=0.5, fade_out_s=0.5)
+    short, long = DUCK_HOLD_S - 0.5, DUCK_HOLD_S + 1.0
+    p = make_plan([Gap(3.0), SectionStart(0, None, amb), take(1), Gap(short), take(2), Gap(long), take(3),
+                   Gap(3.0, kind="tail")])
+    clip = np.zeros(sr, np.float32)
+    tl = build_timeline(p, [sr, sr, sr], sr=sr)
+    out = mix(tl, [clip] * 3, open_bed=lambda *a, **k: ConstantBed(), seed_base="x", block=1000)
+    level = 20 * np.log10(np.abs(out[0]) + 1e-12)
+    (s1, e1), (s2, e2), (s3, e3) = tl.speech_spans()
+    # exact arithmetic on a constant bed: 1e-4 dB is float32 rounding
+    assert np.allclose(level[s1:e2], -26.0, atol=1e-4)          # through the short pause too
+    gap = level[e2:s3]
+    assert abs(gap.max() - -20.0) < 1e-4                        # up to its level in the long one
+    assert np.all(np.diff(gap[:round(DUCK_RELEASE_S * sr)]) >= 0)   # rising, no dip back meanwhile
+    la = round(DUCK_LOOKAHEAD_S * sr)
+    assert level[s3 - la] > -20.0 - 1e-4 and np.allclose(level[s3:e3], -26.0, atol=1e-4)   # dips over the look-ahead
 
 
 def test_section_ambience_changes_crossfade():
@@ -206,20 +230,36 @@ def reference_duck(spans, *, start, stop, sr):
     return amount
 
 
-def reference_bed_gain(tl, run, *, start, stop):
+def reference_hold(spans, *, hold):
+    """The speech spans with every gap shorter than `hold` samples filled in: what the bed ducks under."""
+    out = []
+    for s0, s1 in spans:
+        if out and s0 - out[-1][1] < hold:
+            out[-1][1] = s1
+        else:
+            out.append([s0, s1])
+    return [tuple(span) for span in out]
+
+
+def reference_bed_gain(tl, run, *, start, stop, hold_s=DUCK_HOLD_S):
     """bed_gain's definition on every sample: level x float32(exp(duck x k)), times the fades."""
-    duck = reference_duck(tl.speech_spans(), start=start, stop=stop, sr=tl.sr)
+    duck = reference_duck(reference_hold(tl.speech_spans(), hold=round(hold_s * tl.sr)), start=start, stop=stop,
+                          sr=tl.sr)
     gain = np.full(stop - start, 10.0 ** (run.ambience.level_db / 20.0), dtype=np.float32)
     gain *= np.exp(duck * (-run.ambience.duck_db * np.log(10.0) / 20.0)).astype(np.float32)
     return gain * _edge_envelope(run, start=start, stop=stop).astype(np.float32)
 
 
-def test_bed_gain_equals_its_definition_bit_for_bit():
+@pytest.mark.parametrize("hold_s", [DUCK_HOLD_S, 0.0])
+def test_bed_gain_equals_its_definition_bit_for_bit(monkeypatch, hold_s):
     """bed_gain takes the lone rises and falls from a table and holds from one value; that must
     give the very bytes of computing every sample. Gaps shorter than the look-ahead, between it
-    and the release, and longer, so ramps overlap holds, each other, or nothing; odd block sizes
-    cut through all of them."""
-    sr = 1000  # look-ahead 150 samples, release 1500
+    and the release, and longer, so ramps overlap holds, each other, or nothing (without the hold
+    through short gaps, which otherwise fills all but the longest); odd block sizes cut through
+    all of them."""
+    monkeypatch.setattr(mix_module, "DUCK_HOLD_S", hold_s)
+    sr = 1000
+    la, rel = round(DUCK_LOOKAHEAD_S * sr), round(DUCK_RELEASE_S * sr)
     a = Ambience("stream", level_db=-17.3, duck_db=7.5, fade_in_s=0.5, fade_out_s=2.0)
     b = Ambience("rain", level_db=-21.0, duck_db=3.0)
     p = make_plan([Gap(0.05), SectionStart(0, None, a), take(1), Gap(0.1), take(2), Gap(1.0), take(3), Gap(4.0),
@@ -233,11 +273,13 @@ def test_bed_gain_equals_its_definition_bit_for_bit():
         for block in (777, 1 << 12, run.end - run.start):
             for b0 in range(run.start, run.end, block):
                 b1 = min(b0 + block, run.end)
-                moving, holding = _duck_parts(tl.speech_spans(), start=b0, stop=b1, la=150, rel=1500)
+                spans = reference_hold(tl.speech_spans(), hold=round(hold_s * sr))
+                moving, holding = _duck_parts(spans, start=b0, stop=b1, la=la, rel=rel)
                 kinds |= {m[2] for m in moving} | ({"hold"} if holding else set())
                 assert np.array_equal(bed_gain(tl, run, start=b0, stop=b1),
-                                      reference_bed_gain(tl, run, start=b0, stop=b1)), (run.ambience.sound, b0, b1)
-    assert kinds == {"rise", "fall", None, "hold"}  # every path was taken: lone ramps, merged ones, holds
+                                      reference_bed_gain(tl, run, start=b0, stop=b1, hold_s=hold_s)), (b0, b1)
+    # every path was taken: lone ramps, merged ones (only without the hold), holds
+    assert kinds == ({"rise", "fall", "hold"} if hold_s else {"rise", "fall", None, "hold"})
 
 
 def test_duck_amount_equals_its_definition_bit_for_bit():
