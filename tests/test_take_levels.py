@@ -16,7 +16,7 @@ from calmplace.speech.recorded import LEAD_MARGIN_S, TAIL_MARGIN_S, prepare, rea
 from calmplace.split import plan_split
 from calmplace.takes import plan
 
-from test_recorded import ESPEAK_SR, recorded_take, room, run_cli, spoken, write_takes
+from test_recorded import ESPEAK_SR, _build, recorded_take, room, run_cli, spoken, write_takes
 from test_split_matching import EXPECTED, SR as SESSION_SR, TAKES, TOL_S, session, starts_of
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="the reader is played by espeak-ng")
@@ -61,6 +61,11 @@ def test_a_very_quiet_take_is_warned_about(project: Path, monkeypatch):
     assert want in notes["002"], result.output
     assert result.output.count("very quiet") == 1, result.output
     assert "4 of 4 takes ok, 1 warning" in result.output
+    # a build that prepares the takes says so too, for whoever never ran status (QA: it was silent)
+    report, warnings = _build(project)
+    assert report.exit_code == 0, report.problems
+    assert [w for w in warnings if "very quiet" in w] == \
+        [f"warning: tiny en-GB take 002: voices/therapist/tiny/en-GB/002.wav: {want}"], warnings
 
 
 def test_split_warns_of_a_very_quiet_recording():
@@ -95,6 +100,9 @@ def test_an_out_of_phase_stereo_take_uses_one_channel(project: Path, monkeypatch
     assert "ok" in notes["003"][0] and "2 ch" in notes["003"][0], result.output
     assert "channels are out of phase: using the left channel" in notes["003"], result.output
     assert "no speech found" not in result.output
+    report, warnings = _build(project)   # the build says which channel it used too
+    assert report.exit_code == 0, report.problems
+    assert [w for w in warnings if "out of phase" in w and "003.wav" in w and "left channel" in w], warnings
     # the prepared clip is the speech and its margins, as for a mono take (see test_recorded's
     # test_any_rate_and_channel_count for the -0.10..+0.03 s tolerance)
     data, sr = read_audio(folder / "003.wav")

@@ -452,11 +452,16 @@ def quiet_note(peak_dbfs: float) -> str | None:
 
 
 def analyse(data: np.ndarray, sr: int) -> Analysis:
+    """What `takes status` reports of a take file (and the build warns of when it prepares one)."""
     mixed, channel_note = mono_mix(data, sr=sr)
     mono = highpass(mixed, sr=sr)
+    return _analysis(data, sr, mono=mono, span=speech_span(mono, sr=sr), channel_note=channel_note)
+
+
+def _analysis(data: np.ndarray, sr: int, *, mono: np.ndarray, span: tuple[int, int] | None,
+              channel_note: str | None) -> Analysis:
     peak = float(np.max(np.abs(data)))
     runs, first = clipping(data, sr=sr)
-    span = speech_span(mono, sr=sr)
     return Analysis(duration_s=data.shape[0] / sr, sr=sr, channels=data.shape[1] if data.ndim == 2 else 1,
                     peak_dbfs=float(20 * np.log10(peak + 1e-12)), noise_floor_dbfs=noise_floor_dbfs(mono, sr=sr),
                     clipped_runs=runs, clipped_at_s=first, speech=span is not None,
@@ -547,10 +552,13 @@ def prepare(data: np.ndarray, sr_in: int, *, sr: int, what: str) -> np.ndarray:
     return prepare_measured(data, sr_in, sr=sr, what=what)[0]
 
 
-def prepare_measured(data: np.ndarray, sr_in: int, *, sr: int, what: str) -> tuple[np.ndarray, float]:
-    """`prepare`'s clip, and the seconds of speech in it (first sound to last, as `analyse` measures:
-    the margins are shorter than LEAD_MARGIN_S and TAIL_MARGIN_S where the file ends sooner)."""
-    mono = highpass(mono_mix(data, sr=sr_in)[0], sr=sr_in)
+def prepare_measured(data: np.ndarray, sr_in: int, *, sr: int, what: str) -> tuple[np.ndarray, Analysis]:
+    """`prepare`'s clip, and the file's `analyse` (from the same mono mix and speech span), whose
+    warnings the build repeats: a therapist who never ran `takes status` still hears that a take
+    is very quiet, clipped or out of phase. The clip's margins are shorter than LEAD_MARGIN_S and
+    TAIL_MARGIN_S where the file ends sooner."""
+    mixed, channel_note = mono_mix(data, sr=sr_in)
+    mono = highpass(mixed, sr=sr_in)
     span = speech_span(mono, sr=sr_in)
     if span is None:
         raise CalmplaceError(f"{what}: no speech found: the file seems to be silence or steady noise "
@@ -565,7 +573,7 @@ def prepare_measured(data: np.ndarray, sr_in: int, *, sr: int, what: str) -> tup
         clip[:lead] *= 0.5 - 0.5 * np.cos(np.linspace(0, np.pi, lead))
     if tail:
         clip[-tail:] *= 0.5 + 0.5 * np.cos(np.linspace(0, np.pi, tail))
-    return match_loudness(clip, sr=sr), (span[1] - span[0]) / sr_in
+    return match_loudness(clip, sr=sr), _analysis(data, sr_in, mono=mono, span=span, channel_note=channel_note)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -833,7 +841,7 @@ class RecordedEngine:
                     on_done(i)
         present = [i for i in range(len(takes)) if clips[i] is None]
 
-        speech_s: dict[int, float] = {}
+        analysed: dict[int, Analysis] = {}
 
         def one(i: int) -> np.ndarray:
             s = states[i]
@@ -841,7 +849,7 @@ class RecordedEngine:
                 raise CalmplaceError(f"{shown(s.path)}: more than one file for take {s.take.name}")
             data, sr_in = read_audio(s.path)
             try:
-                clip, speech_s[i] = prepare_measured(data, sr_in, sr=sr, what=shown(s.path))
+                clip, analysed[i] = prepare_measured(data, sr_in, sr=sr, what=shown(s.path))
                 return clip
             except CalmplaceError as exc:
                 hurt = damage(s.path)
@@ -856,9 +864,8 @@ class RecordedEngine:
                 if on_done:
                     on_done(i)
         rate = self.profile.rate_wpm
-        for i in present:
-            note = length_note(speech_s[i], words_s(takes[i], rate))
-            if note:
+        for i in present:   # what takes status would say of each file, in take order
+            for note in analysed[i].warnings(expected_s=words_s(takes[i], rate)):
                 self._warn(f"{take_label(script_id, locale, takes[i])}: {shown(states[i].path)}: {note}")
         return clips  # type: ignore[return-value]
 
