@@ -1,5 +1,5 @@
 """A recorded voice's profile names a fallback voice that cannot be used: template and takes status
-say so at once (not only `build --fallback-tts`), and template still estimates from the words."""
+say so at once (not only `build --fallback-tts`), as does check, and template still estimates from the words."""
 
 from __future__ import annotations
 
@@ -24,6 +24,14 @@ def test_a_missing_fallback_voice_is_named_by_status_and_template(project: Path,
     assert "lengths from words at 150 words a minute (no usable fallback voice" in template.output, template.output
     assert (project / "build" / "templates" / "en-GB" / "tiny-takes.csv").is_file()
     assert "Traceback" not in status.output + template.output
+    # check, for a script spoken by that voice: the script is fine (exit 0) and the warning is there
+    script = project / "scripts" / "tiny.yaml"
+    script.write_text("voice: therapist\n" + script.read_text())
+    check = run_cli(project, monkeypatch, "check", "tiny")
+    assert check.exit_code == 0 and want in check.output and "1 script OK" in check.output, check.output
+    (project / "voices" / "therapist.yaml").write_text("engine: recorded\n")   # narrator: no warning
+    check = run_cli(project, monkeypatch, "check", "tiny")
+    assert check.exit_code == 0 and "warning" not in check.output, check.output
 
 
 def test_load_fallback(project: Path, monkeypatch):

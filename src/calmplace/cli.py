@@ -17,6 +17,7 @@ from . import __version__
 from .build import Report, Settings, build, gather
 from .errors import CalmplaceError
 from .script import Project
+from .voices import load_fallback
 
 
 class UI:
@@ -138,11 +139,17 @@ def clean_cmd(ui: UI, out_dir: Path, cache_dir: Path | None) -> None:
 @click.pass_obj
 def check_cmd(ui: UI, scripts: tuple[str, ...]) -> None:
     """Validate SCRIPTS (all of scripts/ when none) without building; every problem as path:line:col."""
-    jobs, problems = gather(_project(), scripts)
+    project = _project()
+    jobs, problems = gather(project, scripts)
     for message in problems:
         click.echo(message, err=True)
     if problems:
         sys.exit(1)
+    for profile in {j.profile.name: j.profile for j in jobs}.values():
+        # not an error (only `build --fallback-tts` needs it), but better heard before the session
+        _, why = load_fallback(profile, voices_dir=project.voices_dir)
+        if why:
+            click.echo(f"warning: {why}; `build --fallback-tts` cannot fill missing takes", err=True)
     n = len({j.script.id for j in jobs})
     ui.info(f"{n} script{'s' if n != 1 else ''} OK")
 
