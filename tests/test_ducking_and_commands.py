@@ -83,3 +83,29 @@ def test_plot_draws_the_track(project: Path, monkeypatch: pytest.MonkeyPatch):
     image = matplotlib.image.imread(str(png))
     assert image.shape[:2] == (600, 1400)  # 14 x 6 inches at 100 dpi
     assert image[..., :3].std() > 0.05     # not a blank canvas
+    # QA: plot wrote into build/ without the build lock, so a build starting meanwhile could sweep
+    # its temp file away. It waits for a build holding the lock (held here by another open file)
+    import fcntl
+    import os
+    import threading
+
+    png.unlink()
+    results = []
+    fd = os.open(project / "build" / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        plotting = threading.Thread(target=lambda: results.append(invoke_cli(project, "plot", "tiny", "--locale",
+                                                                              "en-US")))
+        plotting.start()
+        plotting.join(1.0)   # still waiting (or, on a slow machine, still drawing: the message below tells)
+        assert plotting.is_alive() and not png.exists()
+    finally:
+        os.close(fd)
+    plotting.join(60)
+    assert results[0].exit_code == 0 and png.is_file(), results[0].output
+    assert "waiting for another calmplace build" in results[0].output
+    # a path it cannot write: a message and exit 1, not a traceback
+    (project / "a-file").write_text("")
+    bad = invoke_cli(project, "plot", "tiny", "--locale", "en-US", "--out", "a-file/plot.png")
+    assert bad.exit_code == 1, bad.output
+    assert "error: cannot write the plot: a-file: a file is in the way where a folder should be" in bad.output

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import __version__
 from .build import Report, Settings, build, gather
-from .errors import CalmplaceError
+from .errors import CalmplaceError, os_problem
 from .script import Project
 from .voices import load_fallback
 
@@ -184,7 +184,7 @@ def voices_cmd(locale: str | None) -> None:
 @click.pass_obj
 def plot_cmd(ui: UI, script: str, locale: str | None, out_file: Path | None) -> None:
     """Draw the built track's timeline: speech, pauses, sections, bed gain, short-term loudness."""
-    from .build import track_timeline
+    from .build import BuildLock, _is_within, track_timeline
     from .fsio import atomic_write
     from .master import short_term_lufs
     from .plot import plot_track
@@ -206,7 +206,13 @@ def plot_cmd(ui: UI, script: str, locale: str | None, out_file: Path | None) -> 
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     out_file = out_file or Path("build") / job.locale / f"{job.script.id}-timeline.png"
-    atomic_write(out_file, png)
+    try:
+        # in build/, under the build lock: a build starting meanwhile sweeps temp files there
+        with BuildLock(Path("build"), ui=ui, enabled=_is_within(out_file.absolute(), Path("build").absolute())):
+            atomic_write(out_file, png)
+    except OSError as exc:
+        click.echo(f"error: cannot write the plot: {os_problem(exc)}", err=True)
+        sys.exit(1)
     ui.info(f"wrote {out_file}")
 
 

@@ -14,7 +14,7 @@ import click
 
 from . import SR
 from .build import Job, Settings, TakeCache, gather
-from .errors import CalmplaceError
+from .errors import CalmplaceError, os_problem
 from .script import Project
 from .takes import Plan, plan
 from .voices import DEFAULT_RATE_WPM, VoiceProfile, load_fallback, load_voice
@@ -35,22 +35,6 @@ def _info(message: str) -> None:
 def _fail(message: str) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
-
-
-def _os_problem(exc: OSError) -> str:
-    """An OS error as a person reads it: "build/templates/en-GB: a file is in the way where a folder
-    should be" (not "[Errno 20] Not a directory: 'build/templates/en-GB'")."""
-    import errno
-
-    from .speech.recorded import shown
-
-    reason = {errno.ENOTDIR: "a file is in the way where a folder should be",
-              errno.EISDIR: "a folder is in the way where a file should be",
-              errno.EACCES: "permission denied", errno.EPERM: "permission denied",
-              errno.ENOSPC: "the disk is full", errno.EDQUOT: "over the disk quota",
-              errno.EROFS: "the disk is read-only", errno.ENOENT: "no such folder"}.get(
-        exc.errno, (exc.strerror or type(exc).__name__).rstrip(".").lower())
-    return f"{shown(Path(os.fsdecode(exc.filename)))}: {reason}" if exc.filename else reason
 
 
 def _jobs(script: str, locales: tuple[str, ...], voice: str | None) -> list[Job]:
@@ -162,7 +146,7 @@ def template(script: str, locales: tuple[str, ...], voice: str | None, out_dir: 
             atomic_write(folder / f"{job.script.id}-recording.pdf", pdf)
             atomic_write(folder / f"{job.script.id}-takes.csv", csv_text)
         except OSError as exc:
-            _fail(f"cannot write the template: {_os_problem(exc)}")
+            _fail(f"cannot write the template: {os_problem(exc)}")
         total = sum(expected)
         _info(f"{job.label}: {len(the_plan.takes)} takes, about "
               f"{f'{total:.0f} s' if total < 90 else f'{total / 60:.0f} min'} of speech (lengths from {source})")
@@ -328,7 +312,7 @@ def split_cmd(script: str, recording: Path, voice: str | None, locale: str | Non
     except CalmplaceError as exc:
         _fail(str(exc))
     except OSError as exc:  # write_split explains its own failures; anything else, as plainly
-        _fail(f"cannot write the takes: {_os_problem(exc)}")
+        _fail(f"cannot write the takes: {os_problem(exc)}")
     _info(f"{shown(recording)}: the reading is {result.tempo:.2f}x as long as the synthetic voice's "
           f"(expected lengths from {source})")
     for note in result.notes:

@@ -34,6 +34,22 @@ def display_path(path: Path | str) -> str:
         return str(path)
 
 
+def os_problem(exc: OSError) -> str:
+    """An OS error as a person reads it: "build/templates/en-GB: a file is in the way where a folder
+    should be" (not "[Errno 20] Not a directory: 'build/templates/en-GB'")."""
+    import errno
+    import os
+
+    reason = {errno.ENOTDIR: "a file is in the way where a folder should be",
+              errno.EISDIR: "a folder is in the way where a file should be",
+              errno.EEXIST: "a file is in the way where a folder should be",
+              errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+              errno.ENOSPC: "the disk is full", errno.EDQUOT: "over the disk quota",
+              errno.EROFS: "the disk is read-only", errno.ENOENT: "no such folder"}.get(
+        exc.errno, (exc.strerror or type(exc).__name__).rstrip(".").lower())
+    return f"{display_path(os.fsdecode(exc.filename))}: {reason}" if exc.filename else reason
+
+
 def _shown_line(line: str) -> str:
     """The source line as printed: control characters (a bell, a form feed) shown as U+FFFD."""
     return "".join("\ufffd" if ch != "\t" and unicodedata.category(ch) == "Cc" else ch for ch in line)
