@@ -63,6 +63,10 @@ def test_ambience_list_and_preview(project: Path):
     assert samples.shape == (2, 6 * SR)  # exact length: the MP3 carries its encoder delay and padding
     unknown = invoke_cli(project, "ambience", "preview", "waterfall")
     assert unknown.exit_code == 1 and "built-ins are rain, stream" in unknown.output
+    blocked = invoke_cli(project, "ambience", "preview", "forest", "--seconds", "2", "--out", "forest.mp3/x.mp3")
+    assert blocked.exit_code == 1, blocked.output   # was a FileExistsError traceback
+    assert "error: cannot write the preview: forest.mp3: a file is in the way where a folder should be" \
+        in blocked.output
 
 
 def test_plot_draws_the_track(project: Path, monkeypatch: pytest.MonkeyPatch):

@@ -184,8 +184,7 @@ def voices_cmd(locale: str | None) -> None:
 @click.pass_obj
 def plot_cmd(ui: UI, script: str, locale: str | None, out_file: Path | None) -> None:
     """Draw the built track's timeline: speech, pauses, sections, bed gain, short-term loudness."""
-    from .build import BuildLock, _is_within, track_timeline
-    from .fsio import atomic_write
+    from .build import track_timeline
     from .master import short_term_lufs
     from .plot import plot_track
 
@@ -206,14 +205,22 @@ def plot_cmd(ui: UI, script: str, locale: str | None, out_file: Path | None) -> 
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     out_file = out_file or Path("build") / job.locale / f"{job.script.id}-timeline.png"
-    try:
-        # in build/, under the build lock: a build starting meanwhile sweeps temp files there
-        with BuildLock(Path("build"), ui=ui, enabled=_is_within(out_file.absolute(), Path("build").absolute())):
-            atomic_write(out_file, png)
-    except OSError as exc:
-        click.echo(f"error: cannot write the plot: {os_problem(exc)}", err=True)
-        sys.exit(1)
+    _write_file(out_file, png, what="the plot", ui=ui)
     ui.info(f"wrote {out_file}")
+
+
+def _write_file(path: Path, data: bytes, *, what: str, ui: UI) -> None:
+    """Write a command's file atomically; inside build/ under the build lock (a build starting
+    meanwhile sweeps temp files there). An OS error is a message and exit 1."""
+    from .build import BuildLock, _is_within
+    from .fsio import atomic_write
+
+    try:
+        with BuildLock(Path("build"), ui=ui, enabled=_is_within(path.absolute(), Path("build").absolute())):
+            atomic_write(path, data)
+    except OSError as exc:
+        click.echo(f"error: cannot write {what}: {os_problem(exc)}", err=True)
+        sys.exit(1)
 
 
 @main.group("ambience")
@@ -249,7 +256,6 @@ def ambience_preview(ui: UI, name: str, seconds: float, level_db: float, out_fil
     from . import SR
     from .ambience import render_bed
     from .encode import Tags, master_to_mp3
-    from .fsio import atomic_write
     from .units import db_to_gain, seconds_to_samples
 
     try:
@@ -266,7 +272,7 @@ def ambience_preview(ui: UI, name: str, seconds: float, level_db: float, out_fil
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     out_file = out_file or Path("build") / "ambience" / f"{Path(name).stem}.mp3"
-    atomic_write(out_file, mp3)
+    _write_file(out_file, mp3, what="the preview", ui=ui)
     ui.info(f"wrote {out_file} ({seconds:g} s, {measured.integrated_lufs:.1f} LUFS)")
 
 
