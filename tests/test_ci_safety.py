@@ -263,6 +263,36 @@ def test_a_read_only_cache_warns_once_and_builds_without_caching(project: Path, 
     assert sorted(cache.rglob("*")) == before
 
 
+def test_temporary_take_caches_of_killed_builds_are_removed(project: Path, monkeypatch, tmp_path_factory):
+    """A build that cannot write its cache speaks into a temporary one and removes it at the end;
+    killed with SIGKILL, it cannot, so the next such build removes those of builds no longer
+    running (named by their pid), and no others."""
+    import subprocess
+    import tempfile
+
+    from calmplace.build import SPILL_PREFIX
+
+    temp = tmp_path_factory.mktemp("system-temp")
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    finished = subprocess.Popen(["true"])
+    finished.wait()   # reaped: its pid runs nothing now
+    dead = temp / f"{SPILL_PREFIX}{finished.pid}-abc123"
+    dead.mkdir()
+    (dead / "takes").mkdir()
+    alive = temp / f"{SPILL_PREFIX}{os.getpid()}-def456"   # this test's own process: running
+    alive.mkdir()
+    other = temp / "calmplace-takes-notes"                  # not a name calmplace makes
+    other.mkdir()
+    cache = tmp_path_factory.mktemp("ro-cache2")
+    assert run(project, jobs=1, cache_dir=cache, locales=("en-GB",)).exit_code == 0
+    _read_only(monkeypatch, cache)
+    (project / "build" / "en-GB" / "tiny.mp3").unlink()
+    report = run(project, CountingEngine(), jobs=1, cache_dir=cache, ui=Messages())
+    assert report.exit_code == 0, report.problems
+    assert not dead.exists() and alive.is_dir() and other.is_dir()
+    assert sorted(p.name for p in temp.iterdir()) == sorted([alive.name, other.name])   # its own spill is gone too
+
+
 def test_a_cache_folder_that_is_a_file_does_not_fail_the_build(project: Path, tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")

@@ -498,7 +498,8 @@ def _writable_cache(cache: TakeCache, work: list[tuple[TrackWork, object]], *, u
         return
     ui.info(f"warning: cannot write the take cache {cache.root}/ ({_reason(problem)}): going on without caching; "
             f"new takes will be spoken again next time")
-    spill = Path(tempfile.mkdtemp(prefix="calmplace-takes-"))
+    _sweep_spills(Path(tempfile.gettempdir()))
+    spill = Path(tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{os.getpid()}-"))
     try:
         local = TakeCache(spill)
         for item, _engine in work:
@@ -510,6 +511,39 @@ def _writable_cache(cache: TakeCache, work: list[tuple[TrackWork, object]], *, u
         yield local, [(dataclasses.replace(item, cache_root=spill), engine) for item, engine in work]
     finally:
         shutil.rmtree(spill, ignore_errors=True)
+
+
+SPILL_PREFIX = "calmplace-takes-"   # + the pid of the build that made it + "-" + mkdtemp's random part
+
+
+def _sweep_spills(folder: Path) -> list[Path]:
+    """Remove the temporary take caches (`_writable_cache`) of builds that no longer run: a build
+    killed with SIGKILL cannot remove its own. Another user's, or a running process's, are left."""
+    import os
+    import re
+    import shutil
+
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = re.fullmatch(re.escape(SPILL_PREFIX) + r"(\d+)-\w+", entry.name)
+        if not match:
+            continue
+        try:
+            if not entry.is_dir(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_uid != os.getuid():
+                continue
+            os.kill(int(match[1]), 0)   # alive (or the pid was reused): keep it
+            continue
+        except ProcessLookupError:
+            pass
+        except (OSError, OverflowError):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(Path(entry.path))
+    return removed
 
 
 def _plan_track(job: Job, *, engine, project: Project, out_dir: Path, cache: TakeCache, settings: Settings) -> TrackWork:
