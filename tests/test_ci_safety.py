@@ -258,7 +258,7 @@ def test_a_read_only_cache_warns_once_and_builds_without_caching(project: Path, 
     assert report.exit_code == 0 and report.built == 2, report.problems
     assert len(engine.spoken) == 4   # en-US's takes; en-GB's come from the read-only cache
     assert [line for line in ui.lines if "warning" in line] == [
-        f"warning: cannot write the take cache {cache}/ (Read-only file system): going on without caching; "
+        f"warning: cannot write the take cache {cache}/ (the disk is read-only): going on without caching; "
         "new takes will be spoken again next time"]
     assert sorted(cache.rglob("*")) == before
 
@@ -318,8 +318,8 @@ def test_a_read_only_output_folder_is_fine_when_nothing_needs_building(project: 
     monkeypatch.chdir(project)
     with pytest.raises(Exception) as info:
         run(project, jobs=1)
-    assert str(info.value) == "cannot write the outputs in build/: Read-only file system" or \
-        str(info.value).endswith("build/: Read-only file system")
+    assert str(info.value) == "cannot write the outputs in build/: the disk is read-only" or \
+        str(info.value).endswith("build/: the disk is read-only")
 
 
 # -- 9. flags that change no byte mark nothing stale ------------------------------------------------

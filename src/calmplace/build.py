@@ -20,7 +20,7 @@ from typing import Callable, ClassVar, Iterator
 import numpy as np
 
 from . import SR, __version__
-from .errors import CalmplaceError, Problem, ScriptErrors
+from .errors import CalmplaceError, Problem, ScriptErrors, os_problem
 from .fsio import atomic_write, sha256_bytes, sha256_file, sweep_temp_files
 from .script import Project, Script, load_scripts
 from .takes import Gap, Plan, plan
@@ -422,7 +422,7 @@ def build(project: Project, names: tuple[str, ...] = (), *, locales: tuple[str, 
             return report
         if work:
             if lock.write_error is not None:   # checked only now: a build with nothing to do needs no write access
-                raise CalmplaceError(f"cannot write the outputs in {out_dir}/: {_reason(lock.write_error)}")
+                raise CalmplaceError(f"cannot write the outputs in {out_dir}/: {os_problem(lock.write_error, path=False)}")
             with _writable_cache(cache, work, ui=ui) as (cache, work):
                 for item, result in _speak_and_render(work, cache=cache, jobs=jobs, force=force, ui=ui, report=report):
                     if isinstance(result, Exception):
@@ -446,7 +446,7 @@ def _remove_gone(manifest: Manifest, *, out_dir: Path, wanted: list[Job], lock: 
     if not gone:
         return
     if lock.write_error is not None:
-        ui.info(f"warning: cannot remove the outputs of removed scripts from {out_dir}/: {_reason(lock.write_error)}")
+        ui.info(f"warning: cannot remove the outputs of removed scripts from {out_dir}/: {os_problem(lock.write_error, path=False)}")
         return
     folders = set()
     for rel in gone:
@@ -471,10 +471,6 @@ def _remove_gone(manifest: Manifest, *, out_dir: Path, wanted: list[Job], lock: 
         _rmdir_if_empty(folder)   # a locale folder left empty
 
 
-def _reason(exc: OSError) -> str:
-    return exc.strerror or str(exc)
-
-
 @contextmanager
 def _writable_cache(cache: TakeCache, work: list[tuple[TrackWork, object]], *, ui):
     """(cache, work) as they are if new takes can be written to the cache; else, after one
@@ -496,7 +492,7 @@ def _writable_cache(cache: TakeCache, work: list[tuple[TrackWork, object]], *, u
     if problem is None:
         yield cache, work
         return
-    ui.info(f"warning: cannot write the take cache {cache.root}/ ({_reason(problem)}): going on without caching; "
+    ui.info(f"warning: cannot write the take cache {cache.root}/ ({os_problem(problem, path=False)}): going on without caching; "
             f"new takes will be spoken again next time")
     _sweep_spills(Path(tempfile.gettempdir()))
     spill = Path(tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{os.getpid()}-"))

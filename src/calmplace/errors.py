@@ -34,9 +34,10 @@ def display_path(path: Path | str) -> str:
         return str(path)
 
 
-def os_problem(exc: OSError) -> str:
+def os_problem(exc: OSError, *, path: bool = True) -> str:
     """An OS error as a person reads it: "build/templates/en-GB: a file is in the way where a folder
-    should be" (not "[Errno 20] Not a directory: 'build/templates/en-GB'")."""
+    should be" (not "[Errno 20] Not a directory: 'build/templates/en-GB'"); with `path=False`
+    the reason alone, for a message that names the folder itself."""
     import errno
     import os
 
@@ -47,7 +48,7 @@ def os_problem(exc: OSError) -> str:
               errno.ENOSPC: "the disk is full", errno.EDQUOT: "over the disk quota",
               errno.EROFS: "the disk is read-only", errno.ENOENT: "no such folder"}.get(
         exc.errno, (exc.strerror or type(exc).__name__).rstrip(".").lower())
-    return f"{display_path(os.fsdecode(exc.filename))}: {reason}" if exc.filename else reason
+    return f"{display_path(os.fsdecode(exc.filename))}: {reason}" if path and exc.filename else reason
 
 
 def _shown_line(line: str) -> str:
