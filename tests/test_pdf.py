@@ -355,3 +355,15 @@ def test_checking_greek_and_cyrillic_does_not_load_the_font(tmp_path):
             f"load_script(Path({str(path)!r})); print('reportlab' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_a_zero_pause_prints_no_cue_and_keeps_the_paragraph(tmp_path):
+    """[pause 0] ends a take without silence: the PDF reads on in the same paragraph, no cue; a
+    zero pause beside a real one prints that one's cue alone."""
+    path = tmp_path / "zero.yaml"
+    path.write_text('title: Zero\nlocales: [en-GB]\nsections:\n'
+                    '  - text: "Breathe in. [pause 0] Breathe out. [pause 0ms][pause 2s] Rest."\n', encoding="utf-8")
+    p, tl, _ = make(load_script(path), "en-GB")
+    text = flat(" ".join(pdf_pages(script_pdf(p, tl))))
+    assert "Breathe in. Breathe out. (pause, 2 seconds) Rest." in text, text
+    assert "0 seconds" not in text

@@ -551,13 +551,11 @@ class _Reader:
                                f"[pause 2m] or [pause 1m30s]")
             if message is None and seconds > MAX_PAUSE_S:
                 message = f"{marker} is longer than the 10-minute limit for a single pause"
-            if message is None and seconds <= 0:
-                message = f"{marker} is a pause of nothing: a pause must be longer than 0 (or left out)"
             if message:
                 ok = False
                 self.src.error_at(message, where(m.start()))
-            else:
-                segments.append(Pause(seconds, cue=True))
+            else:   # [pause 0] (any duration, contract §2) ends a take without silence, and has no cue to print
+                segments.append(Pause(seconds, cue=seconds > 0))
         ok &= add_words(pos, hi)
         return tuple(_merge_pauses(_attach_punctuation(segments))) if ok else None
 
