@@ -83,6 +83,13 @@ class Section:
     body: Mapping[str, tuple[Segment, ...]]  # locale → segments
     pause_after_s: float
     ambience: Ambience | None | str = "inherit"  # "inherit": the script's; None: silence
+    pause_after_given: bool = True   # False: the default (paragraph_pause), which the last section does not add
+
+    def pause_after_in(self, script: "Script") -> float:
+        """The silence this section adds after itself: the last one's default is none, so the
+        track ends with `tail` of ambience after the last word (contract §1), no more."""
+        last = self is script.sections[-1]
+        return 0.0 if last and not self.pause_after_given else self.pause_after_s
 
 
 @dataclass(frozen=True)
@@ -234,7 +241,7 @@ class _Reader:
         )
         # every locale: a locale map may give one locale's text far longer pauses than another's
         silence_s = {loc: script.lead_in_s + script.tail_s + sum(
-            s.pause_after_s + sum(seg.seconds for seg in s.body[loc] if isinstance(seg, Pause))
+            s.pause_after_in(script) + sum(seg.seconds for seg in s.body[loc] if isinstance(seg, Pause))
             for s in script.sections) for loc in self.locales}
         over = [loc for loc in self.locales if silence_s[loc] > MAX_TRACK_S]
         if over:
@@ -461,7 +468,8 @@ class _Reader:
                 ok = False
         if not ok or body is None:
             raise Invalid("section")
-        return Section(title=title, body=body, pause_after_s=pause_after_s, ambience=ambience)
+        return Section(title=title, body=body, pause_after_s=pause_after_s, ambience=ambience,
+                       pause_after_given="pause_after" in entries)
 
     def text(self, node: Node, *, paragraph_pause_s: float) -> dict[str, tuple[Segment, ...]]:
         if self.src.refused(node):

@@ -83,7 +83,7 @@ def plan(script: Script, locale: str) -> Plan:
                 raw.append(Gap(seg.seconds, cue=seg.cue, paragraph=seg.paragraph))
             elif isinstance(seg, Speech):
                 raw.append(Take(0, index, script.spell(seg.text, locale), 0.0, 0.0))
-        raw.append(Gap(section.pause_after_s, kind="section"))
+        raw.append(Gap(section.pause_after_in(script), kind="section"))
     raw.append(Gap(script.tail_s, kind="tail"))
     events = _number_takes(raw)
     return Plan(
