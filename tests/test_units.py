@@ -45,3 +45,11 @@ def test_spelling_whole_words_and_case():
     assert apply_spelling("Colour, colour, COLOUR and colourful", table) == "Color, color, COLOR and colourful"
     assert apply_spelling("the centre's favourite", table) == "the center's favorite"
     assert apply_spelling("nothing here", {}) == "nothing here"
+
+
+def test_spelling_keeps_the_texts_case_whatever_the_tables():
+    """QA: `Gate: Gateway` turned "a gate" into "a Gateway" mid-sentence. An entry written
+    capitalised follows the text's case; capitals of the replacement's own stay."""
+    assert apply_spelling("a gate, Gate, GATE", {"Gate": "Gateway"}) == "a gateway, Gateway, GATEWAY"
+    assert apply_spelling("the tv and the ipad", {"tv": "TV", "ipad": "iPad"}) == "the TV and the iPad"
+    assert apply_spelling("watch tv", {"TV": "television"}) == "watch television"

@@ -119,10 +119,13 @@ class Script:
 
 
 def apply_spelling(text: str, table: Mapping[str, str]) -> str:
-    """Whole-word substitution that keeps the case of the original: Colour → Color, COLOUR → COLOR."""
+    """Whole-word substitution that keeps the case of the original: Colour → Color, COLOUR → COLOR,
+    and, for an entry written capitalised (`Gate: Gateway`), gate → gateway. A replacement whose
+    capitals are its own (`tv: TV`, `ipad: iPad`) keeps them."""
     if not table:
         return text
     lookup = {k.lower(): v for k, v in table.items()}
+    capitalised_entry = {k.lower(): k[:1].isupper() and v[:1].isupper() for k, v in table.items()}
     # Not \b: a word that begins or ends with punctuation (`Mr.`) has no word boundary after the dot.
     # A match must not touch a word character on either side, so `colour` leaves `colourful` alone.
     pattern = re.compile(r"(?<!\w)(" + "|".join(re.escape(k) for k in sorted(lookup, key=len, reverse=True))
@@ -134,6 +137,8 @@ def apply_spelling(text: str, table: Mapping[str, str]) -> str:
             return new.upper()
         if word[0].isupper():
             return new[0].upper() + new[1:]
+        if capitalised_entry[word.lower()]:   # the capital was the table's way of writing, not the word's
+            return new[0].lower() + new[1:]
         return new
 
     return pattern.sub(replace, text)
