@@ -130,10 +130,13 @@ def test_section_ambience_changes_crossfade():
     runs = bed_runs(tl, seed_base="s")
     assert [r.ambience.sound for r in runs] == ["rain", "ocean"]
     boundary = tl.sections[1].start
-    # the two runs overlap symmetrically around the boundary by the crossfade length (3 s)
-    assert runs[0].end - boundary == boundary - runs[1].start == 1500
-    g0 = 10 ** (bed_gain_db(tl, runs[0], start=boundary, stop=boundary + 1) / 20)
-    g1 = 10 ** (bed_gain_db(tl, runs[1], start=boundary, stop=boundary + 1) / 20)
+    # the crossfade (3 s) fills the pause before the new section and ends where it starts (QA: centred
+    # on it, the old scene was still fading out under the new section's first words)
+    assert runs[0].end == boundary and boundary - runs[1].start == 3000
+    assert 10 ** (bed_gain_db(tl, runs[1], start=boundary, stop=boundary + 1)[0] / 20) == pytest.approx(1.0)
+    mid = boundary - 1500
+    g0 = 10 ** (bed_gain_db(tl, runs[0], start=mid, stop=mid + 1) / 20)
+    g1 = 10 ** (bed_gain_db(tl, runs[1], start=mid, stop=mid + 1) / 20)
     # equal-power: the two gains' squares sum to one at the midpoint (sin^2 + cos^2)
     assert g0[0] ** 2 + g1[0] ** 2 == pytest.approx(1.0, abs=1e-6)
     assert runs[0].seed != runs[1].seed

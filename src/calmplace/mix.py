@@ -32,7 +32,7 @@ DUCK_RELEASE_S = 1.5       # and swells back slowly into the pause
 # leave the bed at most about a second at full level (a 2 s pause: a 6 dB swell and a dip back
 # within 0.5 s, which QA heard as pumping); a bed that moves only for real pauses sounds calm
 DUCK_HOLD_S = 3.0
-CROSSFADE_S = 3.0          # between two sections' different ambiences
+CROSSFADE_S = 3.0          # between two sections' different ambiences, ending where the new section starts
 BLOCK = 1 << 16            # samples per block: ~1.5 s, small enough to stream an hour
 
 
@@ -138,7 +138,9 @@ def _duck_curves(la: int, rel: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def bed_runs(timeline: Timeline, *, seed_base: str) -> list[BedRun]:
-    """Group consecutive sections with the same ambience; crossfade where it changes."""
+    """Group consecutive sections with the same ambience; crossfade where it changes, over the
+    CROSSFADE_S before the new section starts (in the pause before it, usually), so the new
+    scene is whole under its first words and at its chapter mark."""
     runs: list[tuple[Ambience | None, int, int]] = []
     for section in timeline.sections:
         if runs and runs[-1][0] == section.ambience:
@@ -146,16 +148,16 @@ def bed_runs(timeline: Timeline, *, seed_base: str) -> list[BedRun]:
         else:
             runs.append((section.ambience, section.start, section.end))
     n = timeline.n_samples
-    half = seconds_to_samples(CROSSFADE_S / 2, sr=timeline.sr)
+    cross = seconds_to_samples(CROSSFADE_S, sr=timeline.sr)
     out = []
     for i, (ambience, start, end) in enumerate(runs):
         if ambience is None:
             continue
         first, last = start == 0, end >= n
-        s = 0 if first else max(0, start - half)
-        e = n if last else min(n, end + half)
-        fade_in = seconds_to_samples(ambience.fade_in_s, sr=timeline.sr) if first else start - s + min(half, start)
-        fade_out = seconds_to_samples(ambience.fade_out_s, sr=timeline.sr) if last else e - end + min(half, n - end)
+        s = 0 if first else max(0, start - cross)
+        e = n if last else end
+        fade_in = seconds_to_samples(ambience.fade_in_s, sr=timeline.sr) if first else start - s
+        fade_out = seconds_to_samples(ambience.fade_out_s, sr=timeline.sr) if last else end - max(0, end - cross)
         beside = ("cross" if i > 0 and runs[i - 1][0] is not None else "silence",
                   "cross" if i + 1 < len(runs) and runs[i + 1][0] is not None else "silence")
         out.append(BedRun(ambience, s, e, min(fade_in, e - s), min(fade_out, e - s),
