@@ -33,7 +33,10 @@ def render_plan(path: Path) -> str:
                 flags = "".join(f for f, on in (("C", e.cue), ("P", e.paragraph)) if on)
                 lines.append(f"  gap {e.seconds:g}s {e.kind} {flags}".rstrip())
             elif isinstance(e, SectionStart):
-                lines.append(f"  section {e.index} {e.title!r}")
+                a = e.ambience
+                bed = "" if a is None else (f" ambience {a.sound} level {a.level_db:g} dB duck {a.duck_db:g} dB "
+                                            f"fades {a.fade_in_s:g}s/{a.fade_out_s:g}s")
+                lines.append(f"  section {e.index} {e.title!r}{bed}")
             elif isinstance(e, Take):
                 lines.append(f"  take {e.name} §{e.section} before={e.pause_before_s:g}s after={e.pause_after_s:g}s "
                              f"{e.text!r}")

@@ -7,7 +7,7 @@ All problems of a file are collected (never just the first) and raised together 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Union
 
@@ -229,7 +229,8 @@ class _Reader:
                     src.error("sections must list at least one section", entries["sections"][1])
                 for item in items:
                     try:
-                        sections.append(self.section(item, paragraph_pause_s=paragraph_s))
+                        sections.append(self.section(item, paragraph_pause_s=paragraph_s,
+                                                     ambience=values.get("ambience")))
                     except Invalid:
                         pass
             except Invalid:
@@ -366,7 +367,9 @@ class _Reader:
                                 f"(available: {', '.join(known) or 'none'})", node)
         return name
 
-    def ambience(self, node: Node, *, what: str) -> Ambience | None:
+    def ambience(self, node: Node, *, what: str, base: Ambience | None = None) -> Ambience | None:
+        """An `ambience:` value. `base`: the script's, whose level, duck and fades a section's own
+        ambience keeps unless it sets them (it changes the scene, not the mix)."""
         src = self.src
         if src.refused(node):
             raise Invalid(what)
@@ -375,7 +378,7 @@ class _Reader:
         if isinstance(node, ScalarNode):  # shorthand: `ambience: stream`
             sound = src.string(node, what=f"{what} sound").strip()
             self._check_sound(sound, node)
-            return Ambience(sound=sound)
+            return Ambience(sound=sound) if base is None else replace(base, sound=sound)
         entries = src.mapping(node, what=what, allowed=_AMBIENCE_KEYS)
         values: dict[str, object] = {}
         ok = True
@@ -398,9 +401,10 @@ class _Reader:
         self._check_sound(str(values["sound"]), entries["sound"][1])
         if not ok:
             raise Invalid(what)
-        return Ambience(sound=str(values["sound"]), level_db=values.get("level_db", DEFAULT_LEVEL_DB),
-                        duck_db=values.get("duck_db", DEFAULT_DUCK_DB), fade_in_s=values.get("fade_in", 4.0),
-                        fade_out_s=values.get("fade_out", 8.0))
+        default = base or Ambience(sound="")
+        return Ambience(sound=str(values["sound"]), level_db=values.get("level_db", default.level_db),
+                        duck_db=values.get("duck_db", default.duck_db), fade_in_s=values.get("fade_in", default.fade_in_s),
+                        fade_out_s=values.get("fade_out", default.fade_out_s))
 
     def _check_sound(self, sound: str, node: Node) -> None:
         if self.project is None:
@@ -450,13 +454,14 @@ class _Reader:
             out[locale] = table
         return out
 
-    def section(self, node: Node, *, paragraph_pause_s: float) -> Section:
+    def section(self, node: Node, *, paragraph_pause_s: float, ambience: Ambience | None = None) -> Section:
         if self.src.refused(node):
             raise Invalid("section")
         entries = self.src.mapping(node, what="a section", allowed=_SECTION_KEYS)
         title = body = None
         pause_after_s = paragraph_pause_s
-        ambience: Ambience | None | str = "inherit"
+        base = ambience
+        ambience: Ambience | None | str = "inherit"   # the section's own, or the script's
         ok = "text" in entries
         for key in entries:
             value_node = entries[key][1]
@@ -468,7 +473,7 @@ class _Reader:
                 elif key == "pause_after":
                     pause_after_s = self.duration(value_node, what="pause_after")
                 elif key == "ambience":
-                    ambience = self.ambience(value_node, what="section ambience")
+                    ambience = self.ambience(value_node, what="section ambience", base=base)
             except Invalid:
                 ok = False
         if not ok or body is None:
