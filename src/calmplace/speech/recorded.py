@@ -774,23 +774,25 @@ class RecordedEngine:
             problems.append(f"voice {self.profile.name!r}: {len(unreadable)} take file"
                             f"{'s' if len(unreadable) != 1 else ''} of {label} cannot be read:\n"
                             + "\n".join(f"  {u}" for u in unreadable))
+        renumbered = [s for s in states if s.renumbered]
+        if renumbered:  # used as they are, every one would be spoken one place off: never built
+            problems.append(_renumbered_problem(self.profile.name, label, renumbered, folder, takes)
+                            + f"\nThen check with: calmplace takes status {script_id} --voice {self.profile.name} "
+                              f"--locale {locale}")
+        refilled = {s.now_take for s in renumbered}  # a take that renaming fills is not one to record
         missing = [s for s in states if s.state == "missing"]
-        if missing and not self.fallback_tts:
-            lines = "\n".join(f"  {shown(expected_name(folder, s.take))}" for s in missing)
+        to_record = [s for s in missing if s.take.name not in refilled]
+        if to_record and not self.fallback_tts:
+            lines = "\n".join(f"  {shown(expected_name(folder, s.take))}" for s in to_record)
             problems.append(
-                f"voice {self.profile.name!r}: {len(missing)} of {len(takes)} takes of {label} "
-                f"{'is' if len(missing) == 1 else 'are'} missing:\n{lines}\n"
+                f"voice {self.profile.name!r}: {len(to_record)} of {len(takes)} takes of {label} "
+                f"{'is' if len(to_record) == 1 else 'are'} missing:\n{lines}\n"
                 f"({other_exts()} work as well as .wav). Record them (calmplace template {script_id} prints "
                 f"their texts), or build with --fallback-tts to speak them with the synthetic voice")
         if problems:
             raise CalmplaceError("\n".join(problems))
         for s in states:
-            if s.renumbered:
-                self._warn(f"{label} take {s.take.name} is stale: {shown(s.path)} was recorded for what is now take "
-                           f"{s.now_take} (\u201c{s.recorded_text}\u201d): the takes were renumbered by an edit of the "
-                           f"script; rename the files to their new numbers (calmplace takes status {script_id} "
-                           f"--voice {self.profile.name} --locale {locale} lists them)")
-            elif s.state == "stale":
+            if s.state == "stale":
                 self._warn(f"{label} take {s.take.name} is stale: {shown(s.path)} was recorded for "
                            f"\u201c{s.recorded_text}\u201d but the script now says \u201c{s.take.text}\u201d; record it "
                            f"again, or keep it with: calmplace takes status {script_id} --voice {self.profile.name} "
@@ -868,6 +870,32 @@ class RecordedEngine:
             for note in analysed[i].warnings(expected_s=words_s(takes[i], rate)):
                 self._warn(f"{take_label(script_id, locale, takes[i])}: {shown(states[i].path)}: {note}")
         return clips  # type: ignore[return-value]
+
+
+def _renumbered_problem(voice: str, label: str, renumbered: Sequence[TakeState], folder: Path,
+                        takes: Sequence[Take]) -> str:
+    """The build's error for take files recorded for what is now another take's text (a sentence
+    added or removed renumbered the takes after it): each file and the name to give it, in an order
+    in which no rename overwrites a file still to be renamed (moved up: the highest number first;
+    moved down: the lowest first)."""
+    by_name = {t.name: t for t in takes}
+    up = sorted((s for s in renumbered if by_name[s.now_take].number > s.take.number),
+                key=lambda s: s.take.number, reverse=True)
+    down = sorted((s for s in renumbered if by_name[s.now_take].number < s.take.number), key=lambda s: s.take.number)
+    moving = {s.path for s in renumbered}
+    lines = []
+    for s in up + down:
+        line = (f"  {shown(s.path)} was recorded for what is now take {s.now_take}: "
+                f"rename {s.path.name} to {s.now_take}{s.path.suffix}")
+        in_way = [p.name for p in take_files(folder, by_name[s.now_take]) if p not in moving]
+        if in_way:  # a file for the target take that is not itself renamed (its text was removed?)
+            line += f" (move {', '.join(in_way)} out of the way first)"
+        lines.append(line)
+    n = len(renumbered)
+    return (f"voice {voice!r}: {n} take file{'s' if n != 1 else ''} of {label} {'were' if n != 1 else 'was'} "
+            f"recorded for what is now another take (a sentence was added or removed, and the takes after it "
+            f"were renumbered); used as {'they are' if n != 1 else 'it is'}, the track would say the wrong "
+            f"sentences. Rename {'them, in this order' if n != 1 else 'it'}:\n" + "\n".join(lines))
 
 
 def _fallback_key(tts_key: str) -> str:

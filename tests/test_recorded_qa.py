@@ -1,0 +1,61 @@
+"""QA of the recorded voice: what the build refuses (renumbered and truncated takes), that it names
+every take problem at once, and that its advice names commands that work."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from calmplace.script import load_script
+from calmplace.takes import plan
+
+from helpers import pdf_text
+from test_recorded import _build, recorded_take, room, run_cli, write_takes
+
+pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="the therapist is played by espeak-ng")
+
+STATUS = ("takes", "status", "tiny", "--voice", "therapist", "--locale", "en-GB")
+BUILD = ("build", "tiny", "--voice", "therapist", "--locale", "en-GB")
+
+
+def _folder(project: Path) -> Path:
+    return project / "voices" / "therapist" / "tiny" / "en-GB"
+
+
+def _texts(project: Path) -> list[str]:
+    return [t.text for t in plan(load_script(project / "scripts" / "tiny.yaml"), "en-GB").takes]
+
+
+def test_takes_renumbered_by_an_edit_stop_the_build(project: Path, monkeypatch):
+    # QA: after a sentence was inserted before take 003, the build only warned, and with
+    # --fallback-tts built 003.ogg and 004.mp3 one place early (exit 0); without it, it named only
+    # take 005 as missing and suggested --fallback-tts
+    write_takes(project)
+    run_cli(project, monkeypatch, *STATUS, "--accept")
+    script = project / "scripts" / "tiny.yaml"
+    script.write_text(script.read_text().replace("Let the breath slow down.", "Let the breath slow down. [pause 2s]\n"
+                                                 "      Feel your feet on the floor."))
+    for extra in ((), ("--fallback-tts",)):
+        result = run_cli(project, monkeypatch, *BUILD, *extra)
+        out = result.output
+        assert result.exit_code == 1, out
+        assert "Traceback" not in out
+        rename_4 = "voices/therapist/tiny/en-GB/004.mp3 was recorded for what is now take 005: rename 004.mp3 to 005.mp3"
+        rename_3 = "voices/therapist/tiny/en-GB/003.ogg was recorded for what is now take 004: rename 003.ogg to 004.ogg"
+        assert rename_4 in out and rename_3 in out, out
+        assert out.index(rename_4) < out.index(rename_3), out  # the highest number first: nothing is overwritten
+        assert "calmplace takes status tiny --voice therapist --locale en-GB" in out, out
+        # take 005 is no take to record: renaming 004.mp3 fills it
+        assert "missing" not in out and "--fallback-tts" not in out, out
+        assert not (project / "build" / "en-GB" / "tiny.mp3").exists()
+    # renamed as told, the takes are ok and the only one missing is the new sentence, 003
+    folder = _folder(project)
+    (folder / "004.mp3").rename(folder / "005.mp3")
+    (folder / "003.ogg").rename(folder / "004.ogg")
+    result = run_cli(project, monkeypatch, *BUILD)
+    assert result.exit_code == 1 and "1 of 5 takes of tiny (en-GB) is missing" in result.output, result.output
+    assert "voices/therapist/tiny/en-GB/003.wav" in result.output and "rename" not in result.output
