@@ -268,3 +268,6 @@ def test_sparse_speech_is_warned_about(project: Path):
     warned = [ln for ln in ui.lines if "warning: the voice will be mastered to about" in ln]
     assert [ln.split(":")[0] for ln in warned] == ["sparse (en-GB)"], ui.lines
     assert "LU over the track's -16 LUFS" in warned[0] and "level_db" in warned[0]
+    # QA: the advice was to raise level_db, which trades the squashed voice for a louder bed; the
+    # remedies that keep the voice clear are silence in the long stretches, shorter ones, or less loudness
+    assert "`ambience: none`" in warned[0] and "--loudness" in warned[0] and "Raise" not in warned[0]

@@ -25,6 +25,7 @@ from .fsio import atomic_write, sha256_bytes, sha256_file, sweep_temp_files
 from .script import Project, Script, load_scripts
 from .takes import Gap, Plan, plan
 from .timeline import Timeline, build_timeline
+from .units import format_clock
 from .voices import VoiceProfile, load_voice
 
 # ISO 639-2 codes for ID3 TLAN, by the language part of a BCP 47 tag
@@ -911,10 +912,14 @@ def _sparse_speech(clips: list[np.ndarray], energies: np.ndarray, *, n: int, sr:
     voice_lufs = REFERENCE_LUFS + (target_lufs - mix_lufs)
     if voice_lufs - target_lufs <= SPARSE_SPEECH_LU:
         return ()
-    return (f"the voice will be mastered to about {voice_lufs:.0f} LUFS, {voice_lufs - target_lufs:.0f} LU over "
-            f"the track's {target_lufs:g} LUFS: there is little speech against long stretches of ambience, so the "
-            f"gain that brings the whole track to {target_lufs:g} LUFS lifts the voice until the limiter squashes "
-            f"it. Raise the ambience's level_db, shorten the pauses, or build with a lower --loudness",)
+    over = voice_lufs - target_lufs
+    return (f"the voice will be mastered to about {int(round(voice_lufs))} LUFS, {int(round(over))} LU over the "
+            f"track's {target_lufs:g} LUFS: the track is mostly ambience, so its integrated loudness (what the "
+            f"{target_lufs:g} LUFS delivery target measures) is mostly the ambience's, and the gain that brings it "
+            f"there lifts the voice into the limiter, which squashes every phrase, and the ambience as far, to "
+            f"much less than level_db under the voice. To keep the voice clear, put the long silent stretches in "
+            f"sections of their own with `ambience: none` (silence does not count), shorten them, or build with "
+            f"a lower --loudness",)
 
 
 def _write_track(item: TrackWork, result: TrackResult, *, out_dir: Path, manifest: Manifest, report: Report,
@@ -941,7 +946,7 @@ def _write_track(item: TrackWork, result: TrackResult, *, out_dir: Path, manifes
     # LRA needs 3 s of short-term loudness (EBU Tech 3342): none for a shorter track
     lra = measured.loudness_range_lu
     lra_text = f"LRA {lra:.1f} LU" if math.isfinite(lra) else "LRA n/a"
-    ui.info(f"{job.label}: {_clock(result.duration_s)}, {result.n_takes} take{'s' if result.n_takes != 1 else ''}, "
+    ui.info(f"{job.label}: {format_clock(result.duration_s)}, {result.n_takes} take{'s' if result.n_takes != 1 else ''}, "
             f"{measured.integrated_lufs:.1f} LUFS, {lra_text}, "
             f"true peak {measured.true_peak_dbtp:.1f} dBTP → {paths['mp3'].parent}/")
     for warning in result.warnings:
@@ -1135,11 +1140,6 @@ def _json_number(value: float) -> float | None:
     import math
 
     return round(value, 2) if math.isfinite(value) else None
-
-
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m}:{s:02d}"
 
 
 def _tags(p: Plan):
