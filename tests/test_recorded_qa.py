@@ -59,3 +59,25 @@ def test_takes_renumbered_by_an_edit_stop_the_build(project: Path, monkeypatch):
     result = run_cli(project, monkeypatch, *BUILD)
     assert result.exit_code == 1 and "1 of 5 takes of tiny (en-GB) is missing" in result.output, result.output
     assert "voices/therapist/tiny/en-GB/003.wav" in result.output and "rename" not in result.output
+
+
+def test_a_truncated_take_is_unreadable(project: Path, monkeypatch):
+    # QA: a WAV cut off while copied, with part of its speech left, showed "ok" with a note in
+    # status (exit 0), and the build used the partial sentence
+    write_takes(project, skip=("003",))
+    folder = _folder(project)
+    whole = recorded_take(_texts(project)[2], sr=44100, channels=1, lead_s=0.3, tail_s=0.3, gain_db=-6, seed=3)
+    sf.write(folder / "003.wav", whole, 44100, subtype="PCM_16")
+    raw = (folder / "003.wav").read_bytes()
+    (folder / "003.wav").write_bytes(raw[:44 + 2 * int(0.5 * whole.shape[0])])  # half the take
+    status = run_cli(project, monkeypatch, *STATUS)
+    line = next(l for l in status.output.splitlines() if l.strip().startswith("003"))
+    assert "unreadable" in line and "the file is truncated: its header promises" in line, status.output
+    assert "3 of 4 takes ok, 1 unreadable" in status.output, status.output
+    assert status.exit_code == 1
+    report, _ = _build(project)
+    assert report.exit_code == 1, report.problems
+    text = "\n".join(report.problems)
+    assert "voices/therapist/tiny/en-GB/003.wav: the file is truncated: its header promises" in text, text
+    assert "record it again or copy it anew" in text and "cannot be read" in text, text
+    assert not (project / "build" / "en-GB" / "tiny.mp3").exists()

@@ -219,12 +219,18 @@ def status_cmd(script: str, voice: str | None, locales: tuple[str, ...], accept:
             elif s.state == "duplicate":
                 line += f"duplicate  {', '.join(p.name for p in (s.path, *s.others))}: keep one"
             else:
-                try:
-                    data, sr = read_audio(s.path)
-                    a = analyse(data, sr)
-                except CalmplaceError as exc:
+                problem = damage(s.path)  # a truncated file holds part of a take: the build refuses it
+                if problem:
+                    problem += "; record it again or copy it anew"
+                else:
+                    try:
+                        data, sr = read_audio(s.path)
+                        a = analyse(data, sr)
+                    except CalmplaceError as exc:
+                        problem = str(exc).split(': ', 1)[-1]
+                if problem:
                     state = "unreadable"
-                    line += f"unreadable {s.path.name}: {str(exc).split(': ', 1)[-1]}"
+                    line += f"unreadable {s.path.name}: {problem}"
                 else:
                     if not a.speech:  # the build would stop at this take
                         state = "silent"
@@ -232,9 +238,6 @@ def status_cmd(script: str, voice: str | None, locales: tuple[str, ...], accept:
                     line += (f"{state:10} {s.path.name:10} {_fmt_s(a.duration_s):>7}  noise {a.noise_floor_dbfs:4.0f} "
                              f"dBFS  peak {peak}  {a.sr} Hz {a.channels} ch")
                     notes = a.warnings(expected_s=expected.get(s.take.name) if expected else None)
-                    hurt = damage(s.path)
-                    if hurt:
-                        notes.insert(0, hurt)
                     if s.renumbered:
                         notes.insert(0, f"recorded for \u201c{s.recorded_text}\u201d: {s.path.name} was recorded for "
                                         f"what is now take {s.now_take}: rename it to {s.now_take}{s.path.suffix} "

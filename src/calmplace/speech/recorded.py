@@ -493,9 +493,8 @@ def words_s(take: Take, rate_wpm: float) -> float:
 
 def damage(path: Path) -> str | None:
     """What libsndfile can tell of a damaged file (a WAV or AIFF whose data stops short of what its
-    header says: cut off while copied or saved), or None."""
-    import re
-
+    header says: cut off while copied or saved), or None. Such a file is unreadable to takes status
+    and the build: what it holds is part of a take."""
     import soundfile as sf
 
     try:
@@ -503,6 +502,13 @@ def damage(path: Path) -> str | None:
             info = sf.info(str(path))
     except (RuntimeError, ValueError, TypeError, OSError):
         return None
+    return _truncation(info)
+
+
+def _truncation(info) -> str | None:
+    """`damage` from a file's soundfile.info: its header promises more audio than it holds."""
+    import re
+
     m = re.search(r"(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", info.extra_info or "")
     if not m or int(m.group(2)) >= int(m.group(1)):
         return None
@@ -849,15 +855,12 @@ class RecordedEngine:
             s = states[i]
             if s.state == "duplicate":
                 raise CalmplaceError(f"{shown(s.path)}: more than one file for take {s.take.name}")
+            hurt = damage(s.path)  # take_keys said so already, unless the file changed since
+            if hurt:
+                raise CalmplaceError(f"{shown(s.path)}: {hurt}; record it again or copy it anew")
             data, sr_in = read_audio(s.path)
-            try:
-                clip, analysed[i] = prepare_measured(data, sr_in, sr=sr, what=shown(s.path))
-                return clip
-            except CalmplaceError as exc:
-                hurt = damage(s.path)
-                if hurt:
-                    raise CalmplaceError(f"{shown(s.path)}: {hurt}; record it again or copy it anew") from None
-                raise exc
+            clip, analysed[i] = prepare_measured(data, sr_in, sr=sr, what=shown(s.path))
+            return clip
 
         with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(present) or 1))) as pool:
             futures = {i: pool.submit(one, i) for i in present}
@@ -917,6 +920,9 @@ def _check_header(path: Path) -> None:
             info = sf.info(str(path))
     except (RuntimeError, ValueError, TypeError, OSError) as exc:
         raise _not_audio(shown(path), path, exc) from None
+    hurt = _truncation(info)
+    if hurt:  # decoded, it would be part of a take: a sentence cut off in the track
+        raise CalmplaceError(f"{shown(path)}: {hurt}; record it again or copy it anew")
     if info.frames == 0:
         raise CalmplaceError(f"{shown(path)}: the file holds no audio (0 samples)")
 
