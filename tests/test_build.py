@@ -271,3 +271,23 @@ def test_sparse_speech_is_warned_about(project: Path):
     # QA: the advice was to raise level_db, which trades the squashed voice for a louder bed; the
     # remedies that keep the voice clear are silence in the long stretches, shorter ones, or less loudness
     assert "`ambience: none`" in warned[0] and "--loudness" in warned[0] and "Raise" not in warned[0]
+
+
+def test_a_silent_section_builds_as_a_chapter_of_ambience(project: Path):
+    """QA: a "silent practice" chapter (a text of pauses alone) was refused as having no words."""
+    (project / "scripts" / "tiny.yaml").unlink()
+    (project / "scripts" / "quiet.yaml").write_text(
+        "title: Quiet\nlocales: [en-GB]\nlead_in: 1s\ntail: 2s\nambience: stream\nsections:\n"
+        "  - {title: Settling, text: Settle in.}\n  - {title: In silence, text: '[pause 20s]'}\n"
+        "  - {title: Returning, text: Come back.}\n")
+    report = fake_build(project)
+    assert report.exit_code == 0, report.problems
+    mp3 = project / "build" / "en-GB" / "quiet.mp3"
+    chapters = sorted((f.start_time, f.end_time, str(f.sub_frames["TIT2"])) for f in ID3(mp3).getall("CHAP"))
+    assert [c[2] for c in chapters] == ["Settling", "In silence", "Returning"]
+    start_ms, end_ms, _ = chapters[1]
+    assert end_ms - start_ms == pytest.approx(21_500, abs=1)   # its pause and its pause_after (ID3 counts ms)
+    samples, sr = decode(mp3)
+    # the ambience plays on in the silent part, 5-15 s into it
+    assert window_rms_db(samples, (start_ms + 5000) * sr // 1000, (start_ms + 15000) * sr // 1000) > -60
+    assert "In silence" in pdf_text(project / "build" / "en-GB" / "quiet.pdf")

@@ -235,6 +235,12 @@ class _Reader:
                         pass
             except Invalid:
                 pass
+        if not src.problems.problems and "sections" in entries:
+            for loc in self.locales:   # sections of pauses alone are fine, a script of nothing to say is not
+                if not any(isinstance(seg, Speech) for sec in sections for seg in sec.body[loc]):
+                    src.error(f"the script has no words to speak{f' in {loc}' if len(self.locales) > 1 else ''}",
+                              entries["sections"][1])
+                    break
         if src.problems.problems:
             return None
         script = Script(
@@ -499,8 +505,11 @@ class _Reader:
             segments = self._segments(text, value_node, paragraph_pause_s=paragraph_pause_s)
             if segments is None:
                 failed = True
-            elif not any(isinstance(s, Speech) for s in segments):
-                self.src.error("text has no words to speak", value_node)
+            elif not any(isinstance(s, (Speech, Pause)) for s in segments):
+                # a text of pauses alone is a silent part (a chapter of quiet practice); one of nothing
+                # or of punctuation alone has nothing to speak or to wait for
+                self.src.error("text has no words to speak (a silent part is written as a pause: [pause 1m])",
+                               value_node)
                 failed = True
             else:
                 out[loc] = segments
