@@ -118,6 +118,11 @@ class Script:
         return None if value is None else self.spell(value[locale], locale)
 
 
+# region subtags people write that ISO 3166 does not assign (BCP 47 regions are ISO 3166-1 codes):
+# no system voice matches them, so the build would fail later with no position
+_NOT_REGIONS = {"UK": ("GB", "the United Kingdom's code is GB"), "EN": ("GB", "en is the language; GB the region")}
+
+
 def apply_spelling(text: str, table: Mapping[str, str]) -> str:
     """Whole-word substitution that keeps the case of the original: Colour → Color, COLOUR → COLOR,
     and, for an entry written capitalised (`Gate: Gateway`), gate → gateway. A replacement whose
@@ -279,11 +284,24 @@ class _Reader:
                 fixed = tag.strip().replace("_", "-")
                 hint = f"; did you mean {fixed!r}?" if fixed != tag and LOCALE_PATTERN.fullmatch(fixed) else ""
                 self.src.error(f"{tag!r} is not a BCP 47 language tag such as en-GB{hint}", tag_node)
+            elif "-" in tag and tag.rsplit("-", 1)[1].upper() in _NOT_REGIONS:
+                head, region = tag.rsplit("-", 1)
+                code, why = _NOT_REGIONS[region.upper()]
+                self.src.error(f"{tag!r}: {region} is not a region code ({why}); did you mean {head + '-' + code!r}?",
+                               tag_node)
             elif tag in seen:
                 self.src.error(f"locale {tag!r} is listed twice", tag_node)
             else:
                 seen.append(tag)
         return tuple(seen)
+
+    def _same_locale_hint(self, tag: object) -> str:
+        """'; did you mean 'en-US'?' for 'en-us': BCP 47 tags are case-insensitive, but a locale
+        map's keys must be written as `locales` lists them."""
+        if not isinstance(tag, str):
+            return ""
+        same = [loc for loc in self.locales if loc.lower() == tag.lower()]
+        return f"; did you mean {same[0]!r} (written as in locales)?" if same else ""
 
     # -- values ----------------------------------------------------------------------------------
 
@@ -335,7 +353,8 @@ class _Reader:
             key = key_node.value if isinstance(key_node, ScalarNode) else None
             if key not in self.locales:
                 known = ", ".join(self.locales) or "none"
-                self.src.error(f"{what} has locale {key!r}, which is not in locales ({known})", key_node)
+                self.src.error(f"{what} has locale {key!r}, which is not in locales ({known})"
+                               f"{self._same_locale_hint(key)}", key_node)
             elif key in entries:
                 self.src.error(f"{what} gives locale {key!r} twice", key_node)
             else:
@@ -434,7 +453,7 @@ class _Reader:
                 continue
             if locale not in self.locales:
                 src.error(f"spelling names locale {locale!r}, which is not in locales "
-                          f"({', '.join(self.locales) or 'none'})", key_node)
+                          f"({', '.join(self.locales) or 'none'}){self._same_locale_hint(locale)}", key_node)
                 continue
             if locale in out:  # a second table would silently replace the first
                 src.error(f"spelling gives locale {locale!r} twice: put all its words in one table", key_node)
