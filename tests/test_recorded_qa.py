@@ -81,3 +81,30 @@ def test_a_truncated_take_is_unreadable(project: Path, monkeypatch):
     assert "voices/therapist/tiny/en-GB/003.wav: the file is truncated: its header promises" in text, text
     assert "record it again or copy it anew" in text and "cannot be read" in text, text
     assert not (project / "build" / "en-GB" / "tiny.mp3").exists()
+
+
+def test_the_build_names_every_take_it_cannot_prepare(project: Path, monkeypatch):
+    # QA: a silent take, one at too low a rate and one of NaN samples each stopped the build on its
+    # own: every run named one more
+    write_takes(project)
+    monkeypatch.chdir(project)
+    folder = _folder(project)
+    for old in folder.glob("00[124].*"):
+        old.unlink()
+    sf.write(folder / "001.wav", room(44100 * 2, sr=44100, seed=3)[:, None], 44100)   # room tone only
+    sf.write(folder / "002.wav", recorded_take(_texts(project)[1], sr=7000, channels=1, lead_s=0.3, tail_s=0.3,
+                                               gain_db=-6, seed=2), 7000)
+    nan = recorded_take(_texts(project)[3], sr=44100, channels=1, lead_s=0.3, tail_s=0.3, gain_db=-6, seed=4)
+    nan[1000:1010] = np.nan
+    sf.write(folder / "004.wav", nan, 44100, subtype="FLOAT")
+    report, _ = _build(project)
+    assert report.exit_code == 1
+    text = "\n".join(report.problems)
+    one = "voices/therapist/tiny/en-GB/001.wav: no speech found"
+    two = "voices/therapist/tiny/en-GB/002.wav: the sample rate is 7000 Hz"
+    four = "voices/therapist/tiny/en-GB/004.wav: the file holds invalid samples"
+    for message in (one, two, four):
+        assert f"  {message}" in text, text
+    assert text.index(one) < text.index(two) < text.index(four)  # in take order
+    assert "3 take files of tiny (en-GB) cannot be used" in text, text
+    assert str(project) not in text  # paths as the person knows them

@@ -198,17 +198,19 @@ def _decoder_chatter_hidden(path: Path):
             sink.close()
 
 
-def read_audio(path: Path) -> tuple[np.ndarray, int]:
-    """(n, channels) float32 and the file's own rate; a CalmplaceError naming the file otherwise."""
+def read_audio(path: Path, *, shown_as: str | None = None) -> tuple[np.ndarray, int]:
+    """(n, channels) float32 and the file's own rate; a CalmplaceError naming the file otherwise
+    (as `shown_as` says, by default its path as given)."""
     path = Path(path)
+    name = shown_as or str(path)
     ext = path.suffix.lower().lstrip(".")
     if not path.is_file():
-        raise CalmplaceError(f"{path}: cannot read the file: {'it is a folder' if path.is_dir() else 'no such file'}")
+        raise CalmplaceError(f"{name}: cannot read the file: {'it is a folder' if path.is_dir() else 'no such file'}")
     if path.stat().st_size == 0:
-        raise CalmplaceError(f"{path}: the file is empty (0 bytes): record or copy it again")
-    _wrong_extension(path, str(path))
+        raise CalmplaceError(f"{name}: the file is empty (0 bytes): record or copy it again")
+    _wrong_extension(path, name)
     if ext in FFMPEG_EXTS:
-        data, sr = _read_ffmpeg(path)
+        data, sr = _read_ffmpeg(path, name)
     else:
         import soundfile as sf
 
@@ -216,16 +218,16 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
             with _decoder_chatter_hidden(path):
                 data, sr = sf.read(str(path), dtype="float32", always_2d=True)
         except OSError as exc:  # LibsndfileError is a RuntimeError; OSError: missing, no permission
-            raise CalmplaceError(f"{path}: cannot read the file: {exc.strerror or exc}") from None
+            raise CalmplaceError(f"{name}: cannot read the file: {exc.strerror or exc}") from None
         except (RuntimeError, ValueError, TypeError) as exc:
-            raise _not_audio(str(path), path, exc) from None
+            raise _not_audio(name, path, exc) from None
     if data.size == 0 or data.shape[0] == 0:
-        raise CalmplaceError(f"{path}: the file holds no audio (0 samples)")
+        raise CalmplaceError(f"{name}: the file holds no audio (0 samples)")
     if sr < MIN_RATE:
-        raise CalmplaceError(f"{path}: the sample rate is {sr} Hz; record at {MIN_RATE} Hz or more "
+        raise CalmplaceError(f"{name}: the sample rate is {sr} Hz; record at {MIN_RATE} Hz or more "
                              f"(44100 or 48000 Hz is best)")
     if not np.all(np.isfinite(data)):
-        raise CalmplaceError(f"{path}: the file holds invalid samples (not finite numbers)")
+        raise CalmplaceError(f"{name}: the file holds invalid samples (not finite numbers)")
     return data, int(sr)
 
 
@@ -237,21 +239,21 @@ def _reason(exc: Exception) -> str:
     return text.rstrip(".") or type(exc).__name__
 
 
-def _read_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
+def _read_ffmpeg(path: Path, name: str) -> tuple[np.ndarray, int]:
     try:
         from pydub import AudioSegment  # only here: it needs ffmpeg, and warns at import without it
         from pydub.exceptions import CouldntDecodeError
     except ImportError:
-        raise CalmplaceError(f"{path}: reading .{path.suffix.lstrip('.')} files needs pydub "
+        raise CalmplaceError(f"{name}: reading .{path.suffix.lstrip('.')} files needs pydub "
                              f"(pip install pydub) and ffmpeg; or save the take as WAV or FLAC") from None
     try:
         seg = AudioSegment.from_file(str(path))
     except FileNotFoundError:
-        raise CalmplaceError(f"{path}: reading .{path.suffix.lstrip('.')} files needs ffmpeg "
+        raise CalmplaceError(f"{name}: reading .{path.suffix.lstrip('.')} files needs ffmpeg "
                              f"(apt-get install ffmpeg, brew install ffmpeg); or save the take as WAV or FLAC") from None
     except (CouldntDecodeError, OSError, IndexError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CalmplaceError(f"{path}: not an audio file calmplace can read ({first})") from None
+        raise CalmplaceError(f"{name}: not an audio file calmplace can read ({first})") from None
     raw = np.array(seg.get_array_of_samples())
     data = (raw.reshape(-1, seg.channels).astype(np.float32) / float(1 << (8 * seg.sample_width - 1)))
     return data, int(seg.frame_rate)
@@ -833,21 +835,18 @@ class RecordedEngine:
 
     def speak(self, takes: Sequence[Take], *, script_id: str, locale: str, sr: int, jobs: int = 1,
               on_done: Callable[[int], None] | None = None) -> list[np.ndarray]:
+        """Every take prepared from its file (missing ones, with `fallback_tts`, spoken by the
+        fallback voice). A take that cannot be used does not stop the others: one CalmplaceError
+        names them all, in take order, each by its file, as take_keys names those it sees."""
         folder = self.folder(script_id, locale)
         states = take_states(folder, takes)
         clips: list[np.ndarray | None] = [None] * len(takes)
         missing = [i for i, s in enumerate(states) if s.state == "missing"]
-        if missing:
-            if not self.fallback_tts:  # take_keys said so already, unless a file vanished since
-                raise CalmplaceError(f"{take_label(script_id, locale, takes[missing[0]])}: "
-                                     f"{shown(expected_name(folder, takes[missing[0]]))} is missing")
-            spoken = self.fallback_engine().speak([takes[i] for i in missing], script_id=script_id, locale=locale,
-                                                  sr=sr, jobs=jobs)
-            for i, clip in zip(missing, spoken):
-                clips[i] = match_loudness(clip, sr=sr)
-                if on_done:
-                    on_done(i)
-        present = [i for i in range(len(takes)) if clips[i] is None]
+        problems: dict[int, str] = {}  # take index → what is wrong with its file
+        if not self.fallback_tts:  # take_keys said so already, unless a file vanished since
+            for i in missing:
+                problems[i] = f"{shown(expected_name(folder, takes[i]))}: the take is missing (removed during the build?)"
+        present = [i for i, s in enumerate(states) if s.state != "missing"]
 
         analysed: dict[int, Analysis] = {}
 
@@ -858,20 +857,37 @@ class RecordedEngine:
             hurt = damage(s.path)  # take_keys said so already, unless the file changed since
             if hurt:
                 raise CalmplaceError(f"{shown(s.path)}: {hurt}; record it again or copy it anew")
-            data, sr_in = read_audio(s.path)
+            data, sr_in = read_audio(s.path, shown_as=shown(s.path))
             clip, analysed[i] = prepare_measured(data, sr_in, sr=sr, what=shown(s.path))
             return clip
 
         with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(present) or 1))) as pool:
             futures = {i: pool.submit(one, i) for i in present}
             for i in present:
-                clips[i] = futures[i].result()
+                try:
+                    clips[i] = futures[i].result()
+                except CalmplaceError as exc:
+                    problems[i] = str(exc)
+                    continue
                 if on_done:
                     on_done(i)
         rate = self.profile.rate_wpm
         for i in present:   # what takes status would say of each file, in take order
-            for note in analysed[i].warnings(expected_s=words_s(takes[i], rate)):
-                self._warn(f"{take_label(script_id, locale, takes[i])}: {shown(states[i].path)}: {note}")
+            if i in analysed:
+                for note in analysed[i].warnings(expected_s=words_s(takes[i], rate)):
+                    self._warn(f"{take_label(script_id, locale, takes[i])}: {shown(states[i].path)}: {note}")
+        if problems:
+            n = len(problems)
+            raise CalmplaceError(f"voice {self.profile.name!r}: {n} take file{'s' if n != 1 else ''} of "
+                                 f"{script_id} ({locale}) cannot be used:\n"
+                                 + "\n".join(f"  {problems[i]}" for i in sorted(problems)))
+        if missing:
+            spoken = self.fallback_engine().speak([takes[i] for i in missing], script_id=script_id, locale=locale,
+                                                  sr=sr, jobs=jobs)
+            for i, clip in zip(missing, spoken):
+                clips[i] = match_loudness(clip, sr=sr)
+                if on_done:
+                    on_done(i)
         return clips  # type: ignore[return-value]
 
 
