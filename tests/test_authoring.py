@@ -92,3 +92,17 @@ def test_lines_are_counted_at_yaml_line_breaks():
 def test_caret_follows_tabs_and_wide_characters():
     shown = Problem("x.yaml", 1, 4, "m", "\t静か[x").format().splitlines()
     assert shown[1:] == ["    \t静か[x", "    \t    ^"]
+
+
+def test_run_outside_the_project_folder_says_where_to_run(project: Path, tmp_path_factory):
+    """QA: run from scripts/, `check` said 'scripts/scripts: no scripts found'; run elsewhere with a
+    script's path, the build said 'unknown voice narrator'. Both now name the project folder."""
+    inside = invoke_cli(project / "scripts", "check")
+    assert inside.exit_code == 1 and "Traceback" not in inside.output
+    assert f"is not a calmplace project (it has no scripts/ or voices/ folder): run calmplace in {project}" \
+        in inside.output, inside.output
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    named = invoke_cli(elsewhere, "build", str(project / "scripts" / "tiny.yaml"))
+    assert named.exit_code == 1 and f"run calmplace in {project}" in named.output, named.output
+    assert not (elsewhere / "build").exists()   # nothing written
+    assert invoke_cli(project, "check").exit_code == 0

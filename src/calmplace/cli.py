@@ -16,7 +16,7 @@ import numpy as np
 from . import __version__
 from .build import Report, Settings, build, gather
 from .errors import CalmplaceError, os_problem
-from .script import Project
+from .script import Project, find_project
 from .voices import load_fallback
 
 
@@ -54,8 +54,14 @@ class _Folder(click.Path):
         return super().convert(value, param, ctx)
 
 
-def _project() -> Project:
-    return Project(Path.cwd())
+def _project(scripts: tuple[str, ...] = ()) -> Project:
+    """The project in the current folder; a message and exit 1 when it is not one but the folder
+    to run in is plain (a folder above it, or above a named script)."""
+    try:
+        return find_project(Path.cwd(), scripts)
+    except CalmplaceError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
 
 
 def _print_problems(report: Report) -> None:
@@ -103,7 +109,7 @@ def build_cmd(ui: UI, scripts: tuple[str, ...], locales: tuple[str, ...], voice:
 
         kwargs["engine_factory"] = lambda profile: FakeEngine()
     try:
-        report = build(_project(), scripts, locales=locales, out_dir=out_dir, cache_dir=cache_dir, settings=settings,
+        report = build(_project(scripts), scripts, locales=locales, out_dir=out_dir, cache_dir=cache_dir, settings=settings,
                        jobs=jobs or os.cpu_count() or 1, force=force, check_only=check_only, ui=ui, **kwargs)
     except (CalmplaceError, OSError) as exc:   # OSError: a file that could not be written (disk full...)
         click.echo(f"error: {exc}", err=True)
@@ -139,7 +145,7 @@ def clean_cmd(ui: UI, out_dir: Path, cache_dir: Path | None) -> None:
 @click.pass_obj
 def check_cmd(ui: UI, scripts: tuple[str, ...]) -> None:
     """Validate SCRIPTS (all of scripts/ when none) without building; every problem as path:line:col."""
-    project = _project()
+    project = _project(scripts)
     jobs, problems = gather(project, scripts)
     for message in problems:
         click.echo(message, err=True)
@@ -189,7 +195,7 @@ def plot_cmd(ui: UI, script: str, locale: str | None, out_file: Path | None) -> 
     from .plot import plot_track
 
     try:
-        job, the_plan, timeline = track_timeline(_project(), script, locale, ui=ui)
+        job, the_plan, timeline = track_timeline(_project((script,)), script, locale, ui=ui)
         mp3 = Path("build") / job.locale / f"{job.script.id}.mp3"
         loudness = None
         if mp3.is_file():
@@ -236,7 +242,7 @@ def ambience_list() -> None:
 
     for name, text in BUILTINS.items():
         click.echo(f"{name:10} {text}")
-    folder = _project().ambience_dir
+    folder = Project(Path.cwd()).ambience_dir   # built-ins are listed anywhere
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES) \
         if folder.is_dir() else []
     for path in files:
@@ -260,7 +266,7 @@ def ambience_preview(ui: UI, name: str, seconds: float, level_db: float, out_fil
 
     try:
         n = seconds_to_samples(seconds, sr=SR)
-        bed = render_bed(name, n_samples=n, sr=SR, seed=1, ambience_dir=_project().ambience_dir)
+        bed = render_bed(name, n_samples=n, sr=SR, seed=1, ambience_dir=Project(Path.cwd()).ambience_dir)
         fade = min(n // 4, seconds_to_samples(2.0, sr=SR))
         ramp = np.sin(0.5 * np.pi * np.linspace(0, 1, fade, dtype=np.float32))
         bed *= np.float32(db_to_gain(level_db))

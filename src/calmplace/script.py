@@ -9,11 +9,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping, Union
+from typing import Mapping, Sequence, Union
 
 from yaml.nodes import MappingNode, Node, ScalarNode
 
-from .errors import ScriptErrors, display_path
+from .errors import CalmplaceError, ScriptErrors, display_path
 from .pdf_glyphs import FONT_LABEL, describe_chars, unprintable
 from .units import parse_duration
 from .yamlsrc import BOOL, NULL, Invalid, Source
@@ -170,6 +170,21 @@ class Project:
     @property
     def ambience_dir(self) -> Path:
         return self.root / "ambience"
+
+
+def find_project(here: Path, scripts: Sequence[str] = ()) -> Project:
+    """The project in folder `here`. When `here` has neither scripts/ nor voices/ but a folder above
+    it, or above a named script file, is a project, say where to run instead (QA: run from scripts/,
+    `check` looked for scripts/scripts; run elsewhere with a script's path, the build could not
+    find the voices)."""
+    if (here / "scripts").is_dir() or (here / "voices").is_dir():
+        return Project(here)
+    named = [Path(s).resolve().parent.parent for s in scripts if str(s).endswith((".yaml", ".yml"))]
+    for folder in [*named, *here.resolve().parents]:
+        if (folder / "scripts").is_dir() and (folder / "voices").is_dir():
+            raise CalmplaceError(f"{here.resolve()} is not a calmplace project (it has no scripts/ or voices/ "
+                                 f"folder): run calmplace in {folder}")
+    return Project(here)
 
 
 def load_script(path: Path, *, project: Project | None = None, display_path: str | None = None) -> Script:
