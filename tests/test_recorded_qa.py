@@ -108,3 +108,18 @@ def test_the_build_names_every_take_it_cannot_prepare(project: Path, monkeypatch
     assert text.index(one) < text.index(two) < text.index(four)  # in take order
     assert "3 take files of tiny (en-GB) cannot be used" in text, text
     assert str(project) not in text  # paths as the person knows them
+
+
+def test_the_missing_takes_advice_names_the_template_for_this_voice(project: Path, monkeypatch):
+    # QA: it said "calmplace template tiny prints their texts": that makes the narrator's template,
+    # and writes a PDF
+    write_takes(project, skip=("002",))
+    report, _ = _build(project)
+    text = "\n".join(report.problems)
+    assert ("calmplace template tiny --voice therapist --locale en-GB writes their texts "
+            "(build/templates/en-GB/tiny-recording.pdf)") in text, text
+    assert "prints" not in text
+    # and the command does that
+    result = run_cli(project, monkeypatch, "template", "tiny", "--voice", "therapist", "--locale", "en-GB")
+    assert result.exit_code == 0, result.output
+    assert "voices/therapist/tiny/en-GB/" in pdf_text(project / "build" / "templates" / "en-GB" / "tiny-recording.pdf")
