@@ -521,6 +521,23 @@ class _Reader:
         return Section(title=title, body=body, pause_after_s=pause_after_s, ambience=ambience,
                        pause_after_given="pause_after" in entries)
 
+    def _comment_after(self, node: Node) -> bool:
+        """False (and an error) when an unquoted text is followed on its line by ` #`: YAML reads
+        the rest of the line as a comment, and the words there would be dropped without a word
+        (QA: `text: Count to ten #slowly [pause 5s] then stop.` spoke only "Count to ten")."""
+        if not isinstance(node, ScalarNode) or node.style is not None:   # quoted or a block: '#' is text
+            return True
+        at = node.end_mark.index
+        rest = re.match(r"[^\r\n\x85\u2028\u2029]*", self.src.text[at:]).group(0)   # to the line's end
+        m = re.match(r"[ \t]+#", rest)
+        if not m:
+            return True
+        dropped = rest[m.end() - 1:].strip()
+        self.src.error_at(f"the text stops at this ' #', which starts a YAML comment, so {dropped!r} is left "
+                          f"out: quote the text (or write it as a block, `text: |`) if it belongs to it, or put "
+                          f"the comment on a line of its own", self.src.position_of_index(at + m.end() - 1))
+        return False
+
     def text(self, node: Node, *, paragraph_pause_s: float) -> dict[str, tuple[Segment, ...]]:
         if self.src.refused(node):
             raise Invalid("text")
@@ -536,6 +553,9 @@ class _Reader:
                 failed = True
                 continue
             self._printable(value_node, text, what="text")
+            if not self._comment_after(value_node):
+                failed = True
+                continue
             segments = self._segments(text, value_node, paragraph_pause_s=paragraph_pause_s)
             if segments is None:
                 failed = True

@@ -7,6 +7,7 @@ anything (the safety of `yaml.safe_load`, and more: every non-standard tag is re
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,7 +143,33 @@ class Source:
             what = str(exc.context).removeprefix("while scanning ").removeprefix("while parsing ")
             mark = exc.context_mark
             message = f"the file ends inside {what} that starts here (is a closing quote or bracket missing?)"
-        self.error(f"invalid YAML: {message}", line=mark.line + 1 if mark else 1, col=mark.column + 1 if mark else 1)
+        hint = self._yaml_hint(exc, mark) if mark is not None else ""
+        self.error(f"invalid YAML: {message}{hint}", line=mark.line + 1 if mark else 1,
+                   col=mark.column + 1 if mark else 1)
+
+    def _yaml_hint(self, exc: yaml.MarkedYAMLError, mark) -> str:
+        """What the parser's words usually mean in a script, for the mistakes authors make most
+        (QA: `text: [pause 2s] Welcome` and `text: Notice one thing: your breath.` gave only the
+        parser's jargon)."""
+        problem = str(exc.problem or "")
+        line = self.text[mark.index - mark.column:].split("\n", 1)[0]
+        if "\t" in problem or "'\\t'" in problem or "character '\\t'" in problem:
+            return "; YAML does not allow tabs for indenting: indent with spaces"
+        if "mapping values are not allowed" in problem and re.fullmatch(r"\s*[A-Za-z_][\w-]*", line[:mark.column]):
+            return ("; this line looks like a key, but it is indented further than the keys above it, so YAML "
+                    "reads it as more of the text above: start it in the same column as those keys")
+        if "mapping values are not allowed" in problem:
+            return ("; a colon and a space inside an unquoted text start a new key: put the text in quotes, "
+                    "or write it as a block (`text: |`, then the text on the lines below, indented)")
+        value = re.match(r"\s*(?:-\s+)?[\w-]+:\s*([\[{])", line)
+        if value and "expected <block end>" in problem or value and "flow" in str(exc.context or ""):
+            return (f"; a value that starts with {value.group(1)} is read as a YAML "
+                    f"{'list' if value.group(1) == '[' else 'mapping'}: put the whole text in quotes "
+                    f"or write it as a block (`text: |`)")
+        if "expected <block end>" in problem or "did not find expected key" in problem:
+            return ("; this line is not indented like the lines around it: keys of one mapping (a section's "
+                    "title, text, pause_after) start in the same column")
+        return ""
 
     # -- reporting -----------------------------------------------------------------------------
 
