@@ -123,3 +123,13 @@ def test_the_missing_takes_advice_names_the_template_for_this_voice(project: Pat
     result = run_cli(project, monkeypatch, "template", "tiny", "--voice", "therapist", "--locale", "en-GB")
     assert result.exit_code == 0, result.output
     assert "voices/therapist/tiny/en-GB/" in pdf_text(project / "build" / "templates" / "en-GB" / "tiny-recording.pdf")
+
+
+def test_the_template_prints_the_split_command_without_backticks(project: Path, monkeypatch):
+    # QA: the advice printed "`calmplace takes split`", backticks and all
+    result = run_cli(project, monkeypatch, "template", "tiny", "--locale", "en-GB", "--voice", "therapist")
+    assert result.exit_code == 0, result.output
+    text = pdf_text(project / "build" / "templates" / "en-GB" / "tiny-recording.pdf")
+    flat = " ".join(text.split())
+    assert "`" not in text
+    assert "calmplace takes split tiny" in flat and "--voice therapist --locale en-GB" in flat, flat

@@ -260,10 +260,32 @@ RECORDING_ADVICE = (
     "a little to one side of your mouth so that breaths do not pop.",
     "Speak slowly and softly, as if to one person. You need not hold the pauses: they are added for you.",
     "One file per take is easiest. If you record in one go, leave at least two seconds of silence "
-    "between takes, then run `calmplace takes split`, which cuts it into the files listed below.",
+    "between takes, then run {split} (with your recording's file name), which cuts it into the files "
+    "listed below.",
     "If a take goes wrong, pause, then read the whole take again: the last reading is kept.",
     "Have water to hand, and rest your voice every ten minutes or so.",
 )
+
+MONO = "CalmplaceDejaVuMono"  # commands to type, set apart from the prose (DejaVu Sans Mono, from the same folder)
+
+
+def _register_mono() -> None:
+    """Register DejaVu Sans Mono once per process, for the template's commands."""
+    _register_fonts()
+    with _font_lock:
+        if MONO not in pdfmetrics.getRegisteredFontNames():
+            pdfmetrics.registerFont(TTFont(MONO, str(_font_dir() / "DejaVuSansMono.ttf")))
+
+
+def _command(words: str) -> str:
+    """A command to type, as paragraph markup: in the monospaced face, never in quotes or backticks."""
+    return f'<font name="{MONO}">{_text(words)}</font>'
+
+
+def _advice(text: str, *, split: str) -> str:
+    """One of RECORDING_ADVICE as paragraph markup, {split} being the split command for this template."""
+    return _text(text).replace("{split}", _command(split))
+
 
 def about_seconds(seconds: float) -> str:
     """An expected take length as "about 6 s" (whole seconds, at least 1)."""
@@ -281,7 +303,7 @@ def template_pdf(plan: Plan, *, expected_s: Sequence[float], voice_name: str, sc
     """A teleprompter for recording one's own voice: advice, where the files go, then every take
     numbered with its file name, text, pauses and expected length; a take never splits across pages."""
     expected = _check_expected(plan, expected_s)
-    _register_fonts()
+    _register_mono()
     st = {
         "kicker": _style("kicker", size=10, color=MUTED, after=6),
         "title": _style("title", size=24, leading=1.2, color=ACCENT, after=8),
@@ -300,6 +322,7 @@ def template_pdf(plan: Plan, *, expected_s: Sequence[float], voice_name: str, sc
     }
     width = PAGE[0] - 2 * MARGIN_X - 2 * FRAME_PADDING
     folder = f"voices/{voice_name}/{script_id}/{plan.locale}/"
+    split = f"calmplace takes split {script_id} your-recording.wav --voice {voice_name} --locale {plan.locale}"
     takes = plan.takes
     total = sum(expected)
 
@@ -310,7 +333,8 @@ def template_pdf(plan: Plan, *, expected_s: Sequence[float], voice_name: str, sc
                                       f"{len(takes)} take{'s' if len(takes) != 1 else ''}",
                                       f"about {format_clock(total)} of speech"])), st["meta"]),
         Paragraph("Before you start", st["h2"]),
-        ListFlowable([ListItem(Paragraph(_text(a), st["advice"]), leftIndent=14) for a in RECORDING_ADVICE],
+        ListFlowable([ListItem(Paragraph(_advice(a, split=split), st["advice"]), leftIndent=14)
+                      for a in RECORDING_ADVICE],
                      bulletType="bullet", start="•", bulletFontName=FONT, bulletFontSize=11, bulletColor=MUTED,
                      bulletOffsetY=-2, leftIndent=14),  # -2 pt: the dot sits on the middle of the x-height
         Paragraph("Where the files go", st["h2"]),
