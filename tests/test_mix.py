@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from calmplace import mix as mix_module
-from calmplace.mix import (BLOCK, DUCK_HOLD_S, DUCK_LOOKAHEAD_S, DUCK_RELEASE_S, BedPrefetch, _duck_parts, _edge_envelope,
+from calmplace.mix import (BLOCK, DUCK_HOLD_S, EDGE_FADE_MIN_S, DUCK_LOOKAHEAD_S, DUCK_RELEASE_S, BedPrefetch, _duck_parts, _edge_envelope,
                            bed_gain, bed_gain_db, bed_runs, duck_amount, mix, speech_gain)
 from calmplace.script import Ambience
 from calmplace.takes import Gap, Plan, SectionStart, Take
@@ -104,7 +104,7 @@ def test_bed_stays_down_through_pauses_too_short_to_settle():
     Read off the mix of a silent voice over a constant bed, as above."""
     sr = 8000
     amb = Ambience("stream", level_db=-20.0, duck_db=6.0, fade_in_s=0.5, fade_out_s=0.5)
-    short, long = DUCK_HOLD_S - 0.5, DUCK_HOLD_S + 1.0
+    short, long = DUCK_HOLD_S, DUCK_HOLD_S + 1.0   # QA: a pause of exactly 3 s swelled and dipped back
     p = make_plan([Gap(3.0), SectionStart(0, None, amb), take(1), Gap(short), take(2), Gap(long), take(3),
                    Gap(3.0, kind="tail")])
     clip = np.zeros(sr, np.float32)
@@ -162,13 +162,14 @@ def test_fades_from_silence_are_raised_cosines_crossfades_equal_power():
     the sine and cosine keep the summed power."""
     sr = 1000
     a, b = Ambience("rain", level_db=0.0, duck_db=0.0, fade_in_s=4.0), Ambience("ocean", level_db=0.0, duck_db=0.0)
-    p = make_plan([Gap(1.0), SectionStart(0, None, a), take(1), Gap(10.0), SectionStart(1, None, b), take(2),
+    p = make_plan([Gap(5.0), SectionStart(0, None, a), take(1), Gap(10.0), SectionStart(1, None, b), take(2),
                    Gap(10.0), SectionStart(2, None, None), take(3), Gap(10.0), SectionStart(3, None, a), take(4),
                    Gap(10.0)])
     tl = build_timeline(p, [100] * 4, sr=sr)
     runs = bed_runs(tl, seed_base="s")
     assert [(r.fade_in_from, r.fade_out_to) for r in runs] == [("silence", "cross"), ("cross", "silence"),
                                                              ("silence", "silence")]
+    assert runs[0].fade_in == 4000   # a 5 s lead-in: the whole 4 s fade fits before the first dip
     first = bed_gain(tl, runs[0], start=0, stop=4000)   # the 4 s fade-in at the start of the track
     # 0.5 - 0.5 cos(pi x): 0.0245 (-32 dB) at x = 0.1, 0.5 (-6 dB) at x = 0.5; float32 gains
     assert first[400] == pytest.approx(0.5 - 0.5 * np.cos(0.1 * np.pi), rel=1e-6)
@@ -178,6 +179,30 @@ def test_fades_from_silence_are_raised_cosines_crossfades_equal_power():
     assert bed_gain(tl, runs[1], start=out_mid, stop=out_mid + 1)[0] == pytest.approx(0.5, rel=1e-3)
     in_mid = runs[2].start + runs[2].fade_in // 2
     assert bed_gain(tl, runs[2], start=in_mid, stop=in_mid + 1)[0] == pytest.approx(0.5, rel=1e-3)
+
+
+def test_the_tracks_fades_end_before_the_first_dip_and_start_after_the_last_release():
+    """QA: a 5 s fade in over a 4 s lead-in rose to 1.5 dB under the bed's level, dipped 6 dB for
+    the first word and went on rising under the voice. The fade in now ends where the dip begins
+    (look-ahead before the first word), the fade out starts where the last release ends; neither
+    is shorter than EDGE_FADE_MIN_S."""
+    sr = 1000
+    a = Ambience("stream", level_db=0.0, duck_db=6.0, fade_in_s=5.0, fade_out_s=10.0)
+    p = make_plan([Gap(4.0), SectionStart(0, None, a), take(1), Gap(2.0, kind="tail")])
+    tl = build_timeline(p, [1000], sr=sr)
+    (run,) = bed_runs(tl, seed_base="s")
+    (s0, s1), = tl.speech_spans()
+    la, rel = round(DUCK_LOOKAHEAD_S * sr), round(DUCK_RELEASE_S * sr)
+    assert run.fade_in == s0 - la                                   # 3.7 s, not 5
+    gain = bed_gain_db(tl, run, start=0, stop=tl.n_samples)
+    assert np.all(np.diff(gain[:s0 - la]) > 0)                      # rising all the way to the dip
+    assert gain[s0 - la] == pytest.approx(0.0, abs=1e-4)            # at the bed's level when the dip begins
+    assert run.fade_out == round(EDGE_FADE_MIN_S * sr)              # 2 s tail, 1.5 s release: the 1 s floor
+    short = make_plan([Gap(0.5), SectionStart(0, None, a), take(1), Gap(8.0, kind="tail")])
+    tl = build_timeline(short, [1000], sr=sr)
+    (run,) = bed_runs(tl, seed_base="s")
+    assert run.fade_in == round(EDGE_FADE_MIN_S * sr)               # never under 1 s, even under the voice
+    assert run.fade_out == tl.n_samples - (tl.speech_spans()[-1][1] + rel)   # 6.5 s: after the release
 
 
 def test_on_ready_reports_only_final_samples_so_a_meter_can_measure_while_mixing():
@@ -237,7 +262,7 @@ def reference_hold(spans, *, hold):
     """The speech spans with every gap shorter than `hold` samples filled in: what the bed ducks under."""
     out = []
     for s0, s1 in spans:
-        if out and s0 - out[-1][1] < hold:
+        if out and s0 - out[-1][1] <= hold:
             out[-1][1] = s1
         else:
             out.append([s0, s1])

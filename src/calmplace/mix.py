@@ -28,10 +28,12 @@ from .units import db_to_gain, seconds_to_samples
 
 DUCK_LOOKAHEAD_S = 0.3     # the dip is complete when the first word starts
 DUCK_RELEASE_S = 1.5       # and swells back slowly into the pause
-# speech back within 3 s: the bed stays down. In a shorter gap a 1.5 s release and a 0.3 s dip
-# leave the bed at most about a second at full level (a 2 s pause: a 6 dB swell and a dip back
-# within 0.5 s, which QA heard as pumping); a bed that moves only for real pauses sounds calm
+# speech back within 3 s (3 s included, the length of a `[pause 3s]`): the bed stays down. In such
+# a gap a 1.5 s release and a 0.3 s dip leave the bed at most 1.2 s at full level (a 2 s pause: a
+# 6 dB swell and a dip back within 0.5 s, which QA heard as pumping); a bed that moves only for
+# real pauses sounds calm
 DUCK_HOLD_S = 3.0
+EDGE_FADE_MIN_S = 1.0      # the shortest fade in or out of the track's bed
 CROSSFADE_S = 3.0          # between two sections' different ambiences, ending where the new section starts
 BLOCK = 1 << 16            # samples per block: ~1.5 s, small enough to stream an hour
 
@@ -81,11 +83,11 @@ def speech_gain(clips: Sequence[np.ndarray], *, sr: int, target_lufs: float = RE
 
 def duck_spans(spans: Sequence[tuple[int, int]], *, sr: int, hold_s: float) -> list[tuple[int, int]]:
     """The stretches the bed is ducked under: the speech spans, each joined to the next where the
-    voice returns less than `hold_s` after it stops."""
+    voice returns at most `hold_s` after it stops."""
     hold = seconds_to_samples(hold_s, sr=sr)
     out: list[tuple[int, int]] = []
     for s0, s1 in spans:
-        if out and s0 - out[-1][1] < hold:
+        if out and s0 - out[-1][1] <= hold:
             out[-1] = (out[-1][0], max(out[-1][1], s1))
         else:
             out.append((s0, s1))
@@ -147,8 +149,16 @@ def bed_runs(timeline: Timeline, *, seed_base: str) -> list[BedRun]:
             runs[-1] = (runs[-1][0], runs[-1][1], section.end)
         else:
             runs.append((section.ambience, section.start, section.end))
-    n = timeline.n_samples
-    cross = seconds_to_samples(CROSSFADE_S, sr=timeline.sr)
+    n, sr = timeline.n_samples, timeline.sr
+    cross = seconds_to_samples(CROSSFADE_S, sr=sr)
+    # the track's fade in is whole before the bed first dips for the voice, and its fade out starts
+    # once the bed is back up after the last words (QA: a 5 s fade in over a 4 s lead-in rose to
+    # 1.5 dB under its level, dipped 6 dB for the first word and went on rising under the voice);
+    # never shorter than EDGE_FADE_MIN_S, so a bed never switches on
+    spans = timeline.speech_spans()
+    la, rel, least = (seconds_to_samples(x, sr=sr) for x in (DUCK_LOOKAHEAD_S, DUCK_RELEASE_S, EDGE_FADE_MIN_S))
+    first_dip = spans[0][0] - la if spans else n
+    last_rise = spans[-1][1] + rel if spans else 0
     out = []
     for i, (ambience, start, end) in enumerate(runs):
         if ambience is None:
@@ -156,8 +166,9 @@ def bed_runs(timeline: Timeline, *, seed_base: str) -> list[BedRun]:
         first, last = start == 0, end >= n
         s = 0 if first else max(0, start - cross)
         e = n if last else end
-        fade_in = seconds_to_samples(ambience.fade_in_s, sr=timeline.sr) if first else start - s
-        fade_out = seconds_to_samples(ambience.fade_out_s, sr=timeline.sr) if last else end - max(0, end - cross)
+        fade_in = min(seconds_to_samples(ambience.fade_in_s, sr=sr), max(first_dip, least)) if first else start - s
+        fade_out = min(seconds_to_samples(ambience.fade_out_s, sr=sr), max(n - last_rise, least)) if last \
+            else end - max(0, end - cross)
         beside = ("cross" if i > 0 and runs[i - 1][0] is not None else "silence",
                   "cross" if i + 1 < len(runs) and runs[i + 1][0] is not None else "silence")
         out.append(BedRun(ambience, s, e, min(fade_in, e - s), min(fade_out, e - s),
