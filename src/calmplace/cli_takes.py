@@ -15,13 +15,18 @@ import click
 from . import SR
 from .build import Job, Settings, TakeCache, gather
 from .errors import CalmplaceError, os_problem
-from .script import Project
+from .script import Project, find_project
 from .takes import Plan, plan
 from .voices import DEFAULT_RATE_WPM, VoiceProfile, load_fallback, load_voice
 
 
-def _project() -> Project:
-    return Project(Path.cwd())
+def _project(script: str | None = None) -> Project:
+    """The project in the current folder (script.find_project): a message and exit 1 when the
+    folder to run in is elsewhere."""
+    try:
+        return find_project(Path.cwd(), (script,) if script else ())
+    except CalmplaceError as exc:
+        _fail(str(exc))
 
 
 def _info(message: str) -> None:
@@ -39,7 +44,7 @@ def _fail(message: str) -> None:
 
 def _jobs(script: str, locales: tuple[str, ...], voice: str | None) -> list[Job]:
     """Load and validate one script (and the voice, when named) like `calmplace build` does."""
-    jobs, problems = gather(_project(), (script,), locales=locales, settings=Settings(voice=voice))
+    jobs, problems = gather(_project(script), (script,), locales=locales, settings=Settings(voice=voice))
     for message in problems:
         click.echo(message, err=True)
     if problems:
@@ -119,7 +124,7 @@ def template(script: str, locales: tuple[str, ...], voice: str | None, out_dir: 
     from .fsio import atomic_write
     from .pdf import takes_csv, template_pdf
 
-    project = _project()
+    project = _project(script)
     jobs = _jobs(script, locales, None)  # the voice need not exist yet: its profile is made after recording
     voice_name = voice or jobs[0].script.voice
     profile = jobs[0].profile
@@ -148,7 +153,7 @@ def template(script: str, locales: tuple[str, ...], voice: str | None, out_dir: 
         except OSError as exc:
             _fail(f"cannot write the template: {os_problem(exc)}")
         total = sum(expected)
-        _info(f"{job.label}: {len(the_plan.takes)} takes, about "
+        _info(f"{job.label}: {len(the_plan.takes)} take{'s' if len(the_plan.takes) != 1 else ''}, about "
               f"{f'{total:.0f} s' if total < 90 else f'{total / 60:.0f} min'} of speech (lengths from {source})")
         click.echo(str(folder / f"{job.script.id}-recording.pdf"))
         click.echo(str(folder / f"{job.script.id}-takes.csv"))
@@ -193,7 +198,7 @@ def status_cmd(script: str, voice: str | None, locales: tuple[str, ...], accept:
     from .speech.recorded import (analyse, damage, expected_name, other_exts, read_audio, record_entry, save_record,
                                   shown, stray_files, stray_note, take_dir, take_states)
 
-    project = _project()
+    project = _project(script)
     jobs = _recorded_jobs(script, locales, voice)
     trouble = 0
     tts, why = _synthetic(jobs[0].profile, voices_dir=project.voices_dir)
@@ -297,7 +302,7 @@ def split_cmd(script: str, recording: Path, voice: str | None, locale: str | Non
     from .speech.recorded import read_audio, shown, take_dir
     from .split import plan_split, write_split
 
-    project = _project()
+    project = _project(script)
     jobs = _recorded_jobs(script, (locale,) if locale else (), voice)
     if len(jobs) > 1:
         _fail(f"{jobs[0].script.id} has locales {', '.join(j.locale for j in jobs)}: say which one the recording "
@@ -328,7 +333,7 @@ def split_cmd(script: str, recording: Path, voice: str | None, locale: str | Non
         _info(f"removed {shown(path)} (replaced)")
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
-    _info(f"wrote {len(written)} takes to {shown(folder)}/")
+    _info(f"wrote {len(written)} take{'s' if len(written) != 1 else ''} to {shown(folder)}/")
 
 
 __all__ = ["template", "takes", "expected_lengths"]
