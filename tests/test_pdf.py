@@ -367,3 +367,38 @@ def test_a_zero_pause_prints_no_cue_and_keeps_the_paragraph(tmp_path):
     text = flat(" ".join(pdf_pages(script_pdf(p, tl))))
     assert "Breathe in. Breathe out. (pause, 2 seconds) Rest." in text, text
     assert "0 seconds" not in text
+
+
+def test_a_sections_closing_cue_never_starts_a_page(tmp_path):
+    """QA: a section's closing cue could land alone at the top of a page. Twelve sections of
+    growing length; with 26 words in the first, a cue fell at the top of page 3 before the fix."""
+    sections = "".join(f"  - title: Part {i}\n    text: \"{' '.join(['word'] * (26 + i * 7))}. [pause 5s]\"\n"
+                       for i in range(12))
+    path = tmp_path / "lone.yaml"
+    path.write_text(f"title: Lone\nlocales: [en-GB]\nsections:\n{sections}", encoding="utf-8")
+    p, tl, _ = make(load_script(path), "en-GB")
+    pages = pdf_pages(script_pdf(p, tl))
+    assert len(pages) >= 3
+    assert not [k for k, page in enumerate(pages) if page.strip().startswith("(pause")], pages
+
+
+def test_long_titles_fit_the_footer_and_metadata_follow_the_script(tmp_path):
+    """QA: a 117-character title ran the footer off both edges of the page; every PDF's keywords
+    named compassion focused therapy, and its author was 'calmplace' when the script had none."""
+    from reportlab.pdfbase.pdfmetrics import stringWidth
+
+    from calmplace.pdf import FONT, MARGIN_X, PAGE, _fit
+
+    title = "A very long title for a colour garden visualisation that goes on and on well past the width of any page"
+    line = _fit(title, " — page 12 of 13", size=9, width=PAGE[0] - 2 * MARGIN_X)
+    assert stringWidth(line, FONT, 9) <= PAGE[0] - 2 * MARGIN_X
+    assert line.endswith("… — page 12 of 13") and line.startswith("A very long title")
+    assert _fit("Short", " — page 1 of 1", size=9, width=400) == "Short — page 1 of 1"
+    path = tmp_path / "long.yaml"
+    path.write_text(f"title: {title}\ncollection: Breathing\nlocales: [en-GB]\nsections:\n  - text: Breathe.\n",
+                    encoding="utf-8")
+    p, tl, _ = make(load_script(path), "en-GB")
+    reader = pypdf.PdfReader(io.BytesIO(script_pdf(p, tl)))
+    assert "… — page 1 of 1" in reader.pages[0].extract_text()
+    assert reader.metadata["/Keywords"] == "guided imagery, Breathing"
+    assert not reader.metadata.get("/Author")
