@@ -135,3 +135,28 @@ def test_an_unknown_voice_stops_the_zygote_with_a_clear_error(zygotes):
         tts.run_zygote(["Hello."], voice_id="xx/no-such-voice", rate_wpm=140, volume=1.0, jobs=1,
                        timeout_s=30, labels=["take 001"], on_samples=lambda i, pcm: None)
     assert zygotes[0].proc.returncode == 0
+
+
+def test_trimmed_takes_keep_their_margins_and_end_softly():
+    """Audio QA: espeak-ng starts a take on its first sample (no 50 ms lead margin) and stops a word
+    dead (-18..-30 dB under the peak in the last 10 ms, then digital zeros). A clip like that: a
+    tone from sample 0 that stops abruptly, then 60 ms of zeros."""
+    from calmplace.speech.clips import EDGE_MARGIN_S, END_FADE_S, trim_silence
+
+    sr = 44100
+    t = np.arange(int(0.5 * sr)) / sr
+    tone = (0.5 * np.sin(2 * np.pi * 220 * t + 0.3)).astype(np.float32)   # 0.15 at sample 0: no soft start
+    clip = np.concatenate([tone, np.zeros(int(0.06 * sr), np.float32)])
+    out = trim_silence(clip, sr=sr)
+    margin = round(EDGE_MARGIN_S * sr)
+    assert not out[:margin].any() and out[margin] == 0.0    # the lead margin, made up with silence (x0 of the fade)
+    assert np.abs(out[margin + 1:margin + 20]).max() > 0    # and the sound right after it
+    sound = np.flatnonzero(out)
+    end = sound[-1] + 1
+    assert out.size - end >= margin                         # the tail margin is there too
+    fade = round(END_FADE_S * sr)
+    # the last 20 ms fall along a raised cosine: under -20 dB of the peak in the last 2 ms (cos
+    # reaches 0.5 + 0.5 cos(0.9 pi) = 0.024 there), and the last 10 ms at most half the tone's level
+    assert np.abs(out[end - round(0.002 * sr):end]).max() < 0.5 * 0.1
+    assert np.abs(out[end - fade // 2:end]).max() <= 0.5 * 0.5 + 1e-6
+    assert np.abs(out[end - fade - round(0.01 * sr):end - fade]).max() > 0.45   # untouched before it

@@ -144,7 +144,7 @@ class TtsEngine:
         info = system_info()
         voice = self.voice_for(locale)
         return (f"pyttsx3 {info['pyttsx3']}|espeak-ng {info['espeak']}|{voice.id}|rate {self.profile.rate_wpm}"
-                f"|volume {self.profile.volume}|trim v1")
+                f"|volume {self.profile.volume}|trim v2")
 
     def take_keys(self, takes, *, script_id: str, locale: str, sr: int) -> list[str]:
         identity = self.identity(locale=locale)
