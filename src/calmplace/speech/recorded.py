@@ -355,21 +355,46 @@ def speech_span(x: np.ndarray, *, sr: int) -> tuple[int, int] | None:
     or under 0.15 s with more than 0.5 s of quiet on either side (a knock, the chair, a page
     turned: the shortest word, with its consonants, lasts longer, and a reader's words are closer
     together than that), is not speech unless it is all there is."""
+    runs = _speech_runs(x, sr=sr)
+    if not runs:
+        return None
+    frame = max(1, sr // 100)
+    return runs[0][0] * frame, min(x.size, runs[-1][1] * frame)
+
+
+def _speech_runs(x: np.ndarray, *, sr: int) -> list[tuple[int, int]]:
+    """The runs of 10 ms frames `speech_span` counts as speech, in order."""
     frame = max(1, sr // 100)
     db = frame_db(x, frame)
     lv = levels(db)
     if lv.range_db < MIN_SPEECH_RANGE_DB:
-        return None
+        return []
     threshold = max(lv.floor_db + min(12.0, lv.range_db / 2), lv.top_db - 45.0)
     runs = _runs(db > threshold, join=int(0.25 * 100))
     long_runs = [r for r in runs if r[1] - r[0] >= 5] or runs
     isolated = [r for i, r in enumerate(long_runs) if r[1] - r[0] < 15
                 and (i == 0 or r[0] - long_runs[i - 1][1] > 50)
                 and (i == len(long_runs) - 1 or long_runs[i + 1][0] - r[1] > 50)]
-    long_runs = [r for r in long_runs if r not in isolated] or long_runs
-    if not long_runs:
-        return None
-    return long_runs[0][0] * frame, min(x.size, long_runs[-1][1] * frame)
+    return [r for r in long_runs if r not in isolated] or long_runs
+
+
+STRAY_MAX_S, STRAY_GAP_S = 0.5, 1.0   # a sound this short, this far before or after the rest: a cough?
+
+
+def stray_sounds(x: np.ndarray, *, sr: int) -> list[tuple[float, float]]:
+    """Short sounds kept at the start or end of a take, well apart from the rest of its speech
+    (under STRAY_MAX_S, more than STRAY_GAP_S of quiet away: a cough, a sniff, a word to oneself),
+    as (where, how far from the rest) in seconds. They are kept (a reader may pause that long
+    before a last word), but said (QA: a cough 1.7 s after a take's words was heard in the track,
+    louder than the speech, and lowered the take's level by 2.3 LU)."""
+    runs = _speech_runs(x, sr=sr)
+    out = []
+    short, gap = int(STRAY_MAX_S * 100), int(STRAY_GAP_S * 100)
+    if len(runs) > 1 and runs[0][1] - runs[0][0] < short and runs[1][0] - runs[0][1] > gap:
+        out.append((runs[0][0] / 100, (runs[1][0] - runs[0][1]) / 100))
+    if len(runs) > 1 and runs[-1][1] - runs[-1][0] < short and runs[-1][0] - runs[-2][1] > gap:
+        out.append((runs[-1][0] / 100, (runs[-1][0] - runs[-2][1]) / 100))
+    return out
 
 
 def _runs(mask: np.ndarray, *, join: int) -> list[tuple[int, int]]:
@@ -411,9 +436,13 @@ class Analysis:
     speech: bool
     speech_s: float = 0.0     # from the first sound of speech to the last
     channel_note: str | None = None  # channels out of phase: which one is used (`mono_mix`)
+    strays: tuple[tuple[float, float], ...] = ()   # `stray_sounds`
 
     def warnings(self, *, expected_s: float | None = None) -> list[str]:
         out = [self.channel_note] if self.channel_note else []
+        for at_s, apart_s in self.strays:
+            out.append(f"a short sound at {at_s:.1f} s, {apart_s:.1f} s away from the rest of the speech (a cough? "
+                       f"a breath?), is kept as part of the take: cut it out, or record the take again")
         note = length_note(self.speech_s, expected_s) if self.speech and expected_s else None
         if note:
             out.append(note)
@@ -467,7 +496,8 @@ def _analysis(data: np.ndarray, sr: int, *, mono: np.ndarray, span: tuple[int, i
     return Analysis(duration_s=data.shape[0] / sr, sr=sr, channels=data.shape[1] if data.ndim == 2 else 1,
                     peak_dbfs=float(20 * np.log10(peak + 1e-12)), noise_floor_dbfs=noise_floor_dbfs(mono, sr=sr),
                     clipped_runs=runs, clipped_at_s=first, speech=span is not None,
-                    speech_s=(span[1] - span[0]) / sr if span else 0.0, channel_note=channel_note)
+                    speech_s=(span[1] - span[0]) / sr if span else 0.0, channel_note=channel_note,
+                    strays=tuple(stray_sounds(mono, sr=sr)) if span else ())
 
 
 LENGTH_ODD = (0.5, 2.0)  # speech under half its expected length is cut off (or the wrong take); over twice,
