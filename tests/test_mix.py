@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from calmplace import mix as mix_module
-from calmplace.mix import (BLOCK, DUCK_HOLD_S, EDGE_FADE_MIN_S, DUCK_LOOKAHEAD_S, DUCK_RELEASE_S, BedPrefetch, _duck_parts, _edge_envelope,
-                           bed_gain, bed_gain_db, bed_runs, duck_amount, mix, speech_gain)
+from calmplace.mix import (BLOCK, DUCK_HOLD_S, DUCK_LOOKAHEAD_S, DUCK_RELEASE_S, EDGE_FADE_MIN_S, BedPrefetch,
+                           _duck_parts, _edge_envelope, bed_gain, bed_gain_db, bed_runs, duck_amount, mix,
+                           speech_gain)
 from calmplace.script import Ambience
 from calmplace.takes import Gap, Plan, SectionStart, Take
 from calmplace.timeline import build_timeline

@@ -159,3 +159,14 @@ def test_a_cough_after_the_words_is_named_by_status_and_the_build(project: Path,
     assert [w for w in warnings if "003.wav" in w and "a short sound at" in w], warnings
     # the takes recorded cleanly get no such note
     assert not [w for w in warnings if "a short sound" in w and "003.wav" not in w], warnings
+
+
+def test_a_folder_named_like_a_take_is_said_to_be_in_the_way(project: Path, monkeypatch):
+    """QA: a folder named 003.wav showed as a plain missing take, and --fallback-tts quietly spoke it."""
+    write_takes(project, skip=("003",))
+    (_folder(project) / "003.wav").mkdir()
+    status = run_cli(project, monkeypatch, *STATUS)
+    assert status.exit_code == 1 and "(a folder named 003.wav is in the way)" in status.output, status.output
+    report, _ = _build(project)
+    assert report.exit_code == 1
+    assert any("003.wav (a folder named 003.wav is in the way)" in p for p in report.problems), report.problems

@@ -423,7 +423,8 @@ def build(project: Project, names: tuple[str, ...] = (), *, locales: tuple[str, 
             return report
         if work:
             if lock.write_error is not None:   # checked only now: a build with nothing to do needs no write access
-                raise CalmplaceError(f"cannot write the outputs in {out_dir}/: {os_problem(lock.write_error, path=False)}")
+                raise CalmplaceError(f"cannot write the outputs in {out_dir}/: "
+                                     f"{os_problem(lock.write_error, path=False)}")
             with _writable_cache(cache, work, ui=ui) as (cache, work):
                 for item, result in _speak_and_render(work, cache=cache, jobs=jobs, force=force, ui=ui, report=report):
                     if isinstance(result, Exception):
@@ -447,7 +448,8 @@ def _remove_gone(manifest: Manifest, *, out_dir: Path, wanted: list[Job], lock: 
     if not gone:
         return
     if lock.write_error is not None:
-        ui.info(f"warning: cannot remove the outputs of removed scripts from {out_dir}/: {os_problem(lock.write_error, path=False)}")
+        ui.info(f"warning: cannot remove the outputs of removed scripts from {out_dir}/: "
+                f"{os_problem(lock.write_error, path=False)}")
         return
     folders = set()
     for rel in gone:
@@ -493,7 +495,8 @@ def _writable_cache(cache: TakeCache, work: list[tuple[TrackWork, object]], *, u
     if problem is None:
         yield cache, work
         return
-    ui.info(f"warning: cannot write the take cache {cache.root}/ ({os_problem(problem, path=False)}): going on without caching; "
+    ui.info(f"warning: cannot write the take cache {cache.root}/ ({os_problem(problem, path=False)}): "
+            f"going on without caching; "
             f"new takes will be spoken again next time")
     _sweep_spills(Path(tempfile.gettempdir()))
     spill = Path(tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{os.getpid()}-"))
@@ -946,7 +949,8 @@ def _write_track(item: TrackWork, result: TrackResult, *, out_dir: Path, manifes
     # LRA needs 3 s of short-term loudness (EBU Tech 3342): none for a shorter track
     lra = measured.loudness_range_lu
     lra_text = f"LRA {lra:.1f} LU" if math.isfinite(lra) else "LRA n/a"
-    ui.info(f"{job.label}: {format_clock(result.duration_s)}, {result.n_takes} take{'s' if result.n_takes != 1 else ''}, "
+    ui.info(f"{job.label}: {format_clock(result.duration_s)}, "
+            f"{result.n_takes} take{'s' if result.n_takes != 1 else ''}, "
             f"{measured.integrated_lufs:.1f} LUFS, {lra_text}, "
             f"true peak {measured.true_peak_dbtp:.1f} dBTP → {paths['mp3'].parent}/")
     for warning in result.warnings:

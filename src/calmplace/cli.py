@@ -109,7 +109,8 @@ def build_cmd(ui: UI, scripts: tuple[str, ...], locales: tuple[str, ...], voice:
 
         kwargs["engine_factory"] = lambda profile: FakeEngine()
     try:
-        report = build(_project(scripts), scripts, locales=locales, out_dir=out_dir, cache_dir=cache_dir, settings=settings,
+        report = build(_project(scripts), scripts, locales=locales, out_dir=out_dir, cache_dir=cache_dir,
+                       settings=settings,
                        jobs=jobs or os.cpu_count() or 1, force=force, check_only=check_only, ui=ui, **kwargs)
     except (CalmplaceError, OSError) as exc:   # OSError: a file that could not be written (disk full...)
         click.echo(f"error: {exc}", err=True)

@@ -195,8 +195,8 @@ def status_cmd(script: str, voice: str | None, locales: tuple[str, ...], accept:
     """Show each take of SCRIPT as ok, missing or stale, with its noise floor and peak warnings.
 
     Exit status 1 when a take is missing, stale or unreadable (the build would fail or be out of date)."""
-    from .speech.recorded import (analyse, damage, expected_name, other_exts, read_audio, record_entry, save_record,
-                                  shown, stray_files, stray_note, take_dir, take_states)
+    from .speech.recorded import (analyse, damage, expected_name, in_the_way, other_exts, read_audio, record_entry,
+                                  save_record, shown, stray_files, stray_note, take_dir, take_states)
 
     project = _project(script)
     jobs = _recorded_jobs(script, locales, voice)
@@ -220,7 +220,8 @@ def status_cmd(script: str, voice: str | None, locales: tuple[str, ...], accept:
             notes: list[str] = []
             state = s.state
             if s.state == "missing":
-                line += f"missing    {expected_name(folder, s.take).name} (or {other_exts()})"
+                line += (f"missing    {expected_name(folder, s.take).name} (or {other_exts()})"
+                         f"{in_the_way(folder, s.take)}")
             elif s.state == "duplicate":
                 line += f"duplicate  {', '.join(p.name for p in (s.path, *s.others))}: keep one"
             else:

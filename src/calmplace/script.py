@@ -443,7 +443,8 @@ class _Reader:
             raise Invalid(what)
         default = base or Ambience(sound="")
         return Ambience(sound=str(values["sound"]), level_db=values.get("level_db", default.level_db),
-                        duck_db=values.get("duck_db", default.duck_db), fade_in_s=values.get("fade_in", default.fade_in_s),
+                        duck_db=values.get("duck_db", default.duck_db),
+                        fade_in_s=values.get("fade_in", default.fade_in_s),
                         fade_out_s=values.get("fade_out", default.fade_out_s))
 
     def _check_sound(self, sound: str, node: Node) -> None:

@@ -631,6 +631,16 @@ def take_files(folder: Path, take: Take) -> list[Path]:
                   if p.is_file() and p.stem == take.name and p.suffix.lower().lstrip(".") in TAKE_EXTS)
 
 
+def in_the_way(folder: Path, take: Take) -> str:
+    """' (a folder named 006.wav is in the way)' when a folder has a take file's name (QA: it
+    showed as a plain missing take), else ''."""
+    if not folder.is_dir():
+        return ""
+    dirs = sorted(p.name for p in folder.glob(f"{take.name}.*")
+                  if p.is_dir() and p.stem == take.name and p.suffix.lower().lstrip(".") in TAKE_EXTS)
+    return f" (a folder named {dirs[0]} is in the way)" if dirs else ""
+
+
 def stray_files(folder: Path, takes: Sequence[Take]) -> list[Path]:
     """Audio files in the folder that are no take of this script (012.wav when there are 11 takes,
     a backup 004.old.wav, 1.wav)."""
@@ -821,7 +831,8 @@ class RecordedEngine:
         missing = [s for s in states if s.state == "missing"]
         to_record = [s for s in missing if s.take.name not in refilled]
         if to_record and not self.fallback_tts:
-            lines = "\n".join(f"  {shown(expected_name(folder, s.take))}" for s in to_record)
+            lines = "\n".join(f"  {shown(expected_name(folder, s.take))}{in_the_way(folder, s.take)}"
+                              for s in to_record)
             problems.append(
                 f"voice {self.profile.name!r}: {len(to_record)} of {len(takes)} takes of {label} "
                 f"{'is' if len(to_record) == 1 else 'are'} missing:\n{lines}\n"
