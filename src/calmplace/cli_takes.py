@@ -271,7 +271,9 @@ def status_cmd(script: str, voice: str | None, locales: tuple[str, ...], accept:
         click.echo("  " + ", ".join(summary))
         if renamed:
             click.echo(f"  {len(renamed)} take file{'s were' if len(renamed) != 1 else ' was'} recorded for another "
-                       f"take's text (a sentence was added or removed): rename them, the highest number first"
+                       f"take's text (a sentence was added or removed): rename them, the highest number first "
+                       f"after an added sentence, the lowest first after a removed one (the build lists them in "
+                       f"that order)"
                        + (" (--accept leaves them stale)" if accept else ""))
         if accept and accepted:
             save_record(folder, accepted, script_id=job.script.id, locale=job.locale)
