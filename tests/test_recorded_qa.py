@@ -81,6 +81,17 @@ def test_a_truncated_take_is_unreadable(project: Path, monkeypatch):
     assert "voices/therapist/tiny/en-GB/003.wav: the file is truncated: its header promises" in text, text
     assert "record it again or copy it anew" in text and "cannot be read" in text, text
     assert not (project / "build" / "en-GB" / "tiny.mp3").exists()
+    # regression QA: a whole WAV from a streaming writer (ffmpeg to a pipe) says 0xFFFFFFFF bytes in
+    # its header, "as much as follows": that is no truncation
+    streamed = bytearray(raw)
+    at = streamed.index(b"data") + 4
+    streamed[at:at + 4] = (0xFFFFFFFF).to_bytes(4, "little")
+    (folder / "003.wav").write_bytes(bytes(streamed))
+    status = run_cli(project, monkeypatch, *STATUS)
+    line = next(l for l in status.output.splitlines() if l.strip().startswith("003"))
+    assert "truncated" not in status.output and "unreadable" not in line, status.output
+    report, _ = _build(project)
+    assert report.exit_code == 0, report.problems
 
 
 def test_the_build_names_every_take_it_cannot_prepare(project: Path, monkeypatch):

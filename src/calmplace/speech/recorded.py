@@ -537,12 +537,19 @@ def damage(path: Path) -> str | None:
     return _truncation(info)
 
 
+# a data size a streaming writer (ffmpeg to a pipe, a live recorder) puts in the header because it
+# cannot know the length: "as much as follows", not a promise (regression QA: such a take was refused)
+_STREAMING_SIZES = (0xFFFFFFFF, 0xFFFFFFFF - 8, 0x7FFFFFFF, 0)
+
+
 def _truncation(info) -> str | None:
     """`damage` from a file's soundfile.info: its header promises more audio than it holds."""
     import re
 
     m = re.search(r"(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", info.extra_info or "")
     if not m or int(m.group(2)) >= int(m.group(1)):
+        return None
+    if int(m.group(1)) in _STREAMING_SIZES:   # written by a recorder that could not go back to the header
         return None
     promised = int(m.group(1)) / max(1, int(info.samplerate * info.channels * _bytes_per_sample(info.subtype)))
     return (f"the file is truncated: its header promises {promised:.1f} s of audio, it holds "
