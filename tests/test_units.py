@@ -53,3 +53,6 @@ def test_spelling_keeps_the_texts_case_whatever_the_tables():
     assert apply_spelling("a gate, Gate, GATE", {"Gate": "Gateway"}) == "a gateway, Gateway, GATEWAY"
     assert apply_spelling("the tv and the ipad", {"tv": "TV", "ipad": "iPad"}) == "the TV and the iPad"
     assert apply_spelling("watch tv", {"TV": "television"}) == "watch television"
+    # regression QA: a name with capitals inside stays as written for a lowercase word
+    assert apply_spelling("mcdonald, McDonald, MCDONALD", {"McDonald": "MacDonald"}) == \
+        "MacDonald, MacDonald, MACDONALD"

@@ -120,7 +120,7 @@ class Script:
 
 # region subtags people write that ISO 3166 does not assign (BCP 47 regions are ISO 3166-1 codes):
 # no system voice matches them, so the build would fail later with no position
-_NOT_REGIONS = {"UK": ("GB", "the United Kingdom's code is GB"), "EN": ("GB", "en is the language; GB the region")}
+_NOT_REGIONS = {"UK": "the United Kingdom's code is GB", "EN": "a language code, not a country's"}
 
 
 def apply_spelling(text: str, table: Mapping[str, str]) -> str:
@@ -130,7 +130,10 @@ def apply_spelling(text: str, table: Mapping[str, str]) -> str:
     if not table:
         return text
     lookup = {k.lower(): v for k, v in table.items()}
-    capitalised_entry = {k.lower(): k[:1].isupper() and v[:1].isupper() for k, v in table.items()}
+    # an entry written capitalised, key and replacement alike (Gate: Gateway), is plain words: it
+    # follows the text's case; one with capitals inside (McDonald: MacDonald) is a name, as written
+    capitalised_entry = {k.lower(): k == k.capitalize() and v == v.capitalize() and k[:1].isupper()
+                         for k, v in table.items()}
     # Not \b: a word that begins or ends with punctuation (`Mr.`) has no word boundary after the dot.
     # A match must not touch a word character on either side, so `colour` leaves `colourful` alone.
     pattern = re.compile(r"(?<!\w)(" + "|".join(re.escape(k) for k in sorted(lookup, key=len, reverse=True))
@@ -301,8 +304,9 @@ class _Reader:
                 self.src.error(f"{tag!r} is not a BCP 47 language tag such as en-GB{hint}", tag_node)
             elif "-" in tag and tag.rsplit("-", 1)[1].upper() in _NOT_REGIONS:
                 head, region = tag.rsplit("-", 1)
-                code, why = _NOT_REGIONS[region.upper()]
-                self.src.error(f"{tag!r}: {region} is not a region code ({why}); did you mean {head + '-' + code!r}?",
+                guess = {"UK": "GB", "EN": "GB" if head.lower() == "en" else None}[region.upper()]
+                hint = f"; did you mean {head + '-' + guess!r}?" if guess else ""
+                self.src.error(f"{tag!r}: {region} is not a region code ({_NOT_REGIONS[region.upper()]}){hint}",
                                tag_node)
             elif tag in seen:
                 self.src.error(f"locale {tag!r} is listed twice", tag_node)
@@ -364,17 +368,19 @@ class _Reader:
         if self.src.refused(node):
             raise Invalid(what)
         entries: dict[str, Node] = {}
+        hinted: set[str] = set()   # locales a miscased key was said to mean: not "missing" as well
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, ScalarNode) else None
             if key not in self.locales:
                 known = ", ".join(self.locales) or "none"
                 self.src.error(f"{what} has locale {key!r}, which is not in locales ({known})"
                                f"{self._same_locale_hint(key)}", key_node)
+                hinted |= {loc for loc in self.locales if isinstance(key, str) and loc.lower() == key.lower()}
             elif key in entries:
                 self.src.error(f"{what} gives locale {key!r} twice", key_node)
             else:
                 entries[key] = value_node
-        missing = [loc for loc in self.locales if loc not in entries]
+        missing = [loc for loc in self.locales if loc not in entries and loc not in hinted]
         if missing:
             self.src.error(f"{what} is missing locale{'s' if len(missing) > 1 else ''} {', '.join(missing)}", node)
         if missing or len(entries) != len(node.value):
