@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +114,18 @@ def test_plot_draws_the_track(project: Path, monkeypatch: pytest.MonkeyPatch):
     bad = invoke_cli(project, "plot", "tiny", "--locale", "en-US", "--out", "a-file/plot.png")
     assert bad.exit_code == 1, bad.output
     assert "error: cannot write the plot: a-file: a file is in the way where a folder should be" in bad.output
+
+
+def test_plot_of_a_track_without_ambience_draws_without_warnings():
+    """Regression QA: with no bed, `plot` printed matplotlib's 'No artists with labels found to put
+    in legend' warning (the section lines counted as lines to label). Warnings are errors here."""
+    import matplotlib.image
+
+    from calmplace.plot import plot_track
+
+    events = (Gap(2.0, kind="lead_in"), SectionStart(0, "Only", None), Take(1, 0, "Hello.", 2.0, 3.0),
+              Gap(3.0, kind="tail"))
+    tl = build_timeline(Plan("q", "en-GB", "Q", None, None, None, (), events), [SR], sr=SR)
+    png = plot_track(tl, title="Q (en-GB)", seed_base="q", short_term_lufs=None)
+    image = matplotlib.image.imread(io.BytesIO(png), format="png")
+    assert image.shape[:2] == (600, 1400) and image[..., :3].std() > 0.05

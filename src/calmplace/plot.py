@@ -41,7 +41,8 @@ def plot_track(timeline: Timeline, *, title: str, seed_base: str, short_term_luf
         ax_top.legend(loc="lower right", fontsize=8)
     ax_top.set_ylabel("LUFS")
     fig.suptitle(f"{title}: speech (green), sections (dashed)", fontsize=11, x=0.01, ha="left")
-    for run in bed_runs(timeline, seed_base=seed_base):
+    runs = bed_runs(timeline, seed_base=seed_base)
+    for run in runs:
         idx = np.linspace(run.start, run.end - 1, num=min(_POINTS, run.end - run.start)).astype(np.int64)
         gain = np.concatenate([bed_gain_db(timeline, run, start=i, stop=i + 1) for i in idx])
         ax_gain.plot(idx / sr / 60, np.maximum(gain, -60), lw=1.0, label=f"{run.ambience.sound} bed")
@@ -49,7 +50,7 @@ def plot_track(timeline: Timeline, *, title: str, seed_base: str, short_term_luf
     ax_gain.set_xlabel("minutes")
     ax_gain.set_ylim(-60, 0)
     ax_gain.set_xlim(0, minutes)
-    if ax_gain.lines:
+    if runs:   # the section lines are no legend's (with no bed, matplotlib warned "no artists with labels")
         ax_gain.legend(loc="lower right", fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     buf = io.BytesIO()
