@@ -106,3 +106,15 @@ def test_run_outside_the_project_folder_says_where_to_run(project: Path, tmp_pat
     assert named.exit_code == 1 and f"run calmplace in {project}" in named.output, named.output
     assert not (elsewhere / "build").exists()   # nothing written
     assert invoke_cli(project, "check").exit_code == 0
+    # regression QA: a project with only voices/ (scripts kept elsewhere) counts too, and a script
+    # named from inside scripts/ is given the path it has from the folder to run in
+    (project / "scripts" / "tiny.yaml").rename(elsewhere / "tiny.yaml")
+    (project / "scripts").rmdir()
+    (project / "voices" / "sub").mkdir()
+    voices_only = invoke_cli(project / "voices" / "sub", "check", str(elsewhere / "tiny.yaml"))
+    assert f"run calmplace in {project / 'voices'}" not in voices_only.output
+    assert f"run calmplace in {project}" in voices_only.output, voices_only.output
+    (project / "scripts").mkdir()
+    (elsewhere / "tiny.yaml").rename(project / "scripts" / "tiny.yaml")
+    named = invoke_cli(project / "scripts", "check", "tiny.yaml")
+    assert f"run calmplace in {project}, where the script is scripts/tiny.yaml" in named.output, named.output

@@ -177,17 +177,28 @@ class Project:
 
 def find_project(here: Path, scripts: Sequence[str] = ()) -> Project:
     """The project in folder `here`. When `here` has neither scripts/ nor voices/ but a folder above
-    it, or above a named script file, is a project, say where to run instead (QA: run from scripts/,
-    `check` looked for scripts/scripts; run elsewhere with a script's path, the build could not
-    find the voices)."""
+    it, or above a named script file, is a project (scripts/ with a script in it, or voices/ with a
+    profile), say where to run instead (QA: run from scripts/, `check` looked for scripts/scripts;
+    run elsewhere with a script's path, the build could not find the voices)."""
     if (here / "scripts").is_dir() or (here / "voices").is_dir():
         return Project(here)
-    named = [Path(s).resolve().parent.parent for s in scripts if str(s).endswith((".yaml", ".yml"))]
-    for folder in [*named, *here.resolve().parents]:
-        if (folder / "scripts").is_dir() and (folder / "voices").is_dir():
+    named = [Path(s).resolve() for s in scripts if str(s).endswith((".yaml", ".yml"))]
+    for folder in [*(p.parent.parent for p in named), *here.resolve().parents]:
+        if _looks_like_a_project(folder):
+            then = [str(p.relative_to(folder)) for p in named if folder in p.parents]
+            also = f", where the script is {then[0]}" if len(then) == 1 and then[0] != scripts[0] else ""
             raise CalmplaceError(f"{here.resolve()} is not a calmplace project (it has no scripts/ or voices/ "
-                                 f"folder): run calmplace in {folder}")
+                                 f"folder): run calmplace in {folder}{also}")
     return Project(here)
+
+
+def _looks_like_a_project(folder: Path) -> bool:
+    def holds(sub: str, patterns: tuple[str, ...]) -> bool:
+        try:
+            return (folder / sub).is_dir() and any(next((folder / sub).glob(p), None) for p in patterns)
+        except OSError:
+            return False
+    return holds("scripts", ("*.yaml", "*.yml")) or holds("voices", ("*.yaml",))
 
 
 def load_script(path: Path, *, project: Project | None = None, display_path: str | None = None) -> Script:
