@@ -170,6 +170,12 @@ def test_a_cough_after_the_words_is_named_by_status_and_the_build(project: Path,
     assert [w for w in warnings if "003.wav" in w and "a short sound at" in w], warnings
     # the takes recorded cleanly get no such note
     assert not [w for w in warnings if "a short sound" in w and "003.wav" not in w], warnings
+    # regression QA: a last word after a thoughtful pause is voiced, not a cough: no note
+    word = recorded_take("out.", sr=sr, channels=1, lead_s=0.0, tail_s=0.3, gain_db=-6, seed=4)[:, 0]
+    x = np.concatenate([take, room(int(1.6 * sr), sr=sr, seed=8), word])
+    sf.write(_folder(project) / "003.wav", x, sr, subtype="PCM_24")
+    status = run_cli(project, monkeypatch, *STATUS)
+    assert "a short sound" not in status.output, status.output
 
 
 def test_a_folder_named_like_a_take_is_said_to_be_in_the_way(project: Path, monkeypatch):
