@@ -187,3 +187,38 @@ def test_a_folder_named_like_a_take_is_said_to_be_in_the_way(project: Path, monk
     report, _ = _build(project)
     assert report.exit_code == 1
     assert any("003.wav (a folder named 003.wav is in the way)" in p for p in report.problems), report.problems
+
+
+def test_after_a_sentence_is_removed_a_text_said_twice_maps_to_the_right_take(project: Path, monkeypatch):
+    """Regression QA: script 'Breathe in. / Let the shoulders soften. / Breathe in. / Good.' recorded
+    and accepted; the second sentence removed. The build said to rename 003 to 001 (the first
+    'Breathe in.') and left 004 as 'not a take of this script'. The texts are aligned in order:
+    001 stays, 003 -> 002, 004 -> 003 (the lowest first, 002.wav moved away first)."""
+    script = project / "scripts" / "tiny.yaml"
+    script.write_text("title: Twice\nlocales: [en-GB]\nambience: none\nsections:\n  - text: \"Breathe in. [pause 2s] "
+                      "Let the shoulders soften. [pause 2s] Breathe in. [pause 2s] Good.\"\n")
+    (project / "voices" / "therapist.yaml").write_text("engine: recorded\n")
+    folder = _folder(project)
+    folder.mkdir(parents=True)
+    texts = _texts(project)
+    for i, text in enumerate(texts):
+        x = recorded_take(text, sr=44100, channels=1, lead_s=0.3, tail_s=0.3, gain_db=-6, seed=i)
+        sf.write(folder / f"{i + 1:03d}.wav", x, 44100, subtype="PCM_24")
+    accepted = run_cli(project, monkeypatch, *STATUS, "--accept")
+    assert accepted.exit_code == 0, accepted.output
+    script.write_text(script.read_text().replace("Let the shoulders soften. [pause 2s] ", ""))
+    result = run_cli(project, monkeypatch, *BUILD)
+    out = result.output
+    assert result.exit_code == 1, out
+    rename_3 = "003.wav was recorded for what is now take 002: rename 003.wav to 002.wav (move 002.wav out of the way first)"
+    rename_4 = "004.wav was recorded for what is now take 003: rename 004.wav to 003.wav"
+    assert rename_3 in out and rename_4 in out and "take 001" not in out, out
+    assert out.index(rename_3) < out.index(rename_4), out   # the lowest number first after a removal
+    status = run_cli(project, monkeypatch, *STATUS)
+    assert status.exit_code == 1 and "004.wav was recorded for \u201cGood.\u201d, what is now take 003" in status.output
+    # done as told: 002.wav (the removed sentence) out of the way, then 003 -> 002, 004 -> 003
+    (folder / "002.wav").rename(project / "removed.wav")
+    (folder / "003.wav").rename(folder / "002.wav")
+    (folder / "004.wav").rename(folder / "003.wav")
+    report, _ = _build(project)
+    assert report.exit_code == 0, report.problems

@@ -196,7 +196,8 @@ def status_cmd(script: str, voice: str | None, locales: tuple[str, ...], accept:
 
     Exit status 1 when a take is missing, stale or unreadable (the build would fail or be out of date)."""
     from .speech.recorded import (analyse, damage, expected_name, in_the_way, other_exts, read_audio, record_entry,
-                                  save_record, shown, stray_files, stray_note, take_dir, take_states)
+                                  moved_off_the_end, save_record, shown, stray_files, stray_note, take_dir,
+                                  take_states)
 
     project = _project(script)
     jobs = _recorded_jobs(script, locales, voice)
@@ -262,8 +263,15 @@ def status_cmd(script: str, voice: str | None, locales: tuple[str, ...], accept:
             for note in notes:
                 click.echo(f"        {note}")
             n_warn += len([n for n in notes if not n.startswith(("recorded for", "new recording"))])
+        moved = {s.path: s for s in moved_off_the_end(folder, the_plan.takes)}
         for p in stray_files(folder, the_plan.takes):
-            click.echo(f"  note: {stray_note(p, the_plan.takes)}")
+            if p in moved:   # past the last take now, recorded for a text the script still has
+                click.echo(f"  note: {p.name} was recorded for \u201c{moved[p].recorded_text}\u201d, what is now "
+                           f"take {moved[p].now_take}: rename it to {moved[p].now_take}{p.suffix}")
+                renamed.append(moved[p])
+                trouble += 1
+            else:
+                click.echo(f"  note: {stray_note(p, the_plan.takes)}")
         summary = [f"{counts['ok']} of {len(states)} takes ok"]
         summary += [f"{v} {k}" for k, v in counts.items() if v and k != "ok"]
         if n_warn:

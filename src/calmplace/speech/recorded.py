@@ -749,11 +749,9 @@ def take_states(folder: Path, takes: Sequence[Take]) -> list[TakeState]:
     (recorded again since): it is taken to be of the current text, but is not tracked until
     accepted (`takes status --accept`), so a later edit of the text could not show it as stale."""
     record = load_record(folder)
-    now = {}
-    for t in takes:
-        now.setdefault(t.text, t.name)
+    now = realigned(record, takes)
     # a file takes.json knows under another number was moved there: renamed as `renumbered` says
-    by_sha = {e.get("sha256"): e for e in record.values() if isinstance(e, dict) and e.get("sha256")}
+    by_sha = {e.get("sha256"): (name, e) for name, e in record.items() if isinstance(e, dict) and e.get("sha256")}
     out = []
     for take in takes:
         files = take_files(folder, take)
@@ -764,17 +762,59 @@ def take_states(folder: Path, takes: Sequence[Take]) -> list[TakeState]:
             out.append(TakeState(take, "duplicate", files[0], tuple(files[1:])))
             continue
         sha = sha256_file(files[0])
-        entry = record.get(take.name)
+        entry, entry_name = record.get(take.name), take.name
         same_file = bool(entry) and entry.get("sha256") == sha
         if not same_file and sha in by_sha:   # known under another number: its text decides
-            entry, same_file = by_sha[sha], True
+            (entry_name, entry), same_file = by_sha[sha], True
         if same_file and entry.get("text") != take.text:
             out.append(TakeState(take, "stale", files[0], recorded_text=entry.get("text"), sha256=sha,
-                                 now_take=now.get(entry.get("text"))))
+                                 now_take=now.get(entry_name)))
         elif entry and not same_file:
             out.append(TakeState(take, "new", files[0], recorded_text=entry.get("text"), sha256=sha))
         else:
             out.append(TakeState(take, "ok", files[0], sha256=sha, accepted=same_file))
+    return out
+
+
+def realigned(record: dict[str, dict], takes: Sequence[Take]) -> dict[str, str]:
+    """Which take each recorded one (takes.json: number -> the text it was recorded for) is now,
+    for those whose text is still in the script: the recorded texts, in their order, aligned with
+    the script's (difflib's longest matching runs), so that after a sentence is added or removed a
+    text said twice ("Breathe in.") maps to the right one of its places (regression QA: the first
+    place was always taken); a text left over from the alignment that the script has exactly once
+    maps there."""
+    import difflib
+
+    old = sorted((name for name, e in record.items() if isinstance(e.get("text"), str) and name.isdigit()), key=int)
+    old_texts, new_texts = [record[name]["text"] for name in old], [t.text for t in takes]
+    out: dict[str, str] = {}
+    matcher = difflib.SequenceMatcher(a=old_texts, b=new_texts, autojunk=False)
+    for a, b, size in matcher.get_matching_blocks():
+        out.update((old[a + k], takes[b + k].name) for k in range(size))
+    taken = set(out.values())
+    for name, text in zip(old, old_texts):
+        places = [t.name for t in takes if t.text == text]
+        if name not in out and len(places) == 1 and places[0] not in taken:
+            out[name] = places[0]
+    return out
+
+
+def moved_off_the_end(folder: Path, takes: Sequence[Take]) -> list[TakeState]:
+    """Take files numbered past the script's last take (a sentence was removed) that takes.json
+    says were recorded for a text the script still has: as renumbered TakeStates, to be renamed
+    like the others (regression QA: the last one only showed as 'not a take of this script')."""
+    record = load_record(folder)
+    now = realigned(record, takes)
+    out = []
+    for path in stray_files(folder, takes):
+        entry = record.get(path.stem)
+        if not (path.stem.isdigit() and len(path.stem) == 3 and entry and path.stem in now):
+            continue
+        if entry.get("sha256") != sha256_file(path):
+            continue
+        gone = Take(int(path.stem), -1, entry.get("text", ""), 0.0, 0.0)
+        out.append(TakeState(gone, "stale", path, recorded_text=entry.get("text"), sha256=entry.get("sha256"),
+                             now_take=now[path.stem]))
     return out
 
 
@@ -856,7 +896,7 @@ class RecordedEngine:
             problems.append(f"voice {self.profile.name!r}: {len(unreadable)} take file"
                             f"{'s' if len(unreadable) != 1 else ''} of {label} cannot be read:\n"
                             + "\n".join(f"  {u}" for u in unreadable))
-        renumbered = [s for s in states if s.renumbered]
+        renumbered = [s for s in states if s.renumbered] + moved_off_the_end(folder, takes)
         if renumbered:  # used as they are, every one would be spoken one place off: never built
             problems.append(_renumbered_problem(self.profile.name, label, renumbered, folder, takes)
                             + f"\nThen check with: calmplace takes status {script_id} --voice {self.profile.name} "
