@@ -44,8 +44,10 @@ def test_takes_renumbered_by_an_edit_stop_the_build(project: Path, monkeypatch):
         out = result.output
         assert result.exit_code == 1, out
         assert "Traceback" not in out
-        rename_4 = "voices/therapist/tiny/en-GB/004.mp3 was recorded for what is now take 005: rename 004.mp3 to 005.mp3"
-        rename_3 = "voices/therapist/tiny/en-GB/003.ogg was recorded for what is now take 004: rename 003.ogg to 004.ogg"
+        rename_4 = ("voices/therapist/tiny/en-GB/004.mp3 was recorded for what is now take 005: "
+                    "rename 004.mp3 to 005.mp3")
+        rename_3 = ("voices/therapist/tiny/en-GB/003.ogg was recorded for what is now take 004: "
+                    "rename 003.ogg to 004.ogg")
         assert rename_4 in out and rename_3 in out, out
         assert out.index(rename_4) < out.index(rename_3), out  # the highest number first: nothing is overwritten
         assert "calmplace takes status tiny --voice therapist --locale en-GB" in out, out
@@ -210,7 +212,8 @@ def test_after_a_sentence_is_removed_a_text_said_twice_maps_to_the_right_take(pr
     result = run_cli(project, monkeypatch, *BUILD)
     out = result.output
     assert result.exit_code == 1, out
-    rename_3 = "003.wav was recorded for what is now take 002: rename 003.wav to 002.wav (move 002.wav out of the way first)"
+    rename_3 = ("003.wav was recorded for what is now take 002: rename 003.wav to 002.wav "
+                "(move 002.wav out of the way first)")
     rename_4 = "004.wav was recorded for what is now take 003: rename 004.wav to 003.wav"
     assert rename_3 in out and rename_4 in out and "take 001" not in out, out
     assert out.index(rename_3) < out.index(rename_4), out   # the lowest number first after a removal

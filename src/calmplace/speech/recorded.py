@@ -962,7 +962,8 @@ class RecordedEngine:
         problems: dict[int, str] = {}  # take index → what is wrong with its file
         if not self.fallback_tts:  # take_keys said so already, unless a file vanished since
             for i in missing:
-                problems[i] = f"{shown(expected_name(folder, takes[i]))}: the take is missing (removed during the build?)"
+                problems[i] = (f"{shown(expected_name(folder, takes[i]))}: the take is missing "
+                               f"(removed during the build?)")
         present = [i for i, s in enumerate(states) if s.state != "missing"]
 
         analysed: dict[int, Analysis] = {}
