@@ -56,3 +56,17 @@ def test_spelling_keeps_the_texts_case_whatever_the_tables():
     # regression QA: a name with capitals inside stays as written for a lowercase word
     assert apply_spelling("mcdonald, McDonald, MCDONALD", {"McDonald": "MacDonald"}) == \
         "MacDonald, MacDonald, MACDONALD"
+
+
+def test_os_problem_names_the_folder_that_takes_no_file(tmp_path):
+    """Regression QA: plot --out /proc/x.png said '/proc/.x.png.<random>.tmp: no such folder', naming
+    a temp file the user never asked for, in a folder that exists."""
+    import errno
+
+    from calmplace.errors import os_problem
+
+    there = FileNotFoundError(errno.ENOENT, "No such file or directory", str(tmp_path / ".x.png.abc123.tmp"))
+    assert os_problem(there) == f"{tmp_path}: new files cannot be made there"
+    gone = FileNotFoundError(errno.ENOENT, "No such file or directory", str(tmp_path / "gone" / "x.png"))
+    assert os_problem(gone) == f"{tmp_path / 'gone' / 'x.png'}: no such folder"
+    assert os_problem(PermissionError(errno.EACCES, "Permission denied"), path=False) == "permission denied"

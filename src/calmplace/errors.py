@@ -35,9 +35,9 @@ def display_path(path: Path | str) -> str:
 
 
 def os_problem(exc: OSError, *, path: bool = True) -> str:
-    """An OS error as a person reads it: "build/templates/en-GB: a file is in the way where a folder
-    should be" (not "[Errno 20] Not a directory: 'build/templates/en-GB'"); with `path=False`
-    the reason alone, for a message that names the folder itself."""
+    """An OS error from writing a file, as a person reads it: "build/templates/en-GB: a file is in
+    the way where a folder should be" (not "[Errno 20] Not a directory: 'build/templates/en-GB'");
+    with `path=False` the reason alone, for a message that names the folder itself."""
     import errno
     import os
 
@@ -48,6 +48,11 @@ def os_problem(exc: OSError, *, path: bool = True) -> str:
               errno.ENOSPC: "the disk is full", errno.EDQUOT: "over the disk quota",
               errno.EROFS: "the disk is read-only", errno.ENOENT: "no such folder"}.get(
         exc.errno, (exc.strerror or type(exc).__name__).rstrip(".").lower())
+    if exc.errno == errno.ENOENT and exc.filename and Path(os.fsdecode(exc.filename)).parent.is_dir():
+        # the folder is there but takes no new file (/proc, a vanished mount): name the folder, not
+        # the temp file calmplace tried to make in it
+        folder = Path(os.fsdecode(exc.filename)).parent
+        return f"{display_path(folder)}: new files cannot be made there" if path else "new files cannot be made there"
     return f"{display_path(os.fsdecode(exc.filename))}: {reason}" if path and exc.filename else reason
 
 
