@@ -204,7 +204,8 @@ def _looks_like_a_project(folder: Path) -> bool:
 def load_script(path: Path, *, project: Project | None = None, display_path: str | None = None) -> Script:
     """Read and validate one script; raise ScriptErrors listing every problem in it."""
     path = Path(path)
-    src, node = Source.read(path, display_path=display_path)
+    src, node = Source.read(path, display_path=display_path,
+                            keys=frozenset(_TOP_KEYS) | frozenset(_SECTION_KEYS) | frozenset(_AMBIENCE_KEYS))
     script = None
     if node is not None or not src.problems.problems:  # unreadable or broken YAML: nothing more to check
         script = _Reader(src, project).script(node)

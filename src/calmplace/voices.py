@@ -40,7 +40,8 @@ def load_voice(name: str, *, voices_dir: Path) -> VoiceProfile:
 
         raise CalmplaceError(f"unknown voice {name!r}: there is no {display_path(path)} "
                              f"(available: {', '.join(known) or 'none'})")
-    src, node = Source.read(path, display_path=display_path(path))  # relative, as scripts' paths are
+    src, node = Source.read(path, display_path=display_path(path),  # relative, as scripts' paths are
+                            keys=frozenset(_KEYS) | frozenset(_LOCALE_KEYS))
     profile = None
     if node is not None:
         try:

@@ -89,10 +89,13 @@ class Source:
     text: str
     problems: ProblemCollector
     _refused: set[int] = field(default_factory=set, repr=False)  # ids of nodes under a refused tag
+    keys: frozenset[str] = frozenset()   # the keys this kind of file has (for the parser's hints)
 
     @classmethod
-    def read(cls, path: Path, *, display_path: str | None = None) -> tuple["Source", Node | None]:
-        """Read and compose a file; problems (not UTF-8, broken YAML, tags) are recorded, not raised."""
+    def read(cls, path: Path, *, display_path: str | None = None,
+             keys: frozenset[str] = frozenset()) -> tuple["Source", Node | None]:
+        """Read and compose a file; problems (not UTF-8, broken YAML, tags) are recorded, not raised.
+        `keys`: the keys such a file has, so that a line starting with one is named as a key."""
         shown = display_path or str(path)
         try:
             raw = path.read_bytes()
@@ -111,7 +114,7 @@ class Source:
             return cls(path, "", collector), None
         if text.startswith("\ufeff"):
             text = text[1:]
-        src = cls(path, text, ProblemCollector(shown, text))
+        src = cls(path, text, ProblemCollector(shown, text), keys=keys)
         try:
             node, recursive = _compose(text)
         except yaml.reader.ReaderError as exc:  # a character YAML does not allow: no mark, only an offset
@@ -155,7 +158,9 @@ class Source:
         line = self.text[mark.index - mark.column:].split("\n", 1)[0]
         if "\t" in problem or "'\\t'" in problem or "character '\\t'" in problem:
             return "; YAML does not allow tabs for indenting: indent with spaces"
-        if "mapping values are not allowed" in problem and re.fullmatch(r"\s*[A-Za-z_][\w-]*", line[:mark.column]):
+        # a key only if it is one (QA: a text's later line `Remember: breathe.` was told to move left as a key)
+        before = line[:mark.column].strip()
+        if "mapping values are not allowed" in problem and before in self.keys:
             return ("; this line looks like a key, but it is indented further than the keys above it, so YAML "
                     "reads it as more of the text above: start it in the same column as those keys")
         if "mapping values are not allowed" in problem:
