@@ -112,8 +112,11 @@ def build_cmd(ui: UI, scripts: tuple[str, ...], locales: tuple[str, ...], voice:
         report = build(_project(scripts), scripts, locales=locales, out_dir=out_dir, cache_dir=cache_dir,
                        settings=settings,
                        jobs=jobs or os.cpu_count() or 1, force=force, check_only=check_only, ui=ui, **kwargs)
-    except (CalmplaceError, OSError) as exc:   # OSError: a file that could not be written (disk full...)
+    except CalmplaceError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:   # a file that could not be written (the disk full...), worded as every command words it
+        click.echo(f"error: cannot write {os_problem(exc)}", err=True)
         sys.exit(1)
     _print_problems(report)
     if ui.verbosity >= 1 and report.timings_s:
@@ -134,8 +137,11 @@ def clean_cmd(ui: UI, out_dir: Path, cache_dir: Path | None) -> None:
     cache = cache_dir if cache_dir is not None else out_dir / ".cache"
     try:
         removed = clean(out_dir, cache_dir, project_root=Path.cwd())
-    except (CalmplaceError, OSError) as exc:
+    except CalmplaceError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        click.echo(f"error: cannot remove {os_problem(exc)}", err=True)
         sys.exit(1)
     n = len(removed)
     ui.info(f"removed {n} cached take{'s' if n != 1 else ''} from {cache}/" if removed else "nothing to remove")

@@ -211,8 +211,9 @@ def bed_gain_db(timeline: Timeline, run: BedRun, *, start: int, stop: int) -> np
 def bed_gain(timeline: Timeline, run: BedRun, *, start: int, stop: int) -> np.ndarray:
     """`bed_gain_db` as a linear float32 gain, computed only where the duck or a fade moves it.
 
-    Each sample is level x float32(exp(duck x k)), from the float64 curve `duck_amount` gives.
-    Away from speech the duck is 0 (gain = level); under speech exactly 1 (one value). A rise or
+    Each sample is level x float32(exp(duck x k)), from the float64 curve `duck_amount` gives for
+    the `duck_spans` (speech, and the pauses of at most DUCK_HOLD_S between). Away from them the
+    duck is 0 (gain = level); under them exactly 1 (one value). A rise or
     fall that no other span's overlaps is the same curve for every span, so its gains come from
     a table; only where ramps overlap (max of the two) are exps worked out here."""
     sr = timeline.sr
@@ -291,8 +292,9 @@ def mix(timeline: Timeline, clips: Sequence[np.ndarray], *, open_bed: Callable[.
             raise ValueError(f"take {span.take.name}: clip has {clip.size} samples, timeline {span.end - span.start}")
     lay = _VoiceLayer(out, list(zip(timeline.takes, clips)), gain=gain)
     runs = bed_runs(timeline, seed_base=seed_base)
-    # runs are in order and only neighbours overlap (crossfades): what lies before the next run's
-    # start is final once this run has passed it
+    # runs are in order of their starts (a run after a section shorter than a crossfade may overlap
+    # more than its neighbour): what lies before the next run's start is final once this run has
+    # passed it, as no later run reaches back before that
     starts = [run.start for run in runs[1:]] + [timeline.n_samples]
     first_ready = runs[0].start if runs else timeline.n_samples
     lay(first_ready)

@@ -185,7 +185,7 @@ def find_project(here: Path, scripts: Sequence[str] = ()) -> Project:
     named = [Path(s).resolve() for s in scripts if str(s).endswith((".yaml", ".yml"))]
     for folder in [*(p.parent.parent for p in named), *here.resolve().parents]:
         if _looks_like_a_project(folder):
-            then = [str(p.relative_to(folder)) for p in named if folder in p.parents]
+            then = [str(p.relative_to(folder)) for p in named if folder in p.parents and p.is_file()]
             also = f", where the script is {then[0]}" if len(then) == 1 and then[0] != scripts[0] else ""
             raise CalmplaceError(f"{here.resolve()} is not a calmplace project (it has no scripts/ or voices/ "
                                  f"folder): run calmplace in {folder}{also}")
