@@ -89,6 +89,16 @@ def room(n: int, *, sr: int, seed: int, dbfs: float = ROOM_DBFS) -> np.ndarray:
     return noise / np.sqrt(np.mean(noise ** 2)) * 10 ** (dbfs / 20)
 
 
+def take_folder(project: Path) -> Path:
+    """Where the tests' recorded voice keeps the tiny script's en-GB takes."""
+    return project / "voices" / "therapist" / "tiny" / "en-GB"
+
+
+def tiny_plan(project: Path):
+    """The tiny script's en-GB plan: its takes and their texts."""
+    return plan(load_script(project / "scripts" / "tiny.yaml"), "en-GB")
+
+
 def recorded_take(text: str, *, sr: int, channels: int, lead_s: float, tail_s: float, gain_db: float,
                   seed: int, pause_s: float = 0.0) -> np.ndarray:
     """(n, channels): room tone, the take, room tone, at a level of the reader's day."""
@@ -124,7 +134,7 @@ def write_takes(project: Path, voice: str = "therapist", *, skip: tuple[str, ...
     (project / "voices" / f"{voice}.yaml").write_text("engine: recorded\n")
     folder = project / "voices" / voice / "tiny" / "en-GB"
     folder.mkdir(parents=True, exist_ok=True)
-    the_plan = plan(load_script(project / "scripts" / "tiny.yaml"), "en-GB")
+    the_plan = tiny_plan(project)
     lengths = {}
     for take, (ext, fmt, subtype, sr, ch, gain) in zip(the_plan.takes, FORMATS):
         lengths[take.name] = spoken(take.text).size / ESPEAK_SR
@@ -281,7 +291,7 @@ def test_separate_take_files_in_four_formats_build_a_track(project: Path):
     print("\nseparate files:", {k: np.round(v, 1).tolist() for k, v in numbers.items()})
     # the clips are the takes' speech plus the margins: the readers' own silences are gone
     engine = make_engine(load_voice("therapist", voices_dir=project / "voices"))
-    the_plan = plan(load_script(project / "scripts" / "tiny.yaml"), "en-GB")
+    the_plan = tiny_plan(project)
     keys = engine.take_keys(the_plan.takes, script_id="tiny", locale="en-GB", sr=SR)
     for take, key in zip(the_plan.takes, keys):
         clip = TakeCache(project / "build" / ".cache").get(key)
@@ -332,7 +342,7 @@ def test_fallback_tts_fills_the_gaps(project: Path):
     assert any("missing take (003) spoken by the synthetic voice 'narrator'" in w for w in warnings), warnings
     samples, sr = decode(project / "build" / "en-GB" / "tiny.mp3")
     assert integrated_lufs(samples, sr) == pytest.approx(-16.0, abs=1.0)
-    the_plan = plan(load_script(project / "scripts" / "tiny.yaml"), "en-GB")
+    the_plan = tiny_plan(project)
     engine = make_engine(load_voice("therapist", voices_dir=project / "voices"), Settings(fallback_tts=True))
     keys = engine.take_keys(the_plan.takes, script_id="tiny", locale="en-GB", sr=SR)
     clips = [TakeCache(project / "build" / ".cache").get(k) for k in keys]
@@ -354,7 +364,7 @@ def test_stale_takes_after_editing_the_script(project: Path, monkeypatch):
     accepted = run_cli(project, monkeypatch, "takes", "status", "tiny", "--voice", "therapist", "--locale", "en-GB",
                        "--accept")
     assert accepted.exit_code == 0 and "accepted 4 takes" in accepted.output
-    record = json.loads((project / "voices" / "therapist" / "tiny" / "en-GB" / "takes.json").read_text())
+    record = json.loads((take_folder(project) / "takes.json").read_text())
     assert record["takes"]["003"]["text"] == "Rest here for a while."
     script = project / "scripts" / "tiny.yaml"
     script.write_text(script.read_text().replace("Rest here for a while.", "Rest here for as long as you like."))
@@ -369,7 +379,7 @@ def test_stale_takes_after_editing_the_script(project: Path, monkeypatch):
     engine.take_keys(the_plan.takes, script_id="tiny", locale="en-GB", sr=SR)  # a build warns, and goes on
     assert len(engine.warnings) == 1 and "take 003 is stale" in engine.warnings[0]
     # re-recording the take (a new file) clears it
-    folder = project / "voices" / "therapist" / "tiny" / "en-GB"
+    folder = take_folder(project)
     (folder / "003.ogg").unlink()
     sf.write(folder / "003.flac", recorded_take(the_plan.takes[2].text, sr=44100, channels=1, lead_s=0.5,
                                                 tail_s=0.5, gain_db=-6, seed=9), 44100)
@@ -412,8 +422,8 @@ def test_takes_renumbered_by_an_inserted_sentence(project: Path, monkeypatch):
 
 def test_status_warns_of_clipping_and_noise(project: Path, monkeypatch):
     write_takes(project, skip=("004",))
-    folder = project / "voices" / "therapist" / "tiny" / "en-GB"
-    text = plan(load_script(project / "scripts" / "tiny.yaml"), "en-GB").takes[3].text
+    folder = take_folder(project)
+    text = tiny_plan(project).takes[3].text
     # 9 dB too hot for the converter (espeak peaks at 0.63: 1.8 before clipping), in a noisy room
     hot = recorded_take(text, sr=44100, channels=1, lead_s=0.5, tail_s=0.5, gain_db=+9, seed=4)
     hot[:, 0] += room(hot.shape[0], sr=44100, seed=5, dbfs=-45)
@@ -430,7 +440,7 @@ def test_status_warns_of_clipping_and_noise(project: Path, monkeypatch):
 
 def test_bad_take_files_and_profiles(project: Path, monkeypatch):
     write_takes(project)
-    folder = project / "voices" / "therapist" / "tiny" / "en-GB"
+    folder = take_folder(project)
     (folder / "002.flac").write_text("this is not audio\n")
     report, _ = _build(project)
     assert report.exit_code == 1
@@ -500,7 +510,7 @@ def test_expected_lengths_without_speech_come_from_words(project: Path, monkeypa
         raise CalmplaceError("no espeak here")
 
     monkeypatch.setattr(TtsEngine, "take_keys", broken)
-    the_plan = plan(load_script(project / "scripts" / "tiny.yaml"), "en-GB")
+    the_plan = tiny_plan(project)
     narrator = load_voice("narrator", voices_dir=project / "voices")
     lengths, source = expected_lengths(the_plan, narrator, cache_root=project / "cache")
     # words / rate: "Settle in and notice the colour of the light." is 9 words at 140 a minute
@@ -526,8 +536,8 @@ def test_a_knock_before_the_speech_is_trimmed_off():
 
 def test_a_cut_off_take_is_warned_about(project: Path, monkeypatch):
     write_takes(project, skip=("003",))
-    folder = project / "voices" / "therapist" / "tiny" / "en-GB"
-    the_plan = plan(load_script(project / "scripts" / "tiny.yaml"), "en-GB")
+    folder = take_folder(project)
+    the_plan = tiny_plan(project)
     whole = recorded_take(the_plan.takes[2].text, sr=44100, channels=1, lead_s=0.3, tail_s=0.3, gain_db=-6, seed=3)
     # QA: 0.12 s of a take expected to last about 1.8 s showed "ok" and built silently
     sf.write(folder / "003.wav", whole[int(0.3 * 44100): int(0.42 * 44100)], 44100)
@@ -552,8 +562,8 @@ def test_a_cut_off_take_is_warned_about(project: Path, monkeypatch):
 
 def test_take_names_and_extensions(project: Path, monkeypatch):
     write_takes(project, skip=("001",))
-    folder = project / "voices" / "therapist" / "tiny" / "en-GB"
-    the_plan = plan(load_script(project / "scripts" / "tiny.yaml"), "en-GB")
+    folder = take_folder(project)
+    the_plan = tiny_plan(project)
     take1 = recorded_take(the_plan.takes[0].text, sr=48000, channels=1, lead_s=0.4, tail_s=0.4, gain_db=-6, seed=1)
     status = run_cli(project, monkeypatch, "takes", "status", "tiny", "--voice", "therapist", "--locale", "en-GB")
     assert "missing    001.wav (or .flac, .ogg, .oga, .mp3, .aif, .aiff, .opus, .m4a or .aac)" in status.output
@@ -574,7 +584,7 @@ def test_take_names_and_extensions(project: Path, monkeypatch):
 
 def test_the_build_reports_every_problem_with_the_takes_at_once(project: Path):
     write_takes(project, skip=("004",))
-    folder = project / "voices" / "therapist" / "tiny" / "en-GB"
+    folder = take_folder(project)
     (folder / "001.mp3").write_bytes(b"ID3")           # a second file for take 001
     (folder / "002.flac").write_text("not audio\n")    # unreadable
     report, _ = _build(project)                       # and 004 is missing
@@ -587,7 +597,7 @@ def test_the_build_reports_every_problem_with_the_takes_at_once(project: Path):
 
 def test_an_empty_file_and_a_silent_one_are_named_so(project: Path, monkeypatch):
     write_takes(project)
-    folder = project / "voices" / "therapist" / "tiny" / "en-GB"
+    folder = take_folder(project)
     (folder / "001.wav").unlink()
     (folder / "001.wav").write_bytes(b"")  # QA: said "Format not recognised"
     sf.write(folder / "002.wav", np.zeros((44100, 1)), 44100)  # QA: "peak -240.0 dBFS"
@@ -607,8 +617,8 @@ def test_a_take_cut_tight_to_its_speech_is_not_called_cut_off(project: Path, mon
     import calmplace.speech.recorded as recorded
 
     write_takes(project, skip=("003",))
-    folder = project / "voices" / "therapist" / "tiny" / "en-GB"
-    the_plan = plan(load_script(project / "scripts" / "tiny.yaml"), "en-GB")
+    folder = take_folder(project)
+    the_plan = tiny_plan(project)
     voice = recorded_take(the_plan.takes[2].text, sr=44100, channels=1, lead_s=0.0, tail_s=0.0, gain_db=-6, seed=3)
     sf.write(folder / "003.wav", voice[: int(0.4 * 44100)], 44100)
     words_s = recorded.words_s
@@ -631,7 +641,7 @@ def test_takes_renamed_as_status_says_are_ok(project: Path, monkeypatch):
     script = project / "scripts" / "tiny.yaml"
     script.write_text(script.read_text().replace("Let the breath slow down.", "Let the breath slow down. [pause 2s]\n"
                                                  "      Feel your feet on the floor."))
-    folder = project / "voices" / "therapist" / "tiny" / "en-GB"
+    folder = take_folder(project)
     (folder / "004.mp3").rename(folder / "005.mp3")
     (folder / "003.ogg").rename(folder / "004.ogg")
     out = run_cli(project, monkeypatch, *args).output

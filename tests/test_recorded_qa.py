@@ -10,11 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from calmplace.script import load_script
-from calmplace.takes import plan
-
 from helpers import pdf_text
-from test_recorded import _build, recorded_take, room, run_cli, write_takes
+from test_recorded import _build, recorded_take, room, run_cli, take_folder, tiny_plan, write_takes
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="the therapist is played by espeak-ng")
 
@@ -22,12 +19,8 @@ STATUS = ("takes", "status", "tiny", "--voice", "therapist", "--locale", "en-GB"
 BUILD = ("build", "tiny", "--voice", "therapist", "--locale", "en-GB")
 
 
-def _folder(project: Path) -> Path:
-    return project / "voices" / "therapist" / "tiny" / "en-GB"
-
-
 def _texts(project: Path) -> list[str]:
-    return [t.text for t in plan(load_script(project / "scripts" / "tiny.yaml"), "en-GB").takes]
+    return [t.text for t in tiny_plan(project).takes]
 
 
 def test_takes_renumbered_by_an_edit_stop_the_build(project: Path, monkeypatch):
@@ -55,7 +48,7 @@ def test_takes_renumbered_by_an_edit_stop_the_build(project: Path, monkeypatch):
         assert "missing" not in out and "--fallback-tts" not in out, out
         assert not (project / "build" / "en-GB" / "tiny.mp3").exists()
     # renamed as told, the takes are ok and the only one missing is the new sentence, 003
-    folder = _folder(project)
+    folder = take_folder(project)
     (folder / "004.mp3").rename(folder / "005.mp3")
     (folder / "003.ogg").rename(folder / "004.ogg")
     result = run_cli(project, monkeypatch, *BUILD)
@@ -67,7 +60,7 @@ def test_a_truncated_take_is_unreadable(project: Path, monkeypatch):
     # QA: a WAV cut off while copied, with part of its speech left, showed "ok" with a note in
     # status (exit 0), and the build used the partial sentence
     write_takes(project, skip=("003",))
-    folder = _folder(project)
+    folder = take_folder(project)
     whole = recorded_take(_texts(project)[2], sr=44100, channels=1, lead_s=0.3, tail_s=0.3, gain_db=-6, seed=3)
     sf.write(folder / "003.wav", whole, 44100, subtype="PCM_16")
     raw = (folder / "003.wav").read_bytes()
@@ -101,7 +94,7 @@ def test_the_build_names_every_take_it_cannot_prepare(project: Path, monkeypatch
     # own: every run named one more
     write_takes(project)
     monkeypatch.chdir(project)
-    folder = _folder(project)
+    folder = take_folder(project)
     for old in folder.glob("00[124].*"):
         old.unlink()
     sf.write(folder / "001.wav", room(44100 * 2, sr=44100, seed=3)[:, None], 44100)   # room tone only
@@ -158,7 +151,7 @@ def test_a_cough_after_the_words_is_named_by_status_and_the_build(project: Path,
     rng = np.random.default_rng(5)
     cough = rng.normal(0, 0.3, int(0.35 * sr)) * np.hanning(int(0.35 * sr))   # a noisy burst, 0.35 s
     x = np.concatenate([take, room(int(1.7 * sr), sr=sr, seed=8), cough, room(int(0.4 * sr), sr=sr, seed=9)])
-    sf.write(_folder(project) / "003.wav", x, sr, subtype="PCM_24")
+    sf.write(take_folder(project) / "003.wav", x, sr, subtype="PCM_24")
     at_s = (take.size + 1.7 * sr) / sr
     status = run_cli(project, monkeypatch, *STATUS)
     notes = [line.strip() for line in status.output.splitlines() if "a short sound" in line]
@@ -175,7 +168,7 @@ def test_a_cough_after_the_words_is_named_by_status_and_the_build(project: Path,
     # regression QA: a last word after a thoughtful pause is voiced, not a cough: no note
     word = recorded_take("out.", sr=sr, channels=1, lead_s=0.0, tail_s=0.3, gain_db=-6, seed=4)[:, 0]
     x = np.concatenate([take, room(int(1.6 * sr), sr=sr, seed=8), word])
-    sf.write(_folder(project) / "003.wav", x, sr, subtype="PCM_24")
+    sf.write(take_folder(project) / "003.wav", x, sr, subtype="PCM_24")
     status = run_cli(project, monkeypatch, *STATUS)
     assert "a short sound" not in status.output, status.output
 
@@ -183,7 +176,7 @@ def test_a_cough_after_the_words_is_named_by_status_and_the_build(project: Path,
 def test_a_folder_named_like_a_take_is_said_to_be_in_the_way(project: Path, monkeypatch):
     """QA: a folder named 003.wav showed as a plain missing take, and --fallback-tts quietly spoke it."""
     write_takes(project, skip=("003",))
-    (_folder(project) / "003.wav").mkdir()
+    (take_folder(project) / "003.wav").mkdir()
     status = run_cli(project, monkeypatch, *STATUS)
     assert status.exit_code == 1 and "(a folder named 003.wav is in the way)" in status.output, status.output
     report, _ = _build(project)
@@ -200,7 +193,7 @@ def test_after_a_sentence_is_removed_a_text_said_twice_maps_to_the_right_take(pr
     script.write_text("title: Twice\nlocales: [en-GB]\nambience: none\nsections:\n  - text: \"Breathe in. [pause 2s] "
                       "Let the shoulders soften. [pause 2s] Breathe in. [pause 2s] Good.\"\n")
     (project / "voices" / "therapist.yaml").write_text("engine: recorded\n")
-    folder = _folder(project)
+    folder = take_folder(project)
     folder.mkdir(parents=True)
     texts = _texts(project)
     for i, text in enumerate(texts):

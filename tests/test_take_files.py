@@ -15,7 +15,7 @@ import pytest
 from calmplace.errors import CalmplaceError
 from calmplace.speech.recorded import TAKE_EXTS, _decoder_chatter_hidden, read_audio, sniff
 
-from test_recorded import _build, recorded_take, run_cli, write_takes
+from test_recorded import _build, recorded_take, run_cli, take_folder, write_takes
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="the therapist is played by espeak-ng")
 
@@ -39,7 +39,7 @@ def m4a_bytes(tmp: Path) -> bytes:
 
 def test_an_m4a_renamed_mp3_and_a_damaged_mp3(project: Path, monkeypatch, capfd, tmp_path: Path):
     write_takes(project)
-    folder = project / "voices" / "therapist" / "tiny" / "en-GB"
+    folder = take_folder(project)
     (folder / "004.mp3").unlink()
     # QA: an iPhone memo renamed 004.mp3 said "(File does not exist or is not a regular file
     # (possibly a pipe?))", and libmpg123 printed "Note: Illegal Audio-MPEG-Header ..." on stderr
@@ -67,7 +67,7 @@ def test_an_m4a_renamed_mp3_and_a_damaged_mp3(project: Path, monkeypatch, capfd,
 
 def test_hints_name_every_take_format(project: Path):
     write_takes(project)
-    folder = project / "voices" / "therapist" / "tiny" / "en-GB"
+    folder = take_folder(project)
     (folder / "002.flac").write_text("this is not audio\n")
     report, _ = _build(project)
     assert any("002.flac: not an audio file calmplace can read" in p and EVERY_FORMAT in p

@@ -11,12 +11,11 @@ import pytest
 import soundfile as sf
 
 from calmplace import SR
-from calmplace.script import load_script
 from calmplace.speech.recorded import LEAD_MARGIN_S, TAIL_MARGIN_S, prepare, read_audio
 from calmplace.split import plan_split
-from calmplace.takes import plan
 
-from test_recorded import ESPEAK_SR, _build, recorded_take, room, run_cli, spoken, write_takes
+from test_recorded import (ESPEAK_SR, _build, recorded_take, room, run_cli, spoken, take_folder, tiny_plan,
+                           write_takes)
 from test_split_matching import EXPECTED, SR as SESSION_SR, TAKES, TOL_S, session, starts_of
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="the reader is played by espeak-ng")
@@ -42,8 +41,8 @@ def _peak_dbfs(x: np.ndarray) -> float:
 
 def test_a_very_quiet_take_is_warned_about(project: Path, monkeypatch):
     write_takes(project, skip=("002", "003"))
-    folder = project / "voices" / "therapist" / "tiny" / "en-GB"
-    the_plan = plan(load_script(project / "scripts" / "tiny.yaml"), "en-GB")
+    folder = take_folder(project)
+    the_plan = tiny_plan(project)
     # QA: a take peaking at -47 dBFS (the input level far too low) showed "ok" with no warning. The
     # room tone is scaled with the voice, as a low input gain scales both. espeak peaks at ~0.63
     # (-4 dBFS): -43 dB of gain puts the take's peak at about -47 dBFS
@@ -88,8 +87,8 @@ def inverted(x: np.ndarray, *, seed: int, right_gain: float = -1.0) -> np.ndarra
 
 def test_an_out_of_phase_stereo_take_uses_one_channel(project: Path, monkeypatch):
     write_takes(project, skip=("003",))
-    folder = project / "voices" / "therapist" / "tiny" / "en-GB"
-    the_plan = plan(load_script(project / "scripts" / "tiny.yaml"), "en-GB")
+    folder = take_folder(project)
+    the_plan = tiny_plan(project)
     text = the_plan.takes[2].text
     mono = recorded_take(text, sr=44100, channels=1, lead_s=0.5, tail_s=0.5, gain_db=-6, seed=3)[:, 0]
     # QA: the right channel exactly inverted: the average cancels to the converter noise alone, and

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from test_recorded import _build, recorded_take, run_cli, write_takes
+from test_recorded import _build, recorded_take, run_cli, take_folder, write_takes
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="the therapist is played by espeak-ng")
 
@@ -20,7 +20,7 @@ def test_the_build_mentions_new_recordings_not_yet_accepted(project: Path, monke
     accepted = run_cli(project, monkeypatch, "takes", "status", "tiny", "--voice", "therapist", "--locale", "en-GB",
                        "--accept")
     assert accepted.exit_code == 0, accepted.output
-    folder = project / "voices" / "therapist" / "tiny" / "en-GB"
+    folder = take_folder(project)
     again = recorded_take("Let the breath slow down.", sr=44100, channels=1, lead_s=0.5, tail_s=0.5, gain_db=-8, seed=9)
     (folder / "002.flac").unlink()
     sf.write(folder / "002.flac", again, 44100)  # recorded again since takes.json was written
