@@ -355,11 +355,15 @@ def speech_span(x: np.ndarray, *, sr: int) -> tuple[int, int] | None:
     or under 0.15 s with more than 0.5 s of quiet on either side (a knock, the chair, a page
     turned: the shortest word, with its consonants, lasts longer, and a reader's words are closer
     together than that), is not speech unless it is all there is."""
-    runs = _speech_runs(x, sr=sr)
+    return _span(_speech_runs(x, sr=sr), n=x.size, sr=sr)
+
+
+def _span(runs: list[tuple[int, int]], *, n: int, sr: int) -> tuple[int, int] | None:
+    """`speech_span` from the runs of frames `_speech_runs` found in an n-sample take."""
     if not runs:
         return None
     frame = max(1, sr // 100)
-    return runs[0][0] * frame, min(x.size, runs[-1][1] * frame)
+    return runs[0][0] * frame, min(n, runs[-1][1] * frame)
 
 
 def _speech_runs(x: np.ndarray, *, sr: int) -> list[tuple[int, int]]:
@@ -381,13 +385,14 @@ def _speech_runs(x: np.ndarray, *, sr: int) -> list[tuple[int, int]]:
 STRAY_MAX_S, STRAY_GAP_S = 0.5, 1.0   # a sound this short, this far before or after the rest: a cough?
 
 
-def stray_sounds(x: np.ndarray, *, sr: int) -> list[tuple[float, float]]:
+def stray_sounds(x: np.ndarray, *, sr: int, runs: list[tuple[int, int]] | None = None) -> list[tuple[float, float]]:
     """Short sounds kept at the start or end of a take, well apart from the rest of its speech
     (under STRAY_MAX_S, more than STRAY_GAP_S of quiet away: a cough, a sniff, a word to oneself),
     as (where, how far from the rest) in seconds. They are kept (a reader may pause that long
     before a last word), but said (QA: a cough 1.7 s after a take's words was heard in the track,
-    louder than the speech, and lowered the take's level by 2.3 LU)."""
-    runs = _speech_runs(x, sr=sr)
+    louder than the speech, and lowered the take's level by 2.3 LU). `runs`: x's `_speech_runs`,
+    when already found."""
+    runs = _speech_runs(x, sr=sr) if runs is None else runs
     out = []
     short, gap, frame = int(STRAY_MAX_S * 100), int(STRAY_GAP_S * 100), max(1, sr // 100)
 
@@ -513,18 +518,21 @@ def analyse(data: np.ndarray, sr: int) -> Analysis:
     """What `takes status` reports of a take file (and the build warns of when it prepares one)."""
     mixed, channel_note = mono_mix(data, sr=sr)
     mono = highpass(mixed, sr=sr)
-    return _analysis(data, sr, mono=mono, span=speech_span(mono, sr=sr), channel_note=channel_note)
+    return _analysis(data, sr, mono=mono, runs=_speech_runs(mono, sr=sr), channel_note=channel_note)
 
 
-def _analysis(data: np.ndarray, sr: int, *, mono: np.ndarray, span: tuple[int, int] | None,
+def _analysis(data: np.ndarray, sr: int, *, mono: np.ndarray, runs: list[tuple[int, int]],
               channel_note: str | None) -> Analysis:
+    """`analyse` from the take's mono mix and the runs of speech found in it (found once, for the
+    span and the stray sounds alike)."""
+    span = _span(runs, n=mono.size, sr=sr)
     peak = float(np.max(np.abs(data)))
-    runs, first = clipping(data, sr=sr)
+    clipped, first = clipping(data, sr=sr)
     return Analysis(duration_s=data.shape[0] / sr, sr=sr, channels=data.shape[1] if data.ndim == 2 else 1,
                     peak_dbfs=float(20 * np.log10(peak + 1e-12)), noise_floor_dbfs=noise_floor_dbfs(mono, sr=sr),
-                    clipped_runs=runs, clipped_at_s=first, speech=span is not None,
+                    clipped_runs=clipped, clipped_at_s=first, speech=span is not None,
                     speech_s=(span[1] - span[0]) / sr if span else 0.0, channel_note=channel_note,
-                    strays=tuple(stray_sounds(mono, sr=sr)) if span else ())
+                    strays=tuple(stray_sounds(mono, sr=sr, runs=runs)) if span else ())
 
 
 LENGTH_ODD = (0.5, 2.0)  # speech under half its expected length is cut off (or the wrong take); over twice,
@@ -631,7 +639,8 @@ def prepare_measured(data: np.ndarray, sr_in: int, *, sr: int, what: str) -> tup
     TAIL_MARGIN_S where the file ends sooner."""
     mixed, channel_note = mono_mix(data, sr=sr_in)
     mono = highpass(mixed, sr=sr_in)
-    span = speech_span(mono, sr=sr_in)
+    speech_runs = _speech_runs(mono, sr=sr_in)
+    span = _span(speech_runs, n=mono.size, sr=sr_in)
     if span is None:
         raise CalmplaceError(f"{what}: no speech found: the file seems to be silence or steady noise "
                              f"(loudest moments only {levels(frame_db(mono, max(1, sr_in // 100))).range_db:.0f} dB "
@@ -645,7 +654,7 @@ def prepare_measured(data: np.ndarray, sr_in: int, *, sr: int, what: str) -> tup
         clip[:lead] *= 0.5 - 0.5 * np.cos(np.linspace(0, np.pi, lead))
     if tail:
         clip[-tail:] *= 0.5 + 0.5 * np.cos(np.linspace(0, np.pi, tail))
-    return match_loudness(clip, sr=sr), _analysis(data, sr_in, mono=mono, span=span, channel_note=channel_note)
+    return match_loudness(clip, sr=sr), _analysis(data, sr_in, mono=mono, runs=speech_runs, channel_note=channel_note)
 
 
 # ------------------------------------------------------------------------------------------------
