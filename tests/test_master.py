@@ -11,7 +11,8 @@ import scipy.signal
 
 import helpers
 from calmplace.errors import CalmplaceError
-from calmplace.master import Measurement, master, measure, true_peak_dbtp
+from calmplace.master import (Measurement, integrated_lufs, integrated_lufs_joined, k_weighting, master, measure,
+                              scan_part, true_peak_dbtp)
 
 SR = 44_100
 CHUNK = 60 * 4410  # master.py processes 6 s chunks; peaks placed on this boundary test the seams
@@ -95,6 +96,30 @@ def test_integrated_loudness_equals_pyloudnorm(seconds, channels):
     reference = pyloudnorm.Meter(SR).integrated_loudness(x.T.astype(np.float64))
     # 0.01 LU: the same filters and gating; only block edges are rounded to whole samples differently
     assert measure(x, sr=SR).integrated_lufs == pytest.approx(reference, abs=0.01)
+
+
+def test_integrated_loudness_of_parts_is_that_of_the_joined_parts():
+    # the voice's takes are measured as one signal without being joined: chunk by chunk, the
+    # same numbers exactly, with parts shorter and longer than a chunk, ending on its edge or not
+    x = speech_like(31.0, seed=5)[0]
+    cuts = [0, 1000, 1001, CHUNK - 10, CHUNK, CHUNK + 1, 2 * CHUNK + 4410, 3 * CHUNK, x.size]
+    parts = [x[a:b] for a, b in zip(cuts, cuts[1:])]
+    assert integrated_lufs_joined(parts, sr=SR) == integrated_lufs(x, sr=SR)
+    assert integrated_lufs_joined([x], sr=SR) == integrated_lufs(x, sr=SR)
+
+
+@pytest.mark.parametrize("offset, start, stop", [(0, 0, 700_000), (1000, 9000, 650_123), (0, 12_345, 401_000)])
+def test_a_stretch_is_k_weighted_in_blocks_as_in_one_pass(offset, start, stop):
+    # scan_part filters a stretch in float64 blocks cut on hop edges, carrying the filter state:
+    # each hop's energy must be what one pass over a float64 copy of the stretch gives, exactly
+    y = speech_like(17.0, seed=2)
+    part = scan_part(y, offset=offset, start=start, stop=stop, n=2 * y.shape[1], sr=SR, true_peak=False)
+    warm = max(offset, start - int(0.2 * SR))   # master._WARMUP_S of run-in
+    weighted = scipy.signal.sosfilt(k_weighting(SR), y[:, warm - offset:stop - offset].astype(np.float64),
+                                    axis=-1)[:, start - warm:] ** 2
+    edges = np.maximum(np.arange(start // 4410, -(-stop // 4410)) * 4410, start) - start
+    assert part.first_hop == start // 4410
+    assert np.array_equal(part.energies, np.add.reduceat(weighted, edges, axis=1))
 
 
 def test_loudness_range_of_a_signal_alternating_between_two_levels():

@@ -70,12 +70,11 @@ def speech_gain(clips: Sequence[np.ndarray], *, sr: int, target_lufs: float = RE
     """One gain for the whole voice so its integrated loudness (BS.1770), as laid in the mix (the
     same in both channels), is the reference the beds are rendered at (they are measured in
     stereo too), so a bed's `level_db` is its level relative to the voice as heard."""
-    from .master import integrated_lufs
+    from .master import integrated_lufs_joined
 
-    voiced = np.concatenate([c for c in clips if c.size]) if clips else np.zeros(0, np.float32)
     if not levels_voice(clips, sr=sr):
         return 1.0
-    loudness = integrated_lufs(voiced, sr=sr) + DUAL_MONO_DB
+    loudness = integrated_lufs_joined([c for c in clips if c.size], sr=sr) + DUAL_MONO_DB
     if not np.isfinite(loudness):
         return 1.0
     return float(db_to_gain(target_lufs - loudness))

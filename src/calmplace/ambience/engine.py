@@ -22,10 +22,8 @@ from typing import Callable
 import numpy as np
 from scipy import signal
 
-try:  # the in-place kernel behind scipy.signal.sosfilt: skips its input copy and axis shuffling
-    from scipy.signal._sosfilt import _sosfilt as _sosfilt_inplace
-except ImportError:  # pragma: no cover - a scipy that moved it: the public function gives the same numbers
-    _sosfilt_inplace = None
+from ..iir import sosfilt_in_place
+
 
 CHUNK = 1 << 18  # samples per render step: ~6 s at 44.1 kHz; per-call overhead fades, and it still streams
 CTRL = 256       # samples per control point for slow gains: 5.8 ms, a tenth of the fastest modulation (>= 50 ms)
@@ -126,17 +124,6 @@ class ChunkedBed:
         return out
 
 
-def _sosfilt_in_place(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> np.ndarray:
-    """Filter x (C-contiguous (channels, n)) in place from state zi ((channels, sections, 2), x's
-    dtype); returns the state after it (zi itself, updated, when scipy's kernel is there)."""
-    if _sosfilt_inplace is not None:
-        _sosfilt_inplace(sos, x, zi)
-        return zi
-    y, z = signal.sosfilt(sos, x, axis=-1, zi=zi.transpose(1, 0, 2))  # pragma: no cover
-    x[...] = y  # pragma: no cover
-    return np.ascontiguousarray(z.transpose(1, 0, 2), dtype=zi.dtype)  # pragma: no cover
-
-
 class Sos:
     """A second-order-sections filter that keeps its state between calls, for (channels, n) float32 blocks."""
 
@@ -146,7 +133,7 @@ class Sos:
 
     def inplace(self, x: np.ndarray) -> np.ndarray:
         """Filter x, a C-contiguous (channels, n) float32 array, in place; returns x."""
-        self.zi = _sosfilt_in_place(self.sos, x, self.zi)
+        self.zi = sosfilt_in_place(self.sos, x, self.zi)
         return x
 
     def driven(self, x: np.ndarray, gain: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -205,7 +192,7 @@ class StereoSos:
         for c in (0, 1):
             np.multiply(x[c], gain[c], out=buf[:, c])
         z = buf.reshape(-1).view(np.complex64).reshape(1, n)
-        self.zi = _sosfilt_in_place(self.sos, z, self.zi)
+        self.zi = sosfilt_in_place(self.sos, z, self.zi)
         for c in (0, 1):
             if replace:
                 out[c] = buf[:, c]
