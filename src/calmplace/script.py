@@ -320,8 +320,10 @@ class _Reader:
                 hint = f"; did you mean {head + '-' + guess!r}?" if guess else ""
                 self.src.error(f"{tag!r}: {region} is not a region code ({_NOT_REGIONS[region.upper()]}){hint}",
                                tag_node)
-            elif tag in seen:
-                self.src.error(f"locale {tag!r} is listed twice", tag_node)
+            elif tag.lower() in (loc.lower() for loc in seen):
+                first = next(loc for loc in seen if loc.lower() == tag.lower())
+                again = "" if first == tag else f" (as {first!r}: language tags ignore case, and so do some file systems)"
+                self.src.error(f"locale {tag!r} is listed twice{again}", tag_node)
             else:
                 seen.append(tag)
         return tuple(seen)
