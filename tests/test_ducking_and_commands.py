@@ -68,6 +68,9 @@ def test_ambience_list_and_preview(project: Path):
     assert blocked.exit_code == 1, blocked.output   # was a FileExistsError traceback
     assert "error: cannot write the preview: forest.mp3: a file is in the way where a folder should be" \
         in blocked.output
+    wav = invoke_cli(project, "ambience", "preview", "forest", "--seconds", "2", "--out", "forest.wav")
+    assert wav.exit_code == 1 and "the preview is an MP3; name it forest.mp3" in wav.output   # MP3 bytes were written
+    assert not (project / "forest.wav").exists()
 
 
 def test_plot_draws_the_track(project: Path, monkeypatch: pytest.MonkeyPatch):

@@ -271,6 +271,10 @@ def ambience_preview(ui: UI, name: str, seconds: float, level_db: float, out_fil
     from .encode import Tags, master_to_mp3
     from .units import db_to_gain, seconds_to_samples
 
+    if out_file is not None and out_file.suffix.lower() != ".mp3":   # MP3 bytes in a .wav would not play
+        click.echo(f"error: --out {out_file}: the preview is an MP3; name it {out_file.with_suffix('.mp3')}",
+                   err=True)
+        sys.exit(1)
     try:
         n = seconds_to_samples(seconds, sr=SR)
         bed = render_bed(name, n_samples=n, sr=SR, seed=1, ambience_dir=Project(Path.cwd()).ambience_dir)
