@@ -91,6 +91,15 @@ def test_plot_draws_the_track(project: Path, monkeypatch: pytest.MonkeyPatch):
     image = matplotlib.image.imread(str(png))
     assert image.shape[:2] == (600, 1400)  # 14 x 6 inches at 100 dpi
     assert image[..., :3].std() > 0.05     # not a blank canvas
+    assert "out of date" not in result.output and "not built" not in result.output
+    # QA: after an edit the old track's loudness was drawn under the new timeline
+    script = project / "scripts" / "tiny.yaml"
+    edited = script.read_text().replace("[pause 4s]", "[pause 5s]")
+    assert edited != script.read_text()
+    script.write_text(edited)
+    stale = invoke_cli(project, "plot", "tiny", "--locale", "en-US")
+    assert stale.exit_code == 0, stale.output
+    assert "tiny.mp3 is out of date (" in stale.output and "plotting without its loudness" in stale.output
     # QA: plot wrote into build/ without the build lock, so a build starting meanwhile could sweep
     # its temp file away. It waits for a build holding the lock (held here by another open file)
     import fcntl

@@ -1083,8 +1083,9 @@ def _subfolders(folder: Path) -> list[Path]:
 
 def track_timeline(project: Project, name: str, locale: str | None, *, settings: Settings = Settings(),
                    out_dir: Path | None = None, cache_dir: Path | None = None, ui=None,
-                   engine_factory: Callable[[VoiceProfile], object] | None = None) -> tuple[Job, Plan, Timeline]:
-    """One script's plan and timeline in a locale (its first when None), speaking missing takes."""
+                   engine_factory: Callable[[VoiceProfile], object] | None = None) -> tuple[TrackWork, Timeline]:
+    """One script's track (its job, plan and output key) and timeline in a locale (its first when
+    None), speaking missing takes."""
     ui = ui or NullUI()
     engine_factory = engine_factory or (lambda profile: make_engine(profile, settings, ui))
     jobs, problems = gather(project, (name,), settings=settings)
@@ -1099,9 +1100,8 @@ def track_timeline(project: Project, name: str, locale: str | None, *, settings:
     engine = engine_factory(job.profile)
     item = _plan_track(job, engine=engine, project=project, out_dir=out_dir, cache=cache, settings=settings)
     synthesise(item, engine=engine, cache=cache, jobs=1, force=False, ui=ui)
-    the_plan = item.plan
     lengths = [cache.get(k).size for k in item.take_keys]
-    return job, the_plan, build_timeline(the_plan, lengths, sr=settings.sr)
+    return item, build_timeline(item.plan, lengths, sr=settings.sr)
 
 
 def _is_within(path: Path, folder: Path) -> bool:

@@ -202,14 +202,19 @@ def plot_cmd(ui: UI, script: str, locale: str | None, out_file: Path | None) -> 
     from .plot import plot_track
 
     try:
-        job, the_plan, timeline = track_timeline(_project((script,)), script, locale, ui=ui)
+        item, timeline = track_timeline(_project((script,)), script, locale, ui=ui)
+        job, the_plan = item.job, item.plan
         mp3 = Path("build") / job.locale / f"{job.script.id}.mp3"
         loudness = None
         if mp3.is_file():
             import soundfile as sf
 
             samples, sr = sf.read(mp3, dtype="float32", always_2d=True)
-            loudness = short_term_lufs(samples.T, sr=sr)
+            if samples.shape[0] == timeline.n_samples:
+                loudness = short_term_lufs(samples.T, sr=sr)
+            else:   # built from an earlier script: its loudness would not line up with this timeline
+                ui.info(f"{mp3} is out of date ({samples.shape[0] / sr:.2f} s long; the script now makes "
+                        f"{timeline.duration_s:.2f} s): plotting without its loudness (run calmplace build first)")
         else:
             ui.info(f"{mp3} is not built yet: plotting without its loudness (run calmplace build first)")
         png = plot_track(timeline, title=f"{the_plan.title} ({job.locale})", seed_base=job.script.id,
