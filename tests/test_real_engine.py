@@ -31,8 +31,15 @@ def test_voices_are_listed_and_chosen_by_preference():
     assert any("en-gb" in v.languages for v in voices)
     fake = [SystemVoice("a/x", "X", ("en-us",)), SystemVoice("a/y", "Y", ("en-gb",))]
     assert choose_voice(("Hazel", "en-gb"), locale="en-GB", voices=fake).id == "a/y"
-    with pytest.raises(CalmplaceError, match="installed voices"):
+    with pytest.raises(CalmplaceError, match="installed voices for 'en':\n  a/x .*\n  a/y "):
         choose_voice(("Nobody",), locale="en-GB", voices=fake)
+    # QA: a language no voice speaks listed the first 30 voices of other languages, cut off unsaid
+    with pytest.raises(CalmplaceError, match=r"no installed voice speaks 'zu' \(for zu-ZA\): none of the 2 "
+                                             r"installed voices matches \['zu-za'\]; `calmplace voices` lists them$"):
+        choose_voice(("zu-za",), locale="zu-ZA", voices=fake)
+    many = [SystemVoice(f"a/{i}", f"V{i}", ("en-gb",)) for i in range(35)]
+    with pytest.raises(CalmplaceError, match=r"  a/29 .*\n  \.\.\. and 5 more \(calmplace voices --locale en-GB\)$"):
+        choose_voice(("Nobody",), locale="en-GB", voices=many)
 
 
 def test_takes_are_deterministic_and_long_texts_complete(narrator: TtsEngine):
@@ -104,3 +111,17 @@ def test_real_voice_track_end_to_end(project: Path):
     chapters = ffprobe_chapters(mp3)
     if chapters is not None:
         assert [c[2] for c in chapters] == ["Arriving", "Resting"]
+
+
+def test_check_fails_for_a_locale_no_installed_voice_speaks(project: Path):
+    # QA: `check` said OK, and the build failed at once with no installed voice for zu-ZA
+    from helpers import invoke_cli
+
+    script = project / "scripts" / "tiny.yaml"
+    script.write_text(script.read_text().replace("locales: [en-GB, en-US]", "locales: [en-GB, zu-ZA]")
+                      .replace("en-US: {colour: color}", "zu-ZA: {colour: color}"))
+    result = invoke_cli(project, "check")
+    assert result.exit_code == 1, result.output
+    assert "scripts/tiny.yaml: error: locale zu-ZA, voice narrator: no installed voice speaks 'zu' (for zu-ZA)" \
+        in result.output
+    assert "en-GB" not in result.output and "Traceback" not in result.output

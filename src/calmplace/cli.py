@@ -158,6 +158,11 @@ def check_cmd(ui: UI, scripts: tuple[str, ...]) -> None:
         click.echo(message, err=True)
     if problems:
         sys.exit(1)
+    voiceless = _voiceless(jobs)
+    for message in voiceless:
+        click.echo(message, err=True)
+    if voiceless:
+        sys.exit(1)
     for profile in {j.profile.name: j.profile for j in jobs}.values():
         # not an error (only `build --fallback-tts` needs it), but better heard before the session
         _, why = load_fallback(profile, voices_dir=project.voices_dir)
@@ -165,6 +170,28 @@ def check_cmd(ui: UI, scripts: tuple[str, ...]) -> None:
             click.echo(f"warning: {why}; `build --fallback-tts` cannot fill missing takes", err=True)
     n = len({j.script.id for j in jobs})
     ui.info(f"{n} script{'s' if n != 1 else ''} OK")
+
+
+def _voiceless(jobs) -> list[str]:
+    """A message for each script locale no installed voice of its text-to-speech profile speaks
+    (QA: `check` passed, and the build failed). Where the voices cannot be listed (no espeak-ng
+    here), nothing: the build says what to install."""
+    from .speech.tts import choose_voice, system_voices
+
+    wanted = {(j.script.path, j.locale, j.profile.name): j.profile for j in jobs if j.profile.engine == "tts"}
+    if not wanted:
+        return []
+    try:
+        voices = system_voices()
+    except CalmplaceError:
+        return []
+    messages = []
+    for (path, locale, name), profile in wanted.items():
+        try:
+            choose_voice(profile.prefer_for(locale), locale=locale, voices=voices)
+        except CalmplaceError as exc:
+            messages.append(f"{path}: error: locale {locale}, voice {name}: {exc}")
+    return messages
 
 
 @main.command("voices")

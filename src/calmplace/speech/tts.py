@@ -119,6 +119,9 @@ def system_voices() -> list[SystemVoice]:
     return [SystemVoice(v["id"], v["name"], tuple(v["languages"])) for v in system_info()["voices"]]
 
 
+_LISTED_VOICES = 30   # in the message of a voice not found
+
+
 def choose_voice(prefer: tuple[str, ...], *, locale: str, voices: list[SystemVoice] | None = None) -> SystemVoice:
     """The first preference that names an installed voice (by id, name or language) wins."""
     voices = system_voices() if voices is None else voices
@@ -127,9 +130,15 @@ def choose_voice(prefer: tuple[str, ...], *, locale: str, voices: list[SystemVoi
             if voice.matches(wanted):
                 return voice
     lang = locale.split("-")[0].lower()
-    near = [v for v in voices if any(l.lower().startswith(lang) for l in v.languages)] or voices
-    listing = "\n".join(f"  {v.id}  ({v.name}; {', '.join(v.languages)})" for v in near[:30])
-    raise CalmplaceError(f"no installed voice matches {list(prefer)} for {locale}; installed voices:\n{listing}")
+    near = [v for v in voices if any(l.lower().split("-")[0] == lang for l in v.languages)]
+    if not near:   # QA: zu-ZA listed the first 30 voices of any language, cut off without saying so
+        raise CalmplaceError(f"no installed voice speaks {lang!r} (for {locale}): none of the {len(voices)} "
+                             f"installed voices matches {list(prefer)}; `calmplace voices` lists them")
+    listing = "\n".join(f"  {v.id}  ({v.name}; {', '.join(v.languages)})" for v in near[:_LISTED_VOICES])
+    more = f"\n  ... and {len(near) - _LISTED_VOICES} more (calmplace voices --locale {locale})" \
+        if len(near) > _LISTED_VOICES else ""
+    raise CalmplaceError(f"no installed voice matches {list(prefer)} for {locale}; installed voices for "
+                         f"{lang!r}:\n{listing}{more}")
 
 
 class TtsEngine:
