@@ -36,6 +36,11 @@ _TOP_KEYS = {
 }
 _SECTION_KEYS = {"title": False, "text": True, "pause_after": False, "ambience": False}
 _AMBIENCE_KEYS = {"sound": True, "level_db": False, "duck_db": False, "fade_in": False, "fade_out": False}
+# where a key of a mapping inside the script belongs, when it is found among the script's own keys
+_BELONGS = {**{key: "it belongs in a section, under `sections:` (`  - text: ...`)"
+               for key in _SECTION_KEYS if key not in _TOP_KEYS},
+            **{key: "it belongs under `ambience:` (indent it below that line), or under a section's `ambience:`"
+               for key in _AMBIENCE_KEYS}}
 
 # Any bracketed marker; only `[pause]` and `[pause <duration>]` are known (contract §2). A marker
 # sits on one line (of the text as laid out: folding styles join a wrapped line with a space).
@@ -232,7 +237,7 @@ class _Reader:
             src.error("the script is empty: it needs title, locales and sections", line=1, col=1)
             return None
         try:
-            entries = src.mapping(node, what="the script", allowed=_TOP_KEYS)
+            entries = src.mapping(node, what="the script", allowed=_TOP_KEYS, belongs=_BELONGS)
         except Invalid:
             return None
         self.locales = self._locales(entries.get("locales"))

@@ -157,6 +157,9 @@ class Source:
         problem = str(exc.problem or "")
         line = self.text[mark.index - mark.column:].split("\n", 1)[0]
         if "\t" in problem or "'\\t'" in problem or "character '\\t'" in problem:
+            if line[:mark.column].strip(" \t-"):   # QA: a tab inside a one-line text was called indenting
+                return ("; a tab inside an unquoted text: replace it with a space, or put the text in quotes "
+                        "or a block (`text: |`)")
             return "; YAML does not allow tabs for indenting: indent with spaces"
         # a key only if it is one (QA: a text's later line `Remember: breathe.` was told to move left as a key)
         before = line[:mark.column].strip()
@@ -172,9 +175,26 @@ class Source:
                     f"{'list' if value.group(1) == '[' else 'mapping'}: put the whole text in quotes "
                     f"or write it as a block (`text: |`)")
         if "expected <block end>" in problem or "did not find expected key" in problem:
+            word = re.match(r"[\w-]+(?=:)", line[mark.column:])
+            if not (word and word.group(0) in self.keys) and self._inside_block(mark):
+                # QA: a line of a `|` text indented less than its first line was told about keys
+                return ("; this line is indented less than the first line of the text block above it: indent "
+                        "every line of a `|` or `>` block at least as far as its first line")
             return ("; this line is not indented like the lines around it: keys of one mapping (a section's "
                     "title, text, pause_after) start in the same column")
         return ""
+
+    def _inside_block(self, mark) -> bool:
+        """Whether the line at `mark` falls just out of a `key: |` (or `>`) block above it: going up
+        past the lines indented further than it (the block's text), the first line that is not
+        is that key's."""
+        for above in reversed(self.text.split("\n")[:mark.line]):
+            if not above.strip() or above.lstrip().startswith("#"):
+                continue
+            if len(above) - len(above.lstrip(" -")) > mark.column:
+                continue
+            return re.match(r"\s*(?:-\s+)?[\w-]+:\s*[|>][-+0-9]*\s*(?:#.*)?$", above) is not None
+        return False
 
     # -- reporting -----------------------------------------------------------------------------
 
@@ -295,9 +315,11 @@ class Source:
 
     # -- typed readers ---------------------------------------------------------------------------
 
-    def mapping(self, node: Node, *, what: str, allowed: dict[str, bool]) -> dict[str, tuple[Node, Node]]:
-        """A mapping's entries by key; unknown keys (with a did-you-mean), duplicates and
-        missing required keys (allowed[key] is True) are problems."""
+    def mapping(self, node: Node, *, what: str, allowed: dict[str, bool],
+                belongs: dict[str, str] | None = None) -> dict[str, tuple[Node, Node]]:
+        """A mapping's entries by key; unknown keys (with a did-you-mean, or where the key belongs:
+        `belongs` maps keys of mappings inside this one to a hint), duplicates and missing
+        required keys (allowed[key] is True) are problems."""
         if self.refused(node):
             raise Invalid(what)
         if not isinstance(node, MappingNode):
@@ -314,6 +336,8 @@ class Source:
             if key not in allowed:
                 hint = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
                 extra = f"; did you mean {hint[0]!r}?" if hint else f" (known keys: {', '.join(allowed)})"
+                if belongs and key in belongs:   # QA: `sound: rain` in column 0 under `ambience:`
+                    extra = f"; {belongs[key]}"
                 self.error(f"unknown key {key!r} in {what}{extra}", key_node)
                 continue
             entries[key] = (key_node, value_node)
@@ -325,8 +349,20 @@ class Source:
     def string(self, node: Node, *, what: str, allow_empty: bool = False) -> str:
         if self.refused(node):
             raise Invalid(what)
-        if not isinstance(node, ScalarNode) or node.tag == NULL:
+        if isinstance(node, (SequenceNode, MappingNode)):   # QA: `text: [pause 2s]` was told only "must be text"
+            kind, mark = ("list", "[") if isinstance(node, SequenceNode) else ("mapping", "{")
+            block = " or write it as a block (`text: |`)" if what.startswith("text") else ""
+            hint = (f": a value that starts with {mark} is read as a YAML {kind}; put the whole value in "
+                    f"quotes{block}") if node.flow_style else ""
+            raise self.fail(f"{what} must be text, not a {kind}{hint}", node)
+        if not isinstance(node, ScalarNode):
             raise self.fail(f"{what} must be text", node)
+        if node.tag == NULL:
+            if node.value in ("", "~"):   # `text:` with nothing after it
+                raise self.fail(f"{what} is empty: write it after the colon, or as a block (`{what}: |`, then "
+                                f"the lines below, indented)" if " " not in what else f"{what} must not be empty",
+                                node)
+            raise self.fail(f"{what} must be text, not {node.value!r} (quote it if you mean the word)", node)
         if node.tag == BOOL:
             raise self.fail(f"{what} must be text, not {node.value!r} (quote it if you mean the word)", node)
         if not allow_empty and not node.value.strip():
@@ -350,7 +386,9 @@ class Source:
         if self.refused(node):
             raise Invalid(what)
         if not isinstance(node, SequenceNode):
-            raise self.fail(f"{what} must be a list", node)
+            hint = ": start each entry on a line of its own with a dash and a space (`- `)" \
+                if isinstance(node, MappingNode) and not node.flow_style else ""
+            raise self.fail(f"{what} must be a list{hint}", node)
         return list(node.value)
 
     def string_list(self, node: Node, *, what: str) -> list[str]:
