@@ -100,6 +100,9 @@ def test_plot_draws_the_track(project: Path, monkeypatch: pytest.MonkeyPatch):
     stale = invoke_cli(project, "plot", "tiny", "--locale", "en-US")
     assert stale.exit_code == 0, stale.output
     assert "tiny.mp3 is out of date (" in stale.output and "plotting without its loudness" in stale.output
+    unknown = invoke_cli(project, "plot", "nosuch")
+    assert unknown.exit_code == 1   # QA: "error: nosuch: error: no such script"
+    assert unknown.output.startswith("nosuch: error: no such script")
     # QA: plot wrote into build/ without the build lock, so a build starting meanwhile could sweep
     # its temp file away. It waits for a build holding the lock (held here by another open file)
     import fcntl

@@ -247,7 +247,8 @@ def plot_cmd(ui: UI, script: str, locale: str | None, out_file: Path | None) -> 
         png = plot_track(timeline, title=f"{the_plan.title} ({job.locale})", seed_base=job.script.id,
                          short_term_lufs=loudness)
     except CalmplaceError as exc:
-        click.echo(f"error: {exc}", err=True)
+        message = str(exc)   # a script's problems say "path:line:col: error: ..." already
+        click.echo(message if ": error: " in message.split("\n", 1)[0] else f"error: {message}", err=True)
         sys.exit(1)
     out_file = out_file or Path("build") / job.locale / f"{job.script.id}-timeline.png"
     _write_file(out_file, png, what="the plot", ui=ui)
