@@ -63,6 +63,7 @@ class Report:
     built: int = 0
     cached: int = 0
     failed: int = 0
+    stale: int = 0   # `build --check`: tracks with an output missing or out of date
     problems: list[str] = field(default_factory=list)
     tracks: list[dict] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)   # outputs of scripts or locales that are gone
@@ -70,7 +71,7 @@ class Report:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.failed or self.problems else 0
+        return 1 if self.failed or self.stale or self.problems else 0
 
     def fail(self, message: str) -> None:
         self.failed += 1
@@ -85,7 +86,9 @@ class Report:
             self.timings_s[name] = self.timings_s.get(name, 0.0) + time.perf_counter() - t0
 
     def summary(self) -> str:
-        parts = [f"{self.built} built", f"{self.cached} unchanged"]
+        # `build --check` builds nothing: QA read "0 built, 5 unchanged, 1 failed" for a stale track
+        parts = [f"{self.built} built", f"{self.cached} unchanged"] if not self.stale else \
+            [f"{self.cached} up to date", f"{self.stale} missing or stale"]
         if self.removed:
             parts.append(f"{len(self.removed)} removed")
         if self.failed:
@@ -415,8 +418,9 @@ def build(project: Project, names: tuple[str, ...] = (), *, locales: tuple[str, 
                 paths = output_paths(out_dir, job)
                 stale = [p for p in paths.values()
                          if not manifest.up_to_date({"": p}, out_dir=out_dir, key=item.output_key)]
-                report.fail(f"{job.label}: outputs are missing or stale: "
-                            + ", ".join(str(p) for p in (stale or paths.values())))
+                report.stale += 1
+                report.problems.append(f"{job.label}: outputs are missing or stale: "
+                                       + ", ".join(str(p) for p in (stale or paths.values())))
             else:
                 work.append((item, engine))
         if check_only:
