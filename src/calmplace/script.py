@@ -653,9 +653,11 @@ class _Reader:
             elif pm.group(1):
                 try:
                     seconds = parse_duration(pm.group(1))
-                except ValueError:
-                    message = (f"bad duration in {marker}: use e.g. [pause 3s], [pause 1.5s], [pause 500ms], "
-                               f"[pause 2m] or [pause 1m30s]")
+                except ValueError as exc:
+                    hint = str(exc).split(": ", 1)[-1]
+                    message = (f"bad duration in {marker}: {hint}" if hint.startswith(("hours", "a duration"))
+                               else f"bad duration in {marker}: use e.g. [pause 3s], [pause 1.5s], [pause 500ms], "
+                                    f"[pause 2m] or [pause 1m30s]")
             if message is None and seconds > MAX_PAUSE_S:
                 message = f"{marker} is longer than the 10-minute limit for a single pause"
             if message:

@@ -70,8 +70,30 @@ def parse_duration(value: object) -> float:
         total += float(m.group(1)) * _UNIT_SECONDS[m.group(2).lower()]
         pos, parts = m.end(), parts + 1
     if parts == 0 or pos != len(text):
-        raise ValueError(f"{value!r} is not a duration: use e.g. 3s, 1.5s, 500ms, 2m, 2min or 1m30s")
+        raise ValueError(f"{value!r} is not a duration: {_duration_hint(text)}")
     return total
+
+
+def _duration_hint(text: str) -> str:
+    """What to write instead of a text that is no duration (QA: `2 s`, `-5s` and `1h` were told
+    only the general form)."""
+    if text.startswith("-"):
+        return "a duration cannot be negative"
+    joined = re.sub(r"\s+", "", text)
+    if joined != text and joined and _is_duration(joined):
+        return f"did you mean {joined}? (no spaces inside a duration)"
+    hours = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(?:h|hr|hrs|hours?)", text, re.IGNORECASE)
+    if hours:
+        return f"hours are not a unit here: write {float(hours.group(1)) * 60:g}m"
+    return "use e.g. 3s, 1.5s, 500ms, 2m, 2min or 1m30s"
+
+
+def _is_duration(text: str) -> bool:
+    try:
+        parse_duration(text)
+    except ValueError:
+        return False
+    return True
 
 
 def format_seconds_spoken(seconds: float) -> str:
