@@ -64,6 +64,7 @@ class Report:
     cached: int = 0
     failed: int = 0
     stale: int = 0   # `build --check`: tracks with an output missing or out of date
+    halted: bool = False   # a script (or voice) had errors: nothing was looked at further
     problems: list[str] = field(default_factory=list)
     tracks: list[dict] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)   # outputs of scripts or locales that are gone
@@ -86,6 +87,9 @@ class Report:
             self.timings_s[name] = self.timings_s.get(name, 0.0) + time.perf_counter() - t0
 
     def summary(self) -> str:
+        if self.halted:   # QA read "0 built, 0 unchanged, 1 failed" as every other track being lost
+            return (f"{self.failed} file{'s' if self.failed != 1 else ''} with errors: nothing built (every script "
+                    f"is checked before any is built)")
         # `build --check` builds nothing: QA read "0 built, 5 unchanged, 1 failed" for a stale track
         parts = [f"{self.built} built", f"{self.cached} unchanged"] if not self.stale else \
             [f"{self.cached} up to date", f"{self.stale} missing or stale"]
@@ -398,6 +402,7 @@ def build(project: Project, names: tuple[str, ...] = (), *, locales: tuple[str, 
     if problems:
         report.problems.extend(problems)
         report.failed += len({p.split(":")[0] for p in problems})
+        report.halted = True
         return report
     with BuildLock(out_dir, ui=ui, enabled=not check_only, cache_root=cache.root) as lock:
         manifest = Manifest(out_dir / "manifest.json")
