@@ -102,3 +102,59 @@ def test_takes_out_of_order_or_skipped_are_refused_unless_accepted():
     data, starts = session([0, 1, 2, 3, 5, 5])
     with pytest.raises(CalmplaceError, match=r"take 005 .* sounds like take 006 .*the same words read twice"):
         plan_split(Path("rec.wav"), data, SR, TAKES, EXPECTED)
+
+
+def test_a_false_start_mid_session_after_a_remark_is_left_out():
+    # QA: with a remark before the first take, a false start of a later take was joined to the
+    # take before it (its sound was near that take, but not under RETAKE_ALIKE of the median)
+    data, starts = session(["Okay, here we go.", 0, 1, 2, (3, 0.3), 3, 4, 5])
+    result = plan_split(Path("rec.wav"), data, SR, TAKES, EXPECTED)
+    assert starts_of(result) == pytest.approx(starts[1:4] + starts[5:], abs=TOL_S), result.notes
+    assert "take 004 was read more than once: kept the last reading" in result.notes[0]
+    assert [len(c.chunks) for c in result.cuts] == [1] * 6
+
+
+def test_a_take_read_with_a_pause_as_long_as_those_between_takes_is_refused_unless_accepted():
+    # a take whose file would hold a pause as long as those between takes may hold a false start
+    # or part of another take (QA: it was written unremarked when its length was usual)
+    data, starts = session(list(range(6)))
+    cut = int((starts[2] + 1.2) * SR)   # 1.2 s into take 3's reading: 2.2 s of room put there
+    data = np.concatenate([data[:cut], room(int(2.2 * SR), sr=SR, seed=6)[:, None], data[cut:]])
+    with pytest.raises(CalmplaceError, match=r"take 003 holds a pause of 2\.\d s \(at 0:1\d\.\d\), as long as those "
+                                             r"between takes: it may hold a false start or part of another take"):
+        plan_split(Path("rec.wav"), data, SR, TAKES, EXPECTED)
+    result = plan_split(Path("rec.wav"), data, SR, TAKES, EXPECTED, accept_lengths=True)
+    assert any("take 003 holds a pause of" in w and "accepted with --accept-lengths" in w for w in result.warnings)
+
+
+class _Distances:
+    """A stand-in for split._Sounds with given distances between stretches of chunks."""
+
+    def __init__(self, table: dict, sizes: dict):
+        self.table, self.sizes = table, sizes
+
+    def distance(self, x, y):
+        return self.table.get((x, y), self.table.get((y, x), 7.0))
+
+    def long(self, a, b):
+        return list(range(a, b))
+
+    def _size(self, a, b):
+        return self.sizes[(a, b)]
+
+
+def test_a_false_start_needs_only_to_sound_nearest_to_its_take():
+    # the QA session's numbers: a 1.5 s false start (chunk 5) of a 4.6 s take (chunk 6) was nearer
+    # to that take's reading (5.06) than to any other (5.31 and up), but not under RETAKE_ALIKE x the
+    # median (0.65 x 7.01 = 4.56), so it was refused and joined to the take before instead
+    from calmplace.split import _unlike_retakes
+
+    groups = [(0, 1), (1, 2), (2, 3), (3, 4), (6, 7), (7, 8)]
+    table = {((5, 6), (6, 7)): 5.06, ((5, 6), (0, 1)): 5.31, ((6, 7), (0, 1)): 5.94}
+    sizes = {(5, 6): 15, (6, 7): 46}
+    assert _unlike_retakes(_Distances(table, sizes), groups, {4: (5, 6)}) == set()
+    # a whole reading given up is held to the stricter test, as before
+    assert _unlike_retakes(_Distances(table, {(5, 6): 40, (6, 7): 46}), groups, {4: (5, 6)}) == {(4, 5)}
+    # and a false start nearer to another take's reading than to its own is still refused
+    nearer = {**table, ((5, 6), (0, 1)): 4.9}
+    assert _unlike_retakes(_Distances(nearer, sizes), groups, {4: (5, 6)}) == {(4, 5)}
