@@ -320,6 +320,12 @@ def test_template_pdf_and_csv(project: Path, monkeypatch):
     assert "no voices/therapist.yaml yet" in result.output  # stderr is mixed into output by CliRunner
     again = run_cli(project, monkeypatch, "template", "tiny", "--locale", "en-GB", "--voice", "therapist")
     assert again.exit_code == 0 and pdf.read_bytes() == pdf.read_bytes()  # cached clips: same numbers
+    # QA: without --voice the script's text-to-speech voice was named: "save takes in
+    # voices/narrator/...", "voices/narrator.yaml says engine: recorded" (it does not)
+    plain = run_cli(project, monkeypatch, "template", "tiny", "--locale", "en-GB")
+    assert plain.exit_code == 0 and "the template says 'yourname'" in plain.output
+    text = pdf_text(pdf)
+    assert "voices/yourname/tiny/en-GB/" in text and "voices/yourname.yaml" in text and "narrator" not in text
 
 
 def test_missing_takes_name_every_file_and_nothing_is_built(project: Path):

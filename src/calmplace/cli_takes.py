@@ -109,6 +109,8 @@ def expected_lengths(the_plan: Plan, profile: VoiceProfile | None, *, cache_root
 # ------------------------------------------------------------------------------------------------
 # calmplace template
 
+_PLACEHOLDER = "yourname"   # the voice a template names when it is given a text-to-speech one
+
 
 @click.command("template")
 @click.argument("script")
@@ -136,7 +138,10 @@ def template(script: str, locales: tuple[str, ...], voice: str | None, out_dir: 
                   f"before building")
     if profile.engine == "tts" and profile.name == voice_name:
         _info(f"note: {voice_name!r} is a text-to-speech voice; name your own voice with --voice NAME "
-              f"(and create voices/NAME.yaml with `engine: recorded`)")
+              f"(and create voices/NAME.yaml with `engine: recorded`); the template says {_PLACEHOLDER!r}")
+        # QA: the PDF told the reader to save takes under voices/narrator/ and that narrator.yaml
+        # says engine: recorded, which it does not
+        voice_name = _PLACEHOLDER
     tts, why = _synthetic(profile, voices_dir=project.voices_dir)
     for job in jobs:
         the_plan = plan(job.script, job.locale)
