@@ -465,7 +465,11 @@ def test_bad_take_files_and_profiles(project: Path, monkeypatch):
     nobody = run_cli(project, monkeypatch, "takes", "status", "tiny", "--voice", "nobody")
     assert nobody.exit_code == 1 and "unknown voice 'nobody'" in nobody.output and "nobody.yaml" in nobody.output
     tts = run_cli(project, monkeypatch, "takes", "status", "tiny", "--voice", "narrator")
-    assert tts.exit_code == 1 and "is a text-to-speech voice" in tts.output
+    # a command given wrongly (a text-to-speech voice for takes, a recording of two locales): exit 2, contract §6
+    assert tts.exit_code == 2 and "is a text-to-speech voice" in tts.output
+    (project / "voices" / "therapist.yaml").write_text("engine: recorded\n")
+    both = run_cli(project, monkeypatch, "takes", "split", "tiny", str(folder / "002.wav"), "--voice", "therapist")
+    assert both.exit_code == 2 and "say which one the recording reads with --locale" in both.output
     assert "Traceback" not in nobody.output + tts.output
 
 

@@ -37,9 +37,10 @@ def _info(message: str) -> None:
         click.echo(message, err=True)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, *, usage: bool = False) -> None:
+    """The message, and exit 1; or 2 for a command given wrongly (`usage`, contract §6)."""
     click.echo(f"error: {message}", err=True)
-    sys.exit(1)
+    sys.exit(2 if usage else 1)
 
 
 def _jobs(script: str, locales: tuple[str, ...], voice: str | None) -> list[Job]:
@@ -181,7 +182,7 @@ def _recorded_jobs(script: str, locales: tuple[str, ...], voice: str | None) -> 
 
         _fail(f"voice {profile.name!r} ({shown(Path(profile.path))}) is a text-to-speech voice (engine: {profile.engine}); "
               f"takes belong to a recorded voice: name one with --voice NAME, whose voices/NAME.yaml says "
-              f"`engine: recorded`")
+              f"`engine: recorded`", usage=True)
     return jobs
 
 
@@ -322,7 +323,7 @@ def split_cmd(script: str, recording: Path, voice: str | None, locale: str | Non
     jobs = _recorded_jobs(script, (locale,) if locale else (), voice)
     if len(jobs) > 1:
         _fail(f"{jobs[0].script.id} has locales {', '.join(j.locale for j in jobs)}: say which one the recording "
-              f"reads with --locale")
+              f"reads with --locale", usage=True)
     job = jobs[0]
     try:
         data, sr = read_audio(recording)

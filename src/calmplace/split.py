@@ -527,7 +527,7 @@ def plan_split(path: Path, data: np.ndarray, sr: int, takes: Sequence[Take], exp
         plan.warnings.append(f"{where}: {quiet}")
     floor = noise_floor_dbfs(mono, sr=sr)
     if floor > NOISE_WARN_DBFS:
-        plan.warnings.append(f"{where}: noisy: the room is at {floor:.0f} dBFS between takes (above "
+        plan.warnings.append(f"{where}: noisy: the room is at {floor:.1f} dBFS between takes (above "
                              f"{NOISE_WARN_DBFS:.0f} dBFS a hiss or hum can be heard)")
     for cut in cuts:
         runs, first = clipping(data[cut.start:cut.end], sr=sr)

@@ -488,7 +488,8 @@ class Analysis:
         if note:
             out.append(note)
         if self.noise_floor_dbfs > NOISE_WARN_DBFS:
-            out.append(f"noisy: the room is at {self.noise_floor_dbfs:.0f} dBFS between words (above "
+            # one decimal: -59.6 printed as -60 read as "at -60, above -60" (QA)
+            out.append(f"noisy: the room is at {self.noise_floor_dbfs:.1f} dBFS between words (above "
                        f"{NOISE_WARN_DBFS:.0f} dBFS a hiss or hum can be heard); a quieter room or a closer "
                        f"microphone helps")
         if not self.speech:
