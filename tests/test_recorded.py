@@ -585,11 +585,29 @@ def test_take_names_and_extensions(project: Path, monkeypatch):
     status = run_cli(project, monkeypatch, "takes", "status", "tiny", "--voice", "therapist", "--locale", "en-GB")
     out = status.output
     assert status.exit_code == 0 and "4 of 4 takes ok" in out and "duplicate" not in out, out
-    assert "note: 2.wav is not used: take files are named with three digits: rename 2.wav to 002.wav" in out
-    assert "note: 004.old.ogg is not a take of this script" in out
+    # QA: the hint was to rename 2.wav to 002.wav, beside the 002.ogg there: a duplicate take
+    assert "note: 2.wav is not used: take 002 is 002.flac (if 2.wav is the better reading, put it in that " \
+           "file's place as 002.wav)" in out
+    assert "note: 004.old.ogg is not used: take 004 is 004.mp3 (if 004.old.ogg is the better reading, put it " \
+           "in that file's place as 004.ogg)" in out
+    # QA: names a recorder or a copy makes were called "not a take of this script (4 takes)"
+    for name in ("take_003.wav", "003-retake.wav", "003 (1).wav", "Take 3.wav", "013.wav"):
+        shutil.copy(folder / "003.ogg", folder / name)
+    (folder / "002.flac").rename(folder / "take_002.ogg")
+    out = run_cli(project, monkeypatch, "takes", "status", "tiny", "--voice", "therapist", "--locale", "en-GB").output
+    assert "note: take_003.wav is not used: take 003 is 003.ogg" in out, out and "note: Take 3.wav is not used: take 003" in out
+    assert ("note: take_002.ogg is not used: take files are named with three digits and the extension alone: if it "
+            "is take 002, rename it to 002.ogg") in out
+    assert "note: 013.wav is not a take of this script (its takes are 001 to 004); it is not used" in out
+    for name in ("take_003.wav", "003-retake.wav", "003 (1).wav", "Take 3.wav", "013.wav"):
+        (folder / name).unlink()
+    (folder / "take_002.ogg").rename(folder / "002.flac")
     report, warnings = _build(project)
     assert report.exit_code == 0, report.problems
-    assert any("rename 2.wav to 002.wav" in w for w in warnings), warnings
+    assert any("2.wav is not used: take 002 is 002.flac" in w for w in warnings), warnings
+    (folder / "002.flac").rename(folder / "002.flac.bak")
+    out = run_cli(project, monkeypatch, "takes", "status", "tiny", "--voice", "therapist", "--locale", "en-GB").output
+    assert "note: 2.wav is not used: take files are named with three digits: rename 2.wav to 002.wav" in out
 
 
 def test_the_build_reports_every_problem_with_the_takes_at_once(project: Path):

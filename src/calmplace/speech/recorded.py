@@ -30,6 +30,7 @@ import contextlib
 import hashlib
 import io
 import json
+import re
 import os
 import sys
 import tempfile
@@ -696,12 +697,24 @@ def stray_files(folder: Path, takes: Sequence[Take]) -> list[Path]:
 
 
 def stray_note(path: Path, takes: Sequence[Take]) -> str:
-    """Why a stray file is not used, and what to do: "rename 1.wav to 001.wav" when its number is a take's."""
-    stem = path.stem
-    if stem.isdigit() and any(t.number == int(stem) for t in takes):
+    """Why a stray file is not used, and what to do: "rename 1.wav to 001.wav" when its number is a
+    take's and that take has no file yet (QA: `take_003.wav`, `003-retake.wav` and `041 (1).wav`
+    were called no take of the script, and `3.m4a` was to be renamed beside an existing 003.flac)."""
+    by_number = {t.number: t for t in takes}
+    number = re.search(r"\d+", path.stem)
+    take = by_number.get(int(number.group())) if number else None
+    if take is None:
+        last = max(by_number, default=0)
+        return f"{path.name} is not a take of this script (its takes are 001 to {last:03d}); it is not used"
+    existing = take_files(path.parent, take)
+    if existing:
+        return (f"{path.name} is not used: take {take.name} is {existing[0].name} (if {path.name} is the better "
+                f"reading, put it in that file's place as {take.name}{path.suffix})")
+    if path.stem.isdigit():
         return f"{path.name} is not used: take files are named with three digits: rename {path.name} to " \
-               f"{int(stem):03d}{path.suffix}"
-    return f"{path.name} is not a take of this script ({len(takes)} takes); it is not used"
+               f"{take.name}{path.suffix}"
+    return (f"{path.name} is not used: take files are named with three digits and the extension alone: if it "
+            f"is take {take.name}, rename it to {take.name}{path.suffix}")
 
 
 def load_record(folder: Path) -> dict[str, dict]:
