@@ -678,3 +678,21 @@ def test_takes_renamed_as_status_says_are_ok(project: Path, monkeypatch):
     for name in ("004", "005"):
         assert " ok " in lines[name] and "new" not in lines[name], out
     assert "not yet accepted" not in out and "stale" not in out, out
+
+
+def test_a_noisy_room_is_one_warning_for_the_session(project: Path):
+    # QA: a session recorded over a hum printed the same "noisy" line once per take (44 times)
+    write_takes(project)
+    folder = take_folder(project)
+    for take in tiny_plan(project).takes[:3]:
+        path = next(folder.glob(f"{take.name}.*"))
+        data, sr = sf.read(path, always_2d=True)
+        hum = 10 ** (-40 / 20) * np.sin(2 * np.pi * 50 * np.arange(data.shape[0]) / sr)
+        sf.write(folder / f"{take.name}.wav", data + hum[:, None], sr, subtype="FLOAT")
+        if path.suffix != ".wav":
+            path.unlink()
+    report, warnings = _build(project)
+    assert report.exit_code == 0, report.problems
+    noisy = [w for w in warnings if "noisy:" in w or "are noisy" in w]   # (the tmp path says noisy too)
+    assert len(noisy) == 1, noisy
+    assert "tiny (en-GB): 3 of 4 takes are noisy: the room is at -5" in noisy[0] and "(takes 001-003)" in noisy[0]

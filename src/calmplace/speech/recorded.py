@@ -696,6 +696,21 @@ def stray_files(folder: Path, takes: Sequence[Take]) -> list[Path]:
                   and p.stem not in names)
 
 
+NOISY_TOGETHER = 3   # noisy takes from this many on are one warning for the session
+
+
+def _ranges(numbers: list[int]) -> str:
+    """'001-004, 007' for [1, 2, 3, 4, 7]."""
+    out, start = [], None
+    for k, n in enumerate(numbers):
+        if start is None:
+            start = n
+        if k + 1 == len(numbers) or numbers[k + 1] != n + 1:
+            out.append(f"{start:03d}" if start == n else f"{start:03d}-{n:03d}")
+            start = None
+    return ", ".join(out)
+
+
 def stray_note(path: Path, takes: Sequence[Take]) -> str:
     """Why a stray file is not used, and what to do: "rename 1.wav to 001.wav" when its number is a
     take's and that take has no file yet (QA: `take_003.wav`, `003-retake.wav` and `041 (1).wav`
@@ -1013,10 +1028,20 @@ class RecordedEngine:
                 if on_done:
                     on_done(i)
         rate = self.profile.rate_wpm
+        noisy = [i for i in present if i in analysed and analysed[i].noise_floor_dbfs > NOISE_WARN_DBFS]
+        together = len(noisy) >= NOISY_TOGETHER   # one room for the session: said once (QA: 44 times)
         for i in present:   # what takes status would say of each file, in take order
             if i in analysed:
                 for note in analysed[i].warnings(expected_s=words_s(takes[i], rate)):
+                    if together and note.startswith("noisy:"):
+                        continue
                     self._warn(f"{take_label(script_id, locale, takes[i])}: {shown(states[i].path)}: {note}")
+        if together:
+            floors = [analysed[i].noise_floor_dbfs for i in noisy]
+            self._warn(f"{script_id} ({locale}): {len(noisy)} of {len(takes)} takes are noisy: the room is at "
+                       f"{min(floors):.1f} to {max(floors):.1f} dBFS between words (above {NOISE_WARN_DBFS:.0f} dBFS "
+                       f"a hiss or hum can be heard); a quieter room or a closer microphone helps "
+                       f"(takes {_ranges([takes[i].number for i in noisy])})")
         if problems:
             n = len(problems)
             raise CalmplaceError(f"voice {self.profile.name!r}: {n} take file{'s' if n != 1 else ''} of "
