@@ -122,8 +122,9 @@ def test_the_missing_takes_advice_names_the_template_for_this_voice(project: Pat
     write_takes(project, skip=("002",))
     report, _ = _build(project)
     text = "\n".join(report.problems)
-    assert ("calmplace template tiny --voice therapist --locale en-GB writes their texts "
-            "(build/templates/en-GB/tiny-recording.pdf)") in text, text
+    # QA: "writes their texts", but the template lists every take, the missing one unmarked: say which
+    assert ("calmplace template tiny --voice therapist --locale en-GB lists every take's text "
+            "(build/templates/en-GB/tiny-recording.pdf; these are take 002)") in text, text
     assert "prints" not in text
     # and the command does that
     result = run_cli(project, monkeypatch, "template", "tiny", "--voice", "therapist", "--locale", "en-GB")

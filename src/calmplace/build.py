@@ -585,9 +585,10 @@ def synthesise(item: TrackWork, *, engine, cache: TakeCache, jobs: int, force: b
     missing = [i for i, k in enumerate(keys) if force or cache.get(k) is None]
     if not missing:
         return {}
-    ui.detail(f"speaking {len(missing)} of {len(keys)} take{'s' if len(keys) != 1 else ''} of {job.label}: "
+    verb = "reading" if job.profile.engine == "recorded" else "speaking"   # QA: a recorded voice is not spoken
+    ui.detail(f"{verb} {len(missing)} of {len(keys)} take{'s' if len(keys) != 1 else ''} of {job.label}: "
               + ", ".join(takes[i].name for i in missing))
-    with ui.progress(f"speaking {job.label}", len(missing)) as bar:
+    with ui.progress(f"{verb} {job.label}", len(missing)) as bar:
         fresh = engine.speak([takes[i] for i in missing], script_id=job.script.id, locale=job.locale,
                              sr=item.settings.sr, jobs=jobs, on_done=lambda _i: bar.update(1))
     put = put or cache.put

@@ -949,9 +949,10 @@ class RecordedEngine:
                 f"voice {self.profile.name!r}: {len(to_record)} of {len(takes)} takes of {label} "
                 f"{'is' if len(to_record) == 1 else 'are'} missing:\n{lines}\n"
                 f"({other_exts()} work as well as .wav). Record them: calmplace template {script_id} --voice "
-                f"{self.profile.name} --locale {locale} writes their texts "
-                f"(build/templates/{locale}/{script_id}-recording.pdf); or build with --fallback-tts to speak "
-                f"them with the synthetic voice")
+                f"{self.profile.name} --locale {locale} lists every take's text "
+                f"(build/templates/{locale}/{script_id}-recording.pdf; these are take"
+                f"{'s' if len(to_record) != 1 else ''} {', '.join(s.take.name for s in to_record)}); or build "
+                f"with --fallback-tts to speak them with the synthetic voice")
         if problems:
             raise CalmplaceError("\n".join(problems))
         for s in states:
