@@ -172,6 +172,15 @@ def test_a_cough_after_the_words_is_named_by_status_and_the_build(project: Path,
     sf.write(take_folder(project) / "003.wav", x, sr, subtype="PCM_24")
     status = run_cli(project, monkeypatch, *STATUS)
     assert "a short sound" not in status.output, status.output
+    # QA: the same cough between two phrases of a take, 1.3 s from each, was never mentioned
+    x = np.concatenate([take, room(int(1.3 * sr), sr=sr, seed=8), cough, room(int(1.3 * sr), sr=sr, seed=9), word])
+    sf.write(take_folder(project) / "003.wav", x, sr, subtype="PCM_24")
+    status = run_cli(project, monkeypatch, *STATUS)
+    notes = [line.strip() for line in status.output.splitlines() if "a short sound" in line]
+    assert len(notes) == 1, status.output
+    where = float(notes[0].split("a short sound at ")[1].split(" s")[0])
+    at_s = (take.size + 1.3 * sr) / sr
+    assert at_s - 0.05 <= where <= at_s + 0.15, (where, at_s)   # as above
 
 
 def test_a_folder_named_like_a_take_is_said_to_be_in_the_way(project: Path, monkeypatch):

@@ -387,8 +387,8 @@ STRAY_MAX_S, STRAY_GAP_S = 0.5, 1.0   # a sound this short, this far before or a
 
 
 def stray_sounds(x: np.ndarray, *, sr: int, runs: list[tuple[int, int]] | None = None) -> list[tuple[float, float]]:
-    """Short sounds kept at the start or end of a take, well apart from the rest of its speech
-    (under STRAY_MAX_S, more than STRAY_GAP_S of quiet away: a cough, a sniff, a word to oneself),
+    """Short sounds kept in a take, well apart from the rest of its speech (under STRAY_MAX_S, more
+    than STRAY_GAP_S of quiet away on each side: a cough, a sniff, a word to oneself),
     as (where, how far from the rest) in seconds. They are kept (a reader may pause that long
     before a last word), but said (QA: a cough 1.7 s after a take's words was heard in the track,
     louder than the speech, and lowered the take's level by 2.3 LU). `runs`: x's `_speech_runs`,
@@ -402,6 +402,10 @@ def stray_sounds(x: np.ndarray, *, sr: int, runs: list[tuple[int, int]] | None =
 
     if len(runs) > 1 and runs[1][0] - runs[0][1] > gap and stray(runs[0]):
         out.append((runs[0][0] / 100, (runs[1][0] - runs[0][1]) / 100))
+    for before, run, after in zip(runs, runs[1:-1], runs[2:]):   # QA: a cough between two phrases went unsaid
+        apart = min(run[0] - before[1], after[0] - run[1])
+        if apart > gap and stray(run):
+            out.append((run[0] / 100, apart / 100))
     if len(runs) > 1 and runs[-1][0] - runs[-2][1] > gap and stray(runs[-1]):
         out.append((runs[-1][0] / 100, (runs[-1][0] - runs[-2][1]) / 100))
     return out
