@@ -158,3 +158,17 @@ def test_a_false_start_needs_only_to_sound_nearest_to_its_take():
     # and a false start nearer to another take's reading than to its own is still refused
     nearer = {**table, ((5, 6), (0, 1)): 4.9}
     assert _unlike_retakes(_Distances(nearer, sizes), groups, {4: (5, 6)}) == {(4, 5)}
+
+
+@pytest.mark.parametrize("order, said", [
+    ([0, 1, 2, "Sorry, I need a sip of water.", 3, 4, 5], "1 stretch of speech after the last take"),
+    ([0, 1, 2, 3, "Hmm, let me read that one again, I think.", 3, 4, 5], "2 stretches of speech after the last take"),
+])
+def test_a_remark_between_two_takes_is_refused_not_shifted(order, said):
+    # a remark mid-session can only be taken for a take: the takes after it each got the reading
+    # before their own, and the last readings were left out as "after the last take" (files
+    # written, with warnings only)
+    data, _ = session(order)
+    with pytest.raises(CalmplaceError, match=f"{said} .*as long as a take.*: a remark between two takes shifts every "
+                                             f"take after it onto the reading before its own"):
+        plan_split(Path("rec.wav"), data, SR, TAKES, EXPECTED)

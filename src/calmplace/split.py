@@ -481,6 +481,18 @@ def plan_split(path: Path, data: np.ndarray, sr: int, takes: Sequence[Take], exp
                 unusual.append(f"take {take.name} is {_how_long(ratio)} as expected ({where_s}): listen to it; "
                                + ("it may hold a false start or part of another take" if ratio > 1
                                   else "part of it may have gone into another take"))
+    long_extra = [i for i in extra if chunks[i].start > chunks[groups[-1][0]].start
+                  and (chunks[i].end - chunks[i].start) / sr >= 0.5 * tempo * expected[-1]]
+    if long_extra and (unusual or len(long_extra) > 1):
+        # a remark between two takes can only be taken for a take: every take after it then holds
+        # the reading before its own, and the last readings are "left over" (no speech can be left
+        # out in the middle of a session: that is how a skipped take looks)
+        c = chunks[long_extra[0]]
+        also = f", and {unusual[0].split(': listen')[0]}" if unusual else ""
+        bad.append(f"{len(long_extra)} stretch{'es' if len(long_extra) > 1 else ''} of speech after the last take "
+                   f"(from {_clock(c.start / sr)}) as long as a take{also}: a remark between two takes shifts every "
+                   f"take after it onto the reading before its own; cut the remark out of the recording")
+        unusual = unusual[1:]
     if bad and not accept_lengths:
         raise CalmplaceError(
             f"{where}: {found}; " + "; ".join(bad) + ". Nothing was written. Check that every take was read once, "
