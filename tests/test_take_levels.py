@@ -56,7 +56,7 @@ def test_a_very_quiet_take_is_warned_about(project: Path, monkeypatch):
     assert -48 < _peak_dbfs(quiet) < -45 and -28 < _peak_dbfs(soft) < -24
     result, notes = _status(project, monkeypatch)
     assert result.exit_code == 0, result.output  # advice: the take can be used
-    want = f"very quiet (peak {_peak_dbfs(quiet):.0f} dBFS): raise the input level and record again"
+    want = f"very quiet (peak {_peak_dbfs(quiet):.1f} dBFS): raise the input level and record again"
     assert want in notes["002"], result.output
     assert result.output.count("very quiet") == 1, result.output
     assert "4 of 4 takes ok, 1 warning" in result.output
@@ -71,7 +71,7 @@ def test_split_warns_of_a_very_quiet_recording():
     data, _ = session([0, 1, 2, 3, 4, 5])
     data = data / np.max(np.abs(data)) * 10 ** (-47 / 20)  # the QA recording's peak: -47 dBFS
     result = plan_split(Path("quiet.wav"), data, SESSION_SR, TAKES, EXPECTED)
-    assert any("very quiet (peak -47 dBFS): raise the input level and record again" in w
+    assert any("very quiet (peak -47.0 dBFS): raise the input level and record again" in w
                for w in result.warnings), result.warnings
     normal, _ = session([0, 1, 2, 3, 4, 5])  # peaks at about -10 dBFS: no such warning
     assert not any("very quiet" in w for w in plan_split(Path("ok.wav"), normal, SESSION_SR, TAKES,

@@ -327,7 +327,8 @@ class _Reader:
                                tag_node)
             elif tag.lower() in (loc.lower() for loc in seen):
                 first = next(loc for loc in seen if loc.lower() == tag.lower())
-                again = "" if first == tag else f" (as {first!r}: language tags ignore case, and so do some file systems)"
+                again = "" if first == tag else \
+                    f" (as {first!r}: language tags ignore case, and so do some file systems)"
                 self.src.error(f"locale {tag!r} is listed twice{again}", tag_node)
             else:
                 seen.append(tag)

@@ -362,7 +362,8 @@ def _alike(sounds: _Sounds, x: tuple[int, int], y: tuple[int, int], groups: list
     same = sounds.distance(x, y)
     to_x = [sounds.distance(x, groups[k]) for k in others]
     to_y = [sounds.distance(y, groups[k]) for k in others]
-    return same < min(to_x) and same < min(to_y) and (false_start or same < RETAKE_ALIKE * float(np.median(to_x + to_y)))
+    clearly = same < RETAKE_ALIKE * float(np.median(to_x + to_y))
+    return same < min(to_x) and same < min(to_y) and (false_start or clearly)
 
 
 def _unlike_retakes(sounds: _Sounds, groups: list[tuple[int, int]],

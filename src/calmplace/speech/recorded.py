@@ -516,7 +516,7 @@ def quiet_note(peak_dbfs: float) -> str | None:
     """A warning for a recording whose loudest sample is under QUIET_PEAK_DBFS (digital silence is
     told apart: it has no speech at all)."""
     if -200.0 < peak_dbfs < QUIET_PEAK_DBFS:
-        return f"very quiet (peak {peak_dbfs:.0f} dBFS): raise the input level and record again"
+        return f"very quiet (peak {peak_dbfs:.1f} dBFS): raise the input level and record again"   # as status has it
     return None
 
 
