@@ -170,6 +170,15 @@ def test_wrap_balances_two_lines():
     assert abs(len(lines[0]) - len(lines[1])) <= 10  # balanced, not greedy (greedy would give 42 + 8)
 
 
+def test_wrap_keeps_a_sign_with_the_numbers_it_binds():
+    # QA: "... half a breath, 3" / "× 4 – simple; and rest." (the most even break fell inside 3 × 4)
+    for text in ("Breathe in slowly 3 × 4 and let the air fill.",          # evenest: "... 3 ×" / "4 and ..."
+                 "Breathe in for four, out for six – half a breath, 3 × 4 – simple; and rest."):
+        lines = wrap(text)
+        assert len(lines) == 2 and all(len(x) <= LINE_CHARS for x in lines) and " ".join(lines) == text
+        assert "3 × 4" in lines[0] or "3 × 4" in lines[1], lines
+
+
 def test_escaping_round_trips(tmp_path):
     path = tmp_path / "amp.yaml"
     path.write_text('title: "A --> B"\nlocales: [en-GB]\nsections:\n  - text: "Salt & pepper <3 --> here."\n',

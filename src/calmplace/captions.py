@@ -57,20 +57,25 @@ def split_sentences(text: str) -> list[str]:
     return out
 
 
+_BINDING = frozenset("×x+=÷/&%")   # a sign between two words or numbers ("3 × 4"): no line break beside it
+
+
 def wrap(text: str, *, width: int = LINE_CHARS) -> list[str]:
     """Lines for one cue: one line if it fits, else the most even two-line split that fits, else
     greedy lines (more than two: the caller splits such text into several cues first)."""
     if len(text) <= width:
         return [text]
-    best: tuple[tuple[int, int], int] | None = None
+    best: tuple[tuple[int, int, int], int] | None = None
     for i, ch in enumerate(text):
         if ch != " ":
             continue
         top, bottom = text[:i], text[i + 1:]
         if len(top) > width or len(bottom) > width:
             continue
-        # most even first; among equals prefer a break after clause punctuation
-        score = (abs(len(top) - len(bottom)), 0 if top.endswith(_CLAUSE_END) else 1)
+        # never between a number and the sign that binds it to the next (QA: "...½ a breath, 3" /
+        # "× 4 – simple"); then most even; among equals prefer a break after clause punctuation
+        binds = top.rsplit(" ", 1)[-1] in _BINDING or bottom.split(" ", 1)[0] in _BINDING
+        score = (int(binds), abs(len(top) - len(bottom)), 0 if top.endswith(_CLAUSE_END) else 1)
         if best is None or score < best[0]:
             best = (score, i)
     if best is not None:
