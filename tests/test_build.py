@@ -128,7 +128,7 @@ def test_bad_script_writes_nothing_and_keeps_old_outputs(built: Path):
     assert (built / "build" / "en-GB" / "tiny.mp3").read_bytes() == old
     assert not (built / "build" / "en-GB" / "second.mp3").exists()  # gather everything first, then write
     # QA read "0 built, 0 unchanged, 1 failed" as every other track lost
-    assert report.summary() == "1 file with errors: nothing built (every script is checked before any is built)"
+    assert report.summary() == "nothing built: fix the errors above first (every script is checked before any is built)"
     assert not [p for p in (built / "build").rglob("*") if p.name.startswith(".")  and p.suffix == ".tmp"]
 
 

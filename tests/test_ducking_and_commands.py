@@ -69,7 +69,7 @@ def test_ambience_list_and_preview(project: Path):
     assert "error: cannot write the preview: forest.mp3: a file is in the way where a folder should be" \
         in blocked.output
     wav = invoke_cli(project, "ambience", "preview", "forest", "--seconds", "2", "--out", "forest.wav")
-    assert wav.exit_code == 1 and "the preview is an MP3; name it forest.mp3" in wav.output   # MP3 bytes were written
+    assert wav.exit_code == 2 and "the preview is an MP3; name it forest.mp3" in wav.output   # MP3 bytes were written
     assert not (project / "forest.wav").exists()
 
 
@@ -100,6 +100,10 @@ def test_plot_draws_the_track(project: Path, monkeypatch: pytest.MonkeyPatch):
     stale = invoke_cli(project, "plot", "tiny", "--locale", "en-US")
     assert stale.exit_code == 0, stale.output
     assert "tiny.mp3 is out of date (" in stale.output and "plotting without its loudness" in stale.output
+    # review: an edit that keeps the length (a bed's level) draws the loudness, and says it may be old
+    script.write_text(script.read_text().replace("[pause 5s]", "[pause 4s]").replace("level_db: -20", "level_db: -24"))
+    same = invoke_cli(project, "plot", "tiny", "--locale", "en-US")
+    assert same.exit_code == 0 and "was built from another version of the script or with other options" in same.output
     unknown = invoke_cli(project, "plot", "nosuch")
     assert unknown.exit_code == 1   # QA: "error: nosuch: error: no such script"
     assert unknown.output.startswith("nosuch: error: no such script")

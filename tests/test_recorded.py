@@ -591,15 +591,19 @@ def test_take_names_and_extensions(project: Path, monkeypatch):
     assert "note: 004.old.ogg is not used: take 004 is 004.mp3 (if 004.old.ogg is the better reading, put it " \
            "in that file's place as 004.ogg)" in out
     # QA: names a recorder or a copy makes were called "not a take of this script (4 takes)"
-    for name in ("take_003.wav", "003-retake.wav", "003 (1).wav", "Take 3.wav", "013.wav"):
+    for name in ("take_003.wav", "003-retake.wav", "003 (1).wav", "Take 3.wav", "013.wav", "v2_take_003.wav",
+                 "session 2024-06-01.wav"):
         shutil.copy(folder / "003.ogg", folder / name)
     (folder / "002.flac").rename(folder / "take_002.ogg")
     out = run_cli(project, monkeypatch, "takes", "status", "tiny", "--voice", "therapist", "--locale", "en-GB").output
-    assert "note: take_003.wav is not used: take 003 is 003.ogg" in out, out and "note: Take 3.wav is not used: take 003" in out
+    for name in ("take_003.wav", "003-retake.wav", "003 (1).wav", "Take 3.wav", "v2_take_003.wav"):
+        assert f"note: {name} is not used: take 003 is 003.ogg" in out, out
+    assert "note: session 2024-06-01.wav is not a take of this script" in out, out
     assert ("note: take_002.ogg is not used: take files are named with three digits and the extension alone: if it "
             "is take 002, rename it to 002.ogg") in out
     assert "note: 013.wav is not a take of this script (its takes are 001 to 004); it is not used" in out
-    for name in ("take_003.wav", "003-retake.wav", "003 (1).wav", "Take 3.wav", "013.wav"):
+    for name in ("take_003.wav", "003-retake.wav", "003 (1).wav", "Take 3.wav", "013.wav", "v2_take_003.wav",
+                 "session 2024-06-01.wav"):
         (folder / name).unlink()
     (folder / "take_002.ogg").rename(folder / "002.flac")
     report, warnings = _build(project)
@@ -695,4 +699,5 @@ def test_a_noisy_room_is_one_warning_for_the_session(project: Path):
     assert report.exit_code == 0, report.problems
     noisy = [w for w in warnings if "noisy:" in w or "are noisy" in w]   # (the tmp path says noisy too)
     assert len(noisy) == 1, noisy
-    assert "tiny (en-GB): 3 of 4 takes are noisy: the room is at -5" in noisy[0] and "(takes 001-003)" in noisy[0]
+    assert "tiny (en-GB): 3 of the 4 takes read are noisy: the room is at -5" in noisy[0], noisy
+    assert "(takes 001-003)" in noisy[0]

@@ -139,7 +139,7 @@ class _Distances:
     def long(self, a, b):
         return list(range(a, b))
 
-    def _size(self, a, b):
+    def size(self, a, b):
         return self.sizes[(a, b)]
 
 
@@ -172,3 +172,15 @@ def test_a_remark_between_two_takes_is_refused_not_shifted(order, said):
     with pytest.raises(CalmplaceError, match=f"{said} .*as long as a take.*: a remark between two takes shifts every "
                                              f"take after it onto the reading before its own"):
         plan_split(Path("rec.wav"), data, SR, TAKES, EXPECTED)
+
+
+def test_a_remark_after_the_last_take_is_still_left_out():
+    # review: a remark of two phrases after the last take, or one while another take is read
+    # slowly, was refused as a remark between two takes (the takes were right)
+    data, starts = session(list(range(6)))
+    two = np.concatenate([spoken("That one went rather well."), np.zeros(SR), spoken("I think so, anyway.")])
+    data = np.concatenate([data, (two * 10 ** (-6 / 20) + room(two.size, sr=SR, seed=7))[:, None],
+                           room(SR, sr=SR, seed=8)[:, None]])
+    result = plan_split(Path("rec.wav"), data, SR, TAKES, EXPECTED)
+    assert starts_of(result) == pytest.approx(starts, abs=TOL_S)
+    assert [w for w in result.warnings if "after the last take" in w], result.warnings

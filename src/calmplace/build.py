@@ -64,6 +64,7 @@ class Report:
     cached: int = 0
     failed: int = 0
     stale: int = 0   # `build --check`: tracks with an output missing or out of date
+    checking: bool = False   # `build --check`: nothing is built, only compared
     halted: bool = False   # a script (or voice) had errors: nothing was looked at further
     problems: list[str] = field(default_factory=list)
     tracks: list[dict] = field(default_factory=list)
@@ -88,10 +89,9 @@ class Report:
 
     def summary(self) -> str:
         if self.halted:   # QA read "0 built, 0 unchanged, 1 failed" as every other track being lost
-            return (f"{self.failed} file{'s' if self.failed != 1 else ''} with errors: nothing built (every script "
-                    f"is checked before any is built)")
+            return "nothing built: fix the errors above first (every script is checked before any is built)"
         # `build --check` builds nothing: QA read "0 built, 5 unchanged, 1 failed" for a stale track
-        parts = [f"{self.built} built", f"{self.cached} unchanged"] if not self.stale else \
+        parts = [f"{self.built} built", f"{self.cached} unchanged"] if not self.checking else \
             [f"{self.cached} up to date", f"{self.stale} missing or stale"]
         if self.removed:
             parts.append(f"{len(self.removed)} removed")
@@ -389,12 +389,12 @@ def build(project: Project, names: tuple[str, ...] = (), *, locales: tuple[str, 
     """Gather and validate everything, plan every track, speak the missing takes, then render
     the changed tracks (`jobs` at a time) and write their outputs atomically.
 
-    With `check_only`, nothing is built: every missing or stale output is reported as a failure."""
+    With `check_only`, nothing is built: every missing or stale output is reported (exit 1)."""
     ui = ui or NullUI()
     _keep_freed_memory()
     # real engines hear the settings (fallback_tts) and the UI (a recorded voice's warnings)
     engine_factory = engine_factory or (lambda profile: make_engine(profile, settings, ui))
-    report = Report()
+    report = Report(checking=check_only)
     out_dir = out_dir or project.root / "build"
     cache = TakeCache(cache_dir or out_dir / ".cache")
     with report.stage("script"):

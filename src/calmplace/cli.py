@@ -224,7 +224,7 @@ def voices_cmd(locale: str | None) -> None:
 @click.pass_obj
 def plot_cmd(ui: UI, script: str, locale: str | None, out_file: Path | None) -> None:
     """Draw the built track's timeline: speech, pauses, sections, bed gain, short-term loudness."""
-    from .build import track_timeline
+    from .build import Manifest, track_timeline
     from .master import short_term_lufs
     from .plot import plot_track
 
@@ -236,12 +236,18 @@ def plot_cmd(ui: UI, script: str, locale: str | None, out_file: Path | None) -> 
         if mp3.is_file():
             import soundfile as sf
 
-            samples, sr = sf.read(mp3, dtype="float32", always_2d=True)
-            if samples.shape[0] == timeline.n_samples:
-                loudness = short_term_lufs(samples.T, sr=sr)
-            else:   # built from an earlier script: its loudness would not line up with this timeline
-                ui.info(f"{mp3} is out of date ({samples.shape[0] / sr:.2f} s long; the script now makes "
+            n = sf.info(str(mp3)).frames
+            current = Manifest(Path("build") / "manifest.json").up_to_date({"mp3": mp3}, out_dir=Path("build"),
+                                                                          key=item.output_key)
+            if n != timeline.n_samples:   # built from an earlier script: its loudness would not line up
+                ui.info(f"{mp3} is out of date ({n / sf.info(str(mp3)).samplerate:.2f} s long; the script now makes "
                         f"{timeline.duration_s:.2f} s): plotting without its loudness (run calmplace build first)")
+            else:
+                if not current:   # the same length: an edit that moved nothing, or a build with --loudness
+                    ui.info(f"note: {mp3} was built from another version of the script or with other options; "
+                            f"its loudness is drawn as it is")
+                samples, sr = sf.read(mp3, dtype="float32", always_2d=True)
+                loudness = short_term_lufs(samples.T, sr=sr)
         else:
             ui.info(f"{mp3} is not built yet: plotting without its loudness (run calmplace build first)")
         png = plot_track(timeline, title=f"{the_plan.title} ({job.locale})", seed_base=job.script.id,
@@ -307,7 +313,7 @@ def ambience_preview(ui: UI, name: str, seconds: float, level_db: float, out_fil
     if out_file is not None and out_file.suffix.lower() != ".mp3":   # MP3 bytes in a .wav would not play
         click.echo(f"error: --out {out_file}: the preview is an MP3; name it {out_file.with_suffix('.mp3')}",
                    err=True)
-        sys.exit(1)
+        sys.exit(2)   # a command given wrongly (contract §6)
     try:
         n = seconds_to_samples(seconds, sr=SR)
         bed = render_bed(name, n_samples=n, sr=SR, seed=1, ambience_dir=Project(Path.cwd()).ambience_dir)

@@ -72,7 +72,8 @@ SAME_WORDS = 0.5           # two readings whose sound distance is under half the
                            # at two rates and pitches: same text 2.5-5.7, different texts 8.5-19)
 RETAKE_ALIKE = 0.65        # a retake's two readings must be at least this much closer than different takes
                            # (the same measurements: 0.2-0.55 of the median for the same text)
-FALSE_START = 0.5          # a reading given up under half the kept one's length is a false start
+FALSE_START = 0.5          # a reading given up under half the kept one's length is a false start ...
+FALSE_START_ALIKE = 0.8    # ... and need only be this much closer than different takes (few frames to compare)
 LONG_PAUSE_S = 2.0         # a pause inside a take this long, and at least 0.8x those between takes, is
 LONG_PAUSE_OF_GAPS = 0.8   # suspect: the take may hold a false start or part of another take
 RATIO_OK = (0.6, 1.6)      # a take outside 0.6-1.6x its (pace-scaled) expected length is an error ...
@@ -320,17 +321,17 @@ class _Sounds:
         1.25x its length), since a false start is the beginning of its take."""
         key = (min(x, y), max(x, y))
         if key not in self._cache:
-            if self._size(*x) > self._size(*y):
+            if self.size(*x) > self.size(*y):
                 x, y = y, x
             # the longer one's first 1.25x: its band energies are the first frames of the whole
             # stretch's (computed once per stretch), less their own mean
-            frames = (int(1.25 * self._size(*x)) + 1) // int(0.04 * self.sr)
+            frames = (int(1.25 * self.size(*x)) + 1) // int(0.04 * self.sr)
             ey = self.energies(*y)
             self._cache[key] = _dtw(_normalised(self.energies(*x)),
                                     _normalised(None if ey is None else ey[:frames]))
         return self._cache[key]
 
-    def _size(self, a: int, b: int) -> int:
+    def size(self, a: int, b: int) -> int:
         c = self.chunks
         return sum(c[i].end - c[i].start for i in self.long(a, b)) or c[b - 1].end - c[a].start
 
@@ -352,30 +353,31 @@ def _alike(sounds: _Sounds, x: tuple[int, int], y: tuple[int, int], groups: list
            *, false_start: bool = False) -> bool:
     """Do x and y sound like two readings of take j? Nothing else (another take's reading) sounds
     more like either, and they are clearly alike: under RETAKE_ALIKE x the median distance from
-    them to the other takes' readings. A `false_start` (x, under FALSE_START of y's length) need
-    not be clearly alike: a second or two of speech is compared on few frames, and being nearer
-    to y than to every other take's reading already tells (QA: a 1.5 s false start of a 4.6 s take
-    was 0.72 of the median, not under 0.65, and was joined to the take before it instead)."""
+    them to the other takes' readings; a `false_start` (x under FALSE_START of y's length) under
+    FALSE_START_ALIKE x: a second or two of speech is compared on few frames (QA: a 1.5 s false
+    start of a 4.6 s take was 0.72 of the median, not under 0.65, and was joined to the take
+    before it instead)."""
     others = [k for k in range(len(groups)) if k != j]
     if not others:
         return True  # one take: nothing to tell it from
     same = sounds.distance(x, y)
     to_x = [sounds.distance(x, groups[k]) for k in others]
     to_y = [sounds.distance(y, groups[k]) for k in others]
-    clearly = same < RETAKE_ALIKE * float(np.median(to_x + to_y))
-    return same < min(to_x) and same < min(to_y) and (false_start or clearly)
+    limit = FALSE_START_ALIKE if false_start else RETAKE_ALIKE
+    return same < min(to_x) and same < min(to_y) and same < limit * float(np.median(to_x + to_y))
 
 
 def _unlike_retakes(sounds: _Sounds, groups: list[tuple[int, int]],
                     dropped: dict[int, tuple[int, int]], extra: Sequence[int] = ()) -> set[tuple[int, int]]:
     """Readings given up, as (take index, first chunk), that do not sound like the reading kept for
     that take: another take's reading sounds more like either of them, or the two are not clearly
-    alike (under RETAKE_ALIKE x the median distance to the other takes' readings). A reading given
-    up that is only short sounds cannot be compared and is accepted, as before."""
+    alike (under RETAKE_ALIKE x the median distance to the other takes' readings; FALSE_START_ALIKE
+    for a false start, `_alike`). A reading given up that is only short sounds cannot be compared
+    and is accepted, as before."""
     bad = set()
     for j, (a, r) in dropped.items():
         main = sounds.long(a, r)
-        partial = sounds._size(a, r) < FALSE_START * sounds._size(*groups[j])
+        partial = sounds.size(a, r) < FALSE_START * sounds.size(*groups[j])
         if main and not _alike(sounds, (main[0], r), groups[j], groups, j, false_start=partial):
             bad.add((j, a))
     for i in extra:  # speech left out at an edge that sounds like the take beside it: read again
@@ -450,8 +452,8 @@ def plan_split(path: Path, data: np.ndarray, sr: int, takes: Sequence[Take], exp
     cuts: list[Cut] = []
     bad: list[str] = []
     unusual: list[str] = []
-    between = [chunks[b].start - chunks[b - 1].end for _, b in groups[:-1]]
-    ref_gap = float(np.median(between)) / sr if between else 0.0
+    between = [chunks[nxt[0]].start - chunks[b - 1].end for (_, b), nxt in zip(groups, groups[1:])]
+    ref_gap = float(np.median(between)) / sr if between else 0.0   # 0: one take, nothing to compare
     for take, (a, b), length, e in zip(takes, groups, lengths, expected):
         s0, s1 = chunks[a].start, chunks[b - 1].end
         prev_end = chunks[a - 1].end if a > 0 else 0
@@ -464,7 +466,7 @@ def plan_split(path: Path, data: np.ndarray, sr: int, takes: Sequence[Take], exp
         where_s = f"{length:.1f} s at {_clock(s0 / sr)} in the recording; expected about {cut.expected_s:.1f} s"
         inside = [(chunks[k + 1].start - chunks[k].end, chunks[k].end) for k in range(a, b - 1)]
         pause, at = max(inside) if inside else (0, 0)
-        if pause / sr >= max(LONG_PAUSE_S, LONG_PAUSE_OF_GAPS * ref_gap):
+        if ref_gap and pause / sr >= max(LONG_PAUSE_S, LONG_PAUSE_OF_GAPS * ref_gap):
             # QA: a false start of the next take, joined on across a pause as long as those between
             # takes, went into this take's file unremarked (its length was within the usual range)
             bad.append(f"take {take.name} holds a pause of {pause / sr:.1f} s (at {_clock(at / sr)}), as long "
@@ -482,18 +484,29 @@ def plan_split(path: Path, data: np.ndarray, sr: int, takes: Sequence[Take], exp
                 unusual.append(f"take {take.name} is {_how_long(ratio)} as expected ({where_s}): listen to it; "
                                + ("it may hold a false start or part of another take" if ratio > 1
                                   else "part of it may have gone into another take"))
-    long_extra = [i for i in extra if chunks[i].start > chunks[groups[-1][0]].start
-                  and (chunks[i].end - chunks[i].start) / sr >= 0.5 * tempo * expected[-1]]
-    if long_extra and (unusual or len(long_extra) > 1):
+    # speech left over after the last take, in stretches apart as takes are (a remark's phrases,
+    # closer together, are one stretch)
+    stretches: list[list[int]] = []
+    apart_s = max(1.5, LONG_PAUSE_OF_GAPS * ref_gap)
+    for i in (i for i in extra if chunks[i].start > chunks[groups[-1][0]].start):
+        if stretches and (chunks[i].start - chunks[stretches[-1][-1]].end) / sr < apart_s:
+            stretches[-1].append(i)
+        else:
+            stretches.append([i])
+    take_long = [st for st in stretches
+                 if (chunks[st[-1]].end - chunks[st[0]].start) / sr >= 0.5 * tempo * expected[-1]]
+    last_odd = bool(unusual) and unusual[-1].startswith(f"take {takes[-1].name} ")
+    if len(take_long) > 1 or (take_long and last_odd):
         # a remark between two takes can only be taken for a take: every take after it then holds
-        # the reading before its own, and the last readings are "left over" (no speech can be left
-        # out in the middle of a session: that is how a skipped take looks)
-        c = chunks[long_extra[0]]
-        also = f", and {unusual[0].split(': listen')[0]}" if unusual else ""
-        bad.append(f"{len(long_extra)} stretch{'es' if len(long_extra) > 1 else ''} of speech after the last take "
+        # the reading before its own, the last take is odd, and the last reading, or readings, are
+        # "left over" (speech can only be left out at the session's ends: that is how a skipped
+        # take looks). Readings left over, or one with the last take odd, stop the split
+        c = chunks[take_long[0][0]]
+        also = f", and {unusual[-1].split(': listen')[0]}" if last_odd else ""
+        bad.append(f"{len(take_long)} stretch{'es' if len(take_long) > 1 else ''} of speech after the last take "
                    f"(from {_clock(c.start / sr)}) as long as a take{also}: a remark between two takes shifts every "
                    f"take after it onto the reading before its own; cut the remark out of the recording")
-        unusual = unusual[1:]
+        unusual = unusual[:-1] if last_odd else unusual
     if bad and not accept_lengths:
         raise CalmplaceError(
             f"{where}: {found}; " + "; ".join(bad) + ". Nothing was written. Check that every take was read once, "

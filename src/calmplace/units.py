@@ -77,14 +77,13 @@ def parse_duration(value: object) -> float:
 def _duration_hint(text: str) -> str:
     """What to write instead of a text that is no duration (QA: `2 s`, `-5s` and `1h` were told
     only the general form)."""
-    if text.startswith("-"):
+    if text.startswith("-") and _is_duration(text[1:]):
         return "a duration cannot be negative"
     joined = re.sub(r"\s+", "", text)
     if joined != text and joined and _is_duration(joined):
         return f"did you mean {joined}? (no spaces inside a duration)"
-    hours = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(?:h|hr|hrs|hours?)", text, re.IGNORECASE)
-    if hours:
-        return f"hours are not a unit here: write {float(hours.group(1)) * 60:g}m"
+    if re.fullmatch(r"\d+(?:\.\d+)?\s*(?:h|hr|hrs|hours?)", text, re.IGNORECASE):
+        return "hours are not a unit here: use minutes (a pause lasts at most 10m)"
     return "use e.g. 3s, 1.5s, 500ms, 2m, 2min or 1m30s"
 
 

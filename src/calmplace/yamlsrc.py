@@ -191,9 +191,11 @@ class Source:
         for above in reversed(self.text.split("\n")[:mark.line]):
             if not above.strip() or above.lstrip().startswith("#"):
                 continue
-            if len(above) - len(above.lstrip(" -")) > mark.column:
-                continue
-            return re.match(r"\s*(?:-\s+)?[\w-]+:\s*[|>][-+0-9]*\s*(?:#.*)?$", above) is not None
+            if re.match(r"\s*(?:-\s+)?[\w-]+:\s*[|>][-+0-9]*\s*(?:#.*)?$", above):
+                return True   # the block's own key line (its dash may reach past the line's column)
+            if len(above) - len(above.lstrip(" ")) > mark.column:
+                continue   # a line of the block's text
+            return False
         return False
 
     # -- reporting -----------------------------------------------------------------------------

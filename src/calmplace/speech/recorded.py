@@ -720,8 +720,11 @@ def stray_note(path: Path, takes: Sequence[Take]) -> str:
     take's and that take has no file yet (QA: `take_003.wav`, `003-retake.wav` and `041 (1).wav`
     were called no take of the script, and `3.m4a` was to be renamed beside an existing 003.flac)."""
     by_number = {t.number: t for t in takes}
-    number = re.search(r"\d+", path.stem)
-    take = by_number.get(int(number.group())) if number else None
+    # a number of three digits ("v2_take_003"), else the only number in the name ("Take 3"); a
+    # name with several ("session 2024-06-01") names no take
+    three = re.findall(r"(?<!\d)\d{3}(?!\d)", path.stem)
+    numbers = three if len(three) == 1 else re.findall(r"\d+", path.stem)
+    take = by_number.get(int(numbers[0])) if len(numbers) == 1 else None
     if take is None:
         last = max(by_number, default=0)
         return f"{path.name} is not a take of this script (its takes are 001 to {last:03d}); it is not used"
@@ -1042,11 +1045,12 @@ class RecordedEngine:
                         continue
                     self._warn(f"{take_label(script_id, locale, takes[i])}: {shown(states[i].path)}: {note}")
         if together:
-            floors = [analysed[i].noise_floor_dbfs for i in noisy]
-            self._warn(f"{script_id} ({locale}): {len(noisy)} of {len(takes)} takes are noisy: the room is at "
-                       f"{min(floors):.1f} to {max(floors):.1f} dBFS between words (above {NOISE_WARN_DBFS:.0f} dBFS "
-                       f"a hiss or hum can be heard); a quieter room or a closer microphone helps "
-                       f"(takes {_ranges([takes[i].number for i in noisy])})")
+            lo, hi = (f"{f:.1f}" for f in (min(analysed[i].noise_floor_dbfs for i in noisy),
+                                            max(analysed[i].noise_floor_dbfs for i in noisy)))
+            self._warn(f"{script_id} ({locale}): {len(noisy)} of the {len(present)} takes read are noisy: the room "
+                       f"is at {lo if lo == hi else f'{lo} to {hi}'} dBFS between words (above "
+                       f"{NOISE_WARN_DBFS:.0f} dBFS a hiss or hum can be heard); a quieter room or a closer "
+                       f"microphone helps (takes {_ranges([takes[i].number for i in noisy])})")
         if problems:
             n = len(problems)
             raise CalmplaceError(f"voice {self.profile.name!r}: {n} take file{'s' if n != 1 else ''} of "
