@@ -64,7 +64,7 @@ def test_a_very_quiet_take_is_warned_about(project: Path, monkeypatch):
     report, warnings = _build(project)
     assert report.exit_code == 0, report.problems
     assert [w for w in warnings if "very quiet" in w] == \
-        [f"warning: tiny en-GB take 002: voices/therapist/tiny/en-GB/002.wav: {want}"], warnings
+        [f"warning: tiny (en-GB) take 002: voices/therapist/tiny/en-GB/002.wav: {want}"], warnings
 
 
 def test_split_warns_of_a_very_quiet_recording():

@@ -34,4 +34,4 @@ def text_key(identity: str, text: str, *, sr: int) -> str:
 
 
 def take_label(script_id: str, locale: str, take: Take) -> str:
-    return f"{script_id} {locale} take {take.name}"
+    return f"{script_id} ({locale}) take {take.name}"   # as a track is named: "id (locale)"
