@@ -100,8 +100,10 @@ def test_takes_out_of_order_or_skipped_are_refused_unless_accepted():
     assert any("take 002 looks" in w and "accepted with --accept-lengths" in w for w in result.warnings)
     # take 5 skipped (take 4 is about as long) and take 6 read twice: as many readings as takes
     data, starts = session([0, 1, 2, 3, 5, 5])
-    with pytest.raises(CalmplaceError, match=r"take 005 .* sounds like take 006 .*the same words read twice"):
+    with pytest.raises(CalmplaceError, match=r"take 005 .* sounds like take 006 .*the same words read twice") as info:
         plan_split(Path("rec.wav"), data, SR, TAKES, EXPECTED)
+    # QA: the takes a skipped one shifts are named, not the one skipped: the message says so
+    assert "A take left out, or two read without a pause between them, shifts the takes around it" in str(info.value)
 
 
 def test_a_false_start_mid_session_after_a_remark_is_left_out():

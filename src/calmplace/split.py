@@ -508,8 +508,14 @@ def plan_split(path: Path, data: np.ndarray, sr: int, takes: Sequence[Take], exp
                    f"take after it onto the reading before its own; cut the remark out of the recording")
         unusual = unusual[:-1] if last_odd else unusual
     if bad and not accept_lengths:
+        # QA: with take 030 left out, the message named takes 024, 026 and 028: every take after a
+        # skipped one is matched to the reading after its own, and the odd lengths show up earlier
+        shifted = (" A take left out, or two read without a pause between them, shifts the takes around it: "
+                   "the takes named may not be the ones that went wrong, so listen around them too."
+                   if m <= n else "")
         raise CalmplaceError(
-            f"{where}: {found}; " + "; ".join(bad) + ". Nothing was written. Check that every take was read once, "
+            f"{where}: {found}; " + "; ".join(bad) + f".{shifted} Nothing was written. "
+            "Check that every take was read once, "
             "in order, with a clear pause (1.5 s or more) between takes; or record the takes as separate files; "
             "or, if you have listened and the takes are right, split again with --accept-lengths")
     unusual = [f"{u} (accepted with --accept-lengths)" for u in bad] + unusual
