@@ -527,6 +527,17 @@ def test_unknown_sound_lists_builtins_and_files(tmp_path):
     assert validate_sound("waterfall", ambience_dir=tmp_path) == message
 
 
+def test_a_file_name_misspelt_or_given_with_its_folder_gets_a_hint(tmp_path):
+    # QA: `humm.wav` and `ambience/hum.wav` got no "did you mean" (plain `hum` did)
+    folder = tmp_path / "ambience"
+    write_audio(folder, "hum.wav", sine(300, 1.5, 22_050), 22_050)
+    assert "unknown ambience sound 'humm.wav' (did you mean 'hum.wav'?)" in validate_sound("humm.wav",
+                                                                                          ambience_dir=folder)
+    assert ("unknown ambience sound 'ambience/hum.wav' (did you mean 'hum.wav'? names are relative to ambience/)"
+            in validate_sound("ambience/hum.wav", ambience_dir=folder))
+    assert "did you mean" not in validate_sound("waterfall.wav", ambience_dir=folder)
+
+
 def test_validate_accepts_builtins_and_good_files(tmp_path):
     write_audio(tmp_path, "sub/birds.flac", sine(3000, 1.2, 22_050), 22_050)
     assert validate_sound("ocean", ambience_dir=tmp_path) is None

@@ -82,11 +82,17 @@ def _locate(sound: str, *, ambience_dir: Path) -> tuple[Path | None, str | None]
                              if p.suffix.lower() in AUDIO_SUFFIXES) if full.parent.is_dir() else []
             if matches:
                 hint = f" (did you mean {matches[0]!r}?)"
-        if not hint:  # `Stream`, `strem`: a built-in's name in the wrong case or misspelt
+        if not hint and given.parts[:1] == (ambience_dir.name,) and (root / Path(*given.parts[1:])).is_file():
+            # QA: `ambience/hum.wav`: names are relative to the ambience folder already
+            hint = f" (did you mean {Path(*given.parts[1:]).as_posix()!r}? names are relative to {ambience_dir.name}/)"
+        if not hint:  # `Stream`, `strem`: a built-in's name in the wrong case or misspelt; `humm.wav`: a file's
             import difflib
 
+            files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                           if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES) if root.is_dir() else []
             close = [b for b in BUILTINS if b == name.lower()] or difflib.get_close_matches(
-                name.lower(), list(BUILTINS), n=1, cutoff=0.75)
+                name.lower(), list(BUILTINS), n=1, cutoff=0.75) or difflib.get_close_matches(
+                name, files, n=1, cutoff=0.8)
             if close:
                 hint = f" (did you mean {close[0]!r}?)"
         return None, f"unknown ambience sound {sound!r}{hint}: {_available(ambience_dir)}"
