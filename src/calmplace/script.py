@@ -15,7 +15,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 
 from .errors import CalmplaceError, ScriptErrors, display_path
 from .pdf_glyphs import FONT_LABEL, describe_chars, unprintable
-from .units import parse_duration
+from .units import duration_hint, parse_duration
 from .yamlsrc import BOOL, NULL, Invalid, Source
 
 ID_PATTERN = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
@@ -654,11 +654,10 @@ class _Reader:
             elif pm.group(1):
                 try:
                     seconds = parse_duration(pm.group(1))
-                except ValueError as exc:
-                    hint = str(exc).split(": ", 1)[-1]
-                    message = (f"bad duration in {marker}: {hint}" if hint.startswith(("hours", "a duration"))
-                               else f"bad duration in {marker}: use e.g. [pause 3s], [pause 1.5s], [pause 500ms], "
-                                    f"[pause 2m] or [pause 1m30s]")
+                except ValueError:
+                    message = f"bad duration in {marker}: " + (
+                        duration_hint(pm.group(1))
+                        or "use e.g. [pause 3s], [pause 1.5s], [pause 500ms], [pause 2m] or [pause 1m30s]")
             if message is None and seconds > MAX_PAUSE_S:
                 message = f"{marker} is longer than the 10-minute limit for a single pause"
             if message:

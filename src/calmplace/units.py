@@ -70,13 +70,15 @@ def parse_duration(value: object) -> float:
         total += float(m.group(1)) * _UNIT_SECONDS[m.group(2).lower()]
         pos, parts = m.end(), parts + 1
     if parts == 0 or pos != len(text):
-        raise ValueError(f"{value!r} is not a duration: {_duration_hint(text)}")
+        raise ValueError(f"{value!r} is not a duration: "
+                         f"{duration_hint(text) or 'use e.g. 3s, 1.5s, 500ms, 2m, 2min or 1m30s'}")
     return total
 
 
-def _duration_hint(text: str) -> str:
-    """What to write instead of a text that is no duration (QA: `2 s`, `-5s` and `1h` were told
-    only the general form)."""
+def duration_hint(text: str) -> str | None:
+    """What to write instead of a text that is no duration, for the mistakes that have a fix of
+    their own (QA: `2 s`, `-5s` and `1h` were told only the general form); None for the rest."""
+    text = text.strip()
     if text.startswith("-") and _is_duration(text[1:]):
         return "a duration cannot be negative"
     joined = re.sub(r"\s+", "", text)
@@ -84,7 +86,7 @@ def _duration_hint(text: str) -> str:
         return f"did you mean {joined}? (no spaces inside a duration)"
     if re.fullmatch(r"\d+(?:\.\d+)?\s*(?:h|hr|hrs|hours?)", text, re.IGNORECASE):
         return "hours are not a unit here: use minutes (a pause lasts at most 10m)"
-    return "use e.g. 3s, 1.5s, 500ms, 2m, 2min or 1m30s"
+    return None
 
 
 def _is_duration(text: str) -> bool:
