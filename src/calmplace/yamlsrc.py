@@ -156,7 +156,7 @@ class Source:
         parser's jargon)."""
         problem = str(exc.problem or "")
         line = self.text[mark.index - mark.column:].split("\n", 1)[0]
-        if "\t" in problem or "'\\t'" in problem or "character '\\t'" in problem:
+        if "\t" in problem or "'\\t'" in problem:   # PyYAML names the tab, raw or escaped
             if line[:mark.column].strip(" \t-"):   # QA: a tab inside a one-line text was called indenting
                 return ("; a tab inside an unquoted text: replace it with a space, or put the text in quotes "
                         "or a block (`text: |`)")
@@ -359,13 +359,11 @@ class Source:
             raise self.fail(f"{what} must be text, not a {kind}{hint}", node)
         if not isinstance(node, ScalarNode):
             raise self.fail(f"{what} must be text", node)
-        if node.tag == NULL:
-            if node.value in ("", "~"):   # `text:` with nothing after it
-                raise self.fail(f"{what} is empty: write it after the colon, or as a block (`{what}: |`, then "
-                                f"the lines below, indented)" if " " not in what else f"{what} must not be empty",
-                                node)
-            raise self.fail(f"{what} must be text, not {node.value!r} (quote it if you mean the word)", node)
-        if node.tag == BOOL:
+        if node.tag == NULL and node.value in ("", "~"):   # `text:` with nothing after it
+            raise self.fail(f"{what} is empty: write it after the colon, or as a block (`{what}: |`, then "
+                            f"the lines below, indented)" if " " not in what else f"{what} must not be empty",
+                            node)
+        if node.tag in (NULL, BOOL):   # null, yes, off...
             raise self.fail(f"{what} must be text, not {node.value!r} (quote it if you mean the word)", node)
         if not allow_empty and not node.value.strip():
             raise self.fail(f"{what} must not be empty", node)
