@@ -452,6 +452,7 @@ def plan_split(path: Path, data: np.ndarray, sr: int, takes: Sequence[Take], exp
     cuts: list[Cut] = []
     bad: list[str] = []
     unusual: list[str] = []
+    last_odd = ""   # the last take, when it is of unusual length: what is odd about it
     between = [chunks[nxt[0]].start - chunks[b - 1].end for (_, b), nxt in zip(groups, groups[1:])]
     ref_gap = float(np.median(between)) / sr if between else 0.0   # 0: one take, nothing to compare
     for take, (a, b), length, e in zip(takes, groups, lengths, expected):
@@ -481,9 +482,12 @@ def plan_split(path: Path, data: np.ndarray, sr: int, takes: Sequence[Take], exp
                            f"take {takes[k].name} (at {_clock(chunks[groups[k][0]].start / sr)}): the same words "
                            f"read twice (a take skipped, or read out of order)")
             else:
-                unusual.append(f"take {take.name} is {_how_long(ratio)} as expected ({where_s}): listen to it; "
-                               + ("it may hold a false start or part of another take" if ratio > 1
-                                  else "part of it may have gone into another take"))
+                odd = f"take {take.name} is {_how_long(ratio)} as expected ({where_s})"
+                advice = ("it may hold a false start or part of another take" if ratio > 1
+                          else "part of it may have gone into another take")
+                unusual.append(f"{odd}: listen to it; {advice}")
+                if len(cuts) == len(takes):
+                    last_odd = odd
     # speech left over after the last take, in stretches apart as takes are (a remark's phrases,
     # closer together, are one stretch)
     stretches: list[list[int]] = []
@@ -495,14 +499,13 @@ def plan_split(path: Path, data: np.ndarray, sr: int, takes: Sequence[Take], exp
             stretches.append([i])
     take_long = [st for st in stretches
                  if (chunks[st[-1]].end - chunks[st[0]].start) / sr >= 0.5 * tempo * expected[-1]]
-    last_odd = bool(unusual) and unusual[-1].startswith(f"take {takes[-1].name} ")
     if len(take_long) > 1 or (take_long and last_odd):
         # a remark between two takes can only be taken for a take: every take after it then holds
         # the reading before its own, the last take is odd, and the last reading, or readings, are
         # "left over" (speech can only be left out at the session's ends: that is how a skipped
         # take looks). Readings left over, or one with the last take odd, stop the split
         c = chunks[take_long[0][0]]
-        also = f", and {unusual[-1].split(': listen')[0]}" if last_odd else ""
+        also = f", and {last_odd}" if last_odd else ""
         bad.append(f"{len(take_long)} stretch{'es' if len(take_long) > 1 else ''} of speech after the last take "
                    f"(from {_clock(c.start / sr)}) as long as a take{also}: a remark between two takes shifts every "
                    f"take after it onto the reading before its own; cut the remark out of the recording")
