@@ -20,7 +20,7 @@ from typing import Callable, ClassVar, Iterator
 import numpy as np
 
 from . import SR, __version__
-from .errors import CalmplaceError, Problem, ScriptErrors, os_problem
+from .errors import CalmplaceError, Problem, ScriptErrors, WordedErrors, os_problem
 from .fsio import atomic_write, sha256_bytes, sha256_file, sweep_temp_files
 from .script import Project, Script, load_scripts
 from .takes import Gap, Plan, plan
@@ -1100,7 +1100,7 @@ def track_timeline(project: Project, name: str, locale: str | None, *, settings:
     engine_factory = engine_factory or (lambda profile: make_engine(profile, settings, ui))
     jobs, problems = gather(project, (name,), settings=settings)
     if problems:
-        raise CalmplaceError("\n".join(problems))
+        raise WordedErrors("\n".join(problems))
     chosen = [j for j in jobs if locale is None or j.locale == locale]
     if not chosen:
         raise CalmplaceError(f"{name} has no locale {locale!r} (it has {', '.join(j.locale for j in jobs)})")

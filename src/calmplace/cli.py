@@ -15,7 +15,7 @@ import numpy as np
 
 from . import __version__
 from .build import Report, Settings, build, gather
-from .errors import CalmplaceError, os_problem
+from .errors import CalmplaceError, WordedErrors, os_problem
 from .script import Project, find_project
 from .voices import load_fallback
 
@@ -236,13 +236,13 @@ def plot_cmd(ui: UI, script: str, locale: str | None, out_file: Path | None) -> 
         if mp3.is_file():
             import soundfile as sf
 
-            n = sf.info(str(mp3)).frames
-            current = Manifest(Path("build") / "manifest.json").up_to_date({"mp3": mp3}, out_dir=Path("build"),
-                                                                          key=item.output_key)
-            if n != timeline.n_samples:   # built from an earlier script: its loudness would not line up
-                ui.info(f"{mp3} is out of date ({n / sf.info(str(mp3)).samplerate:.2f} s long; the script now makes "
+            info = sf.info(str(mp3))
+            if info.frames != timeline.n_samples:   # built from an earlier script: its loudness would not line up
+                ui.info(f"{mp3} is out of date ({info.duration:.2f} s long; the script now makes "
                         f"{timeline.duration_s:.2f} s): plotting without its loudness (run calmplace build first)")
             else:
+                current = Manifest(Path("build") / "manifest.json").up_to_date({"mp3": mp3}, out_dir=Path("build"),
+                                                                              key=item.output_key)
                 if not current:   # the same length: an edit that moved nothing, or a build with --loudness
                     ui.info(f"note: {mp3} was built from another version of the script or with other options; "
                             f"its loudness is drawn as it is")
@@ -252,9 +252,11 @@ def plot_cmd(ui: UI, script: str, locale: str | None, out_file: Path | None) -> 
             ui.info(f"{mp3} is not built yet: plotting without its loudness (run calmplace build first)")
         png = plot_track(timeline, title=f"{the_plan.title} ({job.locale})", seed_base=job.script.id,
                          short_term_lufs=loudness)
+    except WordedErrors as exc:   # a script's problems, "path:line:col: error: ..." already
+        click.echo(str(exc), err=True)
+        sys.exit(1)
     except CalmplaceError as exc:
-        message = str(exc)   # a script's problems say "path:line:col: error: ..." already
-        click.echo(message if ": error: " in message.split("\n", 1)[0] else f"error: {message}", err=True)
+        click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     out_file = out_file or Path("build") / job.locale / f"{job.script.id}-timeline.png"
     _write_file(out_file, png, what="the plot", ui=ui)

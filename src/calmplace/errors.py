@@ -109,6 +109,11 @@ class ScriptErrors(CalmplaceError):
         return "\n".join(p.format() for p in self.problems)
 
 
+class WordedErrors(CalmplaceError):
+    """Problems already worded in full ("path:line:col: error: ..."), one a line: shown as they are,
+    with no "error: " of the command's own before them."""
+
+
 class ProblemCollector:
     """Gathers problems for one source text, with the line text attached."""
 
