@@ -30,8 +30,8 @@ import contextlib
 import hashlib
 import io
 import json
-import re
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -585,8 +585,6 @@ _STREAMING_SIZES = (0xFFFFFFFF, 0xFFFFFFFF - 8, 0x7FFFFFFF, 0)
 
 def _truncation(info) -> str | None:
     """`damage` from a file's soundfile.info: its header promises more audio than it holds."""
-    import re
-
     m = re.search(r"(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", info.extra_info or "")
     if not m or int(m.group(2)) >= int(m.group(1)):
         return None
