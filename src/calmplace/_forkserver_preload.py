@@ -6,8 +6,8 @@ SIGINT ends it at once, quietly; multiprocessing's forkserver then ignores SIGIN
 this handler on to the workers it forks, so a worker interrupted with the build ends quietly too
 (the build itself prints "Aborted!"). Never import this in the build's own process.
 
-It also has the garbage collector run less often, as the build does (`build.GC_GEN0_THRESHOLD`),
-in the forkserver's imports and in the workers it forks."""
+It also has the garbage collector run less often, as the build does (`GC_GEN0_THRESHOLD`), in the
+forkserver's imports and in the workers it forks."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ import gc
 import os
 import signal
 
-gc.set_threshold(20_000, *gc.get_threshold()[1:])   # build.GC_GEN0_THRESHOLD: importing build here costs 0.2 s
+from . import GC_GEN0_THRESHOLD
+
+gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def _quit(signum, frame) -> None:   # noqa: ARG001 - a signal handler's signature

@@ -19,7 +19,7 @@ from typing import Callable, ClassVar, Iterator
 
 import numpy as np
 
-from . import SR, __version__
+from . import GC_GEN0_THRESHOLD, SR, __version__
 from .errors import CalmplaceError, Problem, ScriptErrors, WordedErrors, os_problem
 from .fsio import atomic_write, sha256_bytes, sha256_file, sweep_temp_files
 from .script import Project, Script, load_scripts
@@ -745,13 +745,6 @@ def _keep_freed_memory() -> None:
     mallopt(m_mmap_threshold, 32 << 20)   # the ceiling of glibc's own sliding threshold on 64-bit systems
     mallopt(m_trim_threshold, 256 << 20)
     mallopt(m_arena_max, 1)
-
-
-# Python's cyclic garbage collector, first generation: a pass every 20,000 allocations more than
-# frees, not 700. A build allocates few objects that form cycles, but its imports (scipy, reportlab)
-# make hundreds of thousands: by default 270 collections, 25 of them older generations and 2 of
-# everything, took 0.18 s of one track's build here, and 0.05 s at this threshold
-GC_GEN0_THRESHOLD = 20_000
 
 
 @contextmanager
