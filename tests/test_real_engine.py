@@ -122,6 +122,15 @@ def test_check_fails_for_a_locale_no_installed_voice_speaks(project: Path):
                       .replace("en-US: {colour: color}", "zu-ZA: {colour: color}"))
     result = invoke_cli(project, "check")
     assert result.exit_code == 1, result.output
-    assert "scripts/tiny.yaml: error: locale zu-ZA, voice narrator: no installed voice speaks 'zu' (for zu-ZA)" \
-        in result.output
-    assert "en-GB" not in result.output and "Traceback" not in result.output
+    lines = result.output.splitlines()
+    # at the locale in the script (QA: the message had no line and column), with the line and a caret
+    assert lines[0].startswith("scripts/tiny.yaml:5:18: error: voice narrator: no installed voice speaks 'zu' "
+                               "(for zu-ZA)"), result.output
+    assert lines[1:3] == ["    locales: [en-GB, zu-ZA]", " " * 21 + "^"]
+    assert "Traceback" not in result.output
+    # the build stops before building anything, as for a script's other errors (QA: it built the
+    # script's en-GB track, then failed zu-ZA)
+    result = invoke_cli(project, "build")
+    assert result.exit_code == 1, result.output
+    assert lines[0] in result.output and "nothing built: fix the errors above first" in result.output
+    assert not (project / "build" / "en-GB").exists()

@@ -393,29 +393,35 @@ def build(project: Project, names: tuple[str, ...] = (), *, locales: tuple[str, 
     ui = ui or NullUI()
     _keep_freed_memory()
     # real engines hear the settings (fallback_tts) and the UI (a recorded voice's warnings)
+    real_engines = engine_factory is None
     engine_factory = engine_factory or (lambda profile: make_engine(profile, settings, ui))
     report = Report(checking=check_only)
     out_dir = out_dir or project.root / "build"
     cache = TakeCache(cache_dir or out_dir / ".cache")
     with report.stage("script"):
         track_jobs, problems = gather(project, names, locales=locales, settings=settings)
+        if real_engines:   # every valid script's, beside the other scripts' problems
+            problems += voiceless(track_jobs)
     if problems:
-        report.problems.extend(problems)
-        report.failed += len({p.split(":")[0] for p in problems})
-        report.halted = True
-        return report
+        return _halted(report, problems)
     with BuildLock(out_dir, ui=ui, enabled=not check_only, cache_root=cache.root) as lock:
         manifest = Manifest(out_dir / "manifest.json")
         engines: dict[str, object] = {}
-        work: list[tuple[TrackWork, object]] = []
-        for job in track_jobs:  # plan every track and find what changed
+        planned: list[tuple[TrackWork, object]] = []
+        unplanned: list[str] = []
+        for job in track_jobs:  # plan every track before anything is built
             try:
                 engine = engines.get(job.profile.name) or engines.setdefault(job.profile.name,
                                                                              engine_factory(job.profile))
-                item = _plan_track(job, engine=engine, project=project, out_dir=out_dir, cache=cache, settings=settings)
+                planned.append((_plan_track(job, engine=engine, project=project, out_dir=out_dir, cache=cache,
+                                            settings=settings), engine))
             except CalmplaceError as exc:
-                report.fail(f"{job.label}: error: {exc}")
-                continue
+                unplanned.append(f"{job.label}: error: {exc}")
+        if unplanned:   # as with a script's errors, nothing is built (QA: the script's other locales were)
+            return _halted(report, unplanned)
+        work: list[tuple[TrackWork, object]] = []
+        for item, engine in planned:   # find what changed
+            job = item.job
             if not force and manifest.up_to_date(output_paths(out_dir, job), out_dir=out_dir, key=item.output_key):
                 report.cached += 1
                 ui.detail(f"{job.label}: unchanged")
@@ -444,6 +450,37 @@ def build(project: Project, names: tuple[str, ...] = (), *, locales: tuple[str, 
         if not names and not locales:   # the whole library: outputs of scripts and locales now gone go
             _remove_gone(manifest, out_dir=out_dir, wanted=track_jobs, lock=lock, report=report, ui=ui)
     return report
+
+
+def _halted(report: Report, problems: list[str]) -> Report:
+    """The report of a build stopped before building anything, for these problems."""
+    report.problems.extend(problems)
+    report.failed += len({p.split(":")[0] for p in problems})
+    report.halted = True
+    return report
+
+
+def voiceless(jobs: list[Job]) -> list[str]:
+    """A problem, at the locale in its script, for each script locale that no installed voice of
+    its text-to-speech profile speaks (QA: `check` passed such a script and the build failed it,
+    after building its other locales). Where the voices cannot be listed (no espeak-ng here),
+    nothing: speaking says what to install."""
+    from .speech.tts import choose_voice, system_voices
+
+    wanted = {(j.script.path, j.locale, j.profile.name): j for j in jobs if j.profile.engine == "tts"}
+    if not wanted:
+        return []
+    try:
+        voices = system_voices()
+    except CalmplaceError:
+        return []
+    problems = []
+    for job in wanted.values():
+        try:
+            choose_voice(job.profile.prefer_for(job.locale), locale=job.locale, voices=voices)
+        except CalmplaceError as exc:
+            problems.append(job.script.problem_at_locale(job.locale, f"voice {job.profile.name}: {exc}"))
+    return problems
 
 
 def _remove_gone(manifest: Manifest, *, out_dir: Path, wanted: list[Job], lock: BuildLock, report: Report,

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import __version__
 from .build import Report, Settings, build, gather
+from .build import voiceless as voiceless_locales
 from .errors import CalmplaceError, WordedErrors, os_problem
 from .script import Project, find_project
 from .voices import load_fallback
@@ -154,14 +155,10 @@ def check_cmd(ui: UI, scripts: tuple[str, ...]) -> None:
     """Validate SCRIPTS (all of scripts/ when none) without building; every problem as path:line:col."""
     project = _project(scripts)
     jobs, problems = gather(project, scripts)
+    problems += voiceless_locales(jobs)
     for message in problems:
         click.echo(message, err=True)
     if problems:
-        sys.exit(1)
-    voiceless = _voiceless(jobs)
-    for message in voiceless:
-        click.echo(message, err=True)
-    if voiceless:
         sys.exit(1)
     for profile in {j.profile.name: j.profile for j in jobs}.values():
         # not an error (only `build --fallback-tts` needs it), but better heard before the session
@@ -170,28 +167,6 @@ def check_cmd(ui: UI, scripts: tuple[str, ...]) -> None:
             click.echo(f"warning: {why}; `build --fallback-tts` cannot fill missing takes", err=True)
     n = len({j.script.id for j in jobs})
     ui.info(f"{n} script{'s' if n != 1 else ''} OK")
-
-
-def _voiceless(jobs) -> list[str]:
-    """A message for each script locale no installed voice of its text-to-speech profile speaks
-    (QA: `check` passed, and the build failed). Where the voices cannot be listed (no espeak-ng
-    here), nothing: the build says what to install."""
-    from .speech.tts import choose_voice, system_voices
-
-    wanted = {(j.script.path, j.locale, j.profile.name): j.profile for j in jobs if j.profile.engine == "tts"}
-    if not wanted:
-        return []
-    try:
-        voices = system_voices()
-    except CalmplaceError:
-        return []
-    messages = []
-    for (path, locale, name), profile in wanted.items():
-        try:
-            choose_voice(profile.prefer_for(locale), locale=locale, voices=voices)
-        except CalmplaceError as exc:
-            messages.append(f"{path}: error: locale {locale}, voice {name}: {exc}")
-    return messages
 
 
 @main.command("voices")

@@ -123,8 +123,11 @@ class ProblemCollector:
         self.problems: list[Problem] = []
 
     def add(self, message: str, line: int = 0, col: int = 0) -> None:
-        src = self.lines[line - 1] if 0 < line <= len(self.lines) else None
-        self.problems.append(Problem(self.path, line, col, message, src))
+        self.problems.append(Problem(self.path, line, col, message, self.line_text(line)))
+
+    def line_text(self, line: int) -> str | None:
+        """The text of 1-based `line`, or None past the text."""
+        return self.lines[line - 1] if 0 < line <= len(self.lines) else None
 
     def raise_if_any(self) -> None:
         if self.problems:  # in reading order, as a person fixes them; a node shared by aliases once

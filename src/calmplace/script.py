@@ -13,7 +13,7 @@ from typing import Mapping, Sequence, Union
 
 from yaml.nodes import MappingNode, Node, ScalarNode
 
-from .errors import CalmplaceError, ScriptErrors, display_path
+from .errors import CalmplaceError, Problem, ScriptErrors, display_path
 from .pdf_glyphs import FONT_LABEL, describe_chars, unprintable
 from .units import duration_hint, parse_duration
 from .yamlsrc import BOOL, NULL, Invalid, Source
@@ -114,6 +114,14 @@ class Script:
     paragraph_pause_s: float = 1.5
     spelling: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     references: tuple[str, ...] = ()
+    # where each locale is written (the message left empty), for problems found after loading, such
+    # as a locale no installed voice speaks (QA: that message had no line and column)
+    locale_spots: Mapping[str, Problem] = field(default_factory=dict, compare=False, repr=False)
+
+    def problem_at_locale(self, locale: str, message: str) -> str:
+        """`message` as a problem at `locale` in the script (path:line:col, the line and a caret)."""
+        spot = self.locale_spots.get(locale) or Problem(self.path, 0, 0, "")
+        return replace(spot, message=message).format()
 
     def spell(self, text: str, locale: str) -> str:
         """Apply the locale's whole-word, case-keeping substitutions (contract §1 `spelling`)."""
@@ -224,6 +232,7 @@ class _Reader:
         self.src = src
         self.project = project
         self.locales: tuple[str, ...] = ()
+        self.locale_spots: dict[str, Problem] = {}
 
     # -- top level ---------------------------------------------------------------------------
 
@@ -289,7 +298,7 @@ class _Reader:
             description=values.get("description"), voice=values.get("voice", "narrator"),
             ambience=values.get("ambience"), lead_in_s=values.get("lead_in", 3.0), tail_s=values.get("tail", 10.0),
             paragraph_pause_s=paragraph_s, spelling=values.get("spelling", {}),
-            references=tuple(values.get("references", ())),
+            references=tuple(values.get("references", ())), locale_spots=self.locale_spots,
         )
         # every locale: a locale map may give one locale's text far longer pauses than another's
         silence_s = {loc: script.lead_in_s + script.tail_s + sum(
@@ -332,6 +341,9 @@ class _Reader:
                 self.src.error(f"locale {tag!r} is listed twice{again}", tag_node)
             else:
                 seen.append(tag)
+                line, col = tag_node.start_mark.line + 1, tag_node.start_mark.column + 1
+                self.locale_spots[tag] = Problem(self.src.problems.path, line, col, "",
+                                                 self.src.problems.line_text(line))
         return tuple(seen)
 
     def _same_locale_hint(self, tag: object) -> str:
