@@ -341,6 +341,26 @@ def test_missing_takes_name_every_file_and_nothing_is_built(project: Path):
     assert not list((project / "build").rglob("*.npy"))  # raised before anything was spoken
 
 
+def test_a_damaged_takes_json_is_an_error_not_an_empty_record(project: Path, monkeypatch):
+    # QA: a takes.json that did not parse was read as empty, so a build put renumbered takes on the
+    # wrong sentences without a word, and `--accept` would have written over it
+    write_takes(project)
+    args = ("takes", "status", "tiny", "--voice", "therapist", "--locale", "en-GB")
+    assert run_cli(project, monkeypatch, *args, "--accept").exit_code == 0
+    record = take_folder(project) / "takes.json"
+    good = record.read_bytes()
+    record.write_text("{not json")
+    for result in (run_cli(project, monkeypatch, *args), run_cli(project, monkeypatch, *args, "--accept")):
+        assert result.exit_code == 1, result.output
+        assert "takes.json is damaged" in result.output and "Traceback" not in result.output
+        assert record.read_text() == "{not json"   # left as it was
+    report, _ = _build(project)
+    assert report.exit_code == 1 and "takes.json is damaged" in "\n".join(report.problems)
+    assert not (project / "build" / "en-GB" / "tiny.mp3").exists()
+    record.write_bytes(good)
+    assert run_cli(project, monkeypatch, *args).exit_code == 0
+
+
 def test_fallback_tts_fills_the_gaps(project: Path):
     write_takes(project, skip=("003",))
     report, warnings = _build(project, settings=Settings(voice="therapist", fallback_tts=True))

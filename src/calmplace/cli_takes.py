@@ -201,6 +201,13 @@ def status_cmd(script: str, voice: str | None, locales: tuple[str, ...], accept:
     """Show each take of SCRIPT as ok, missing or stale, with its noise floor and peak warnings.
 
     Exit status 1 when a take is missing, stale or unreadable (the build would fail or be out of date)."""
+    try:
+        _status(script, voice, locales, accept)
+    except CalmplaceError as exc:   # e.g. a damaged takes.json
+        _fail(str(exc))
+
+
+def _status(script: str, voice: str | None, locales: tuple[str, ...], accept: bool) -> None:
     from .speech.recorded import (analyse, damage, expected_name, in_the_way, other_exts, read_audio, record_entry,
                                   moved_off_the_end, save_record, shown, stray_files, stray_note, take_dir,
                                   take_states)

@@ -43,7 +43,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..ambience import AUDIO_SUFFIXES
-from ..errors import CalmplaceError, display_path
+from ..errors import CalmplaceError, display_path, os_problem
 from ..fsio import atomic_write, sha256_file
 from ..takes import Take
 from ..units import db_to_gain, seconds_to_samples
@@ -738,13 +738,25 @@ def stray_note(path: Path, takes: Sequence[Take]) -> str:
 
 
 def load_record(folder: Path) -> dict[str, dict]:
-    """`takes.json`: take name → {"text", "sha256", "file"}; unreadable or absent → empty."""
+    """`takes.json`: take name → {"text", "sha256", "file"}; absent → empty. A damaged one is an
+    error (QA: read as empty, it let a build put 41 renumbered takes on the wrong sentences, and
+    `--accept` would have written over it)."""
+    path = folder / RECORD_FILE
     try:
-        data = json.loads((folder / RECORD_FILE).read_text(encoding="utf-8"))
-        takes = data.get("takes", {})
-        return {str(k): v for k, v in takes.items() if isinstance(v, dict)}
-    except (OSError, ValueError, AttributeError):
+        raw = path.read_bytes()
+    except FileNotFoundError:
         return {}
+    except OSError as exc:
+        raise CalmplaceError(f"cannot read {shown(path)}: {os_problem(exc, path=False)}") from None
+    try:
+        takes = json.loads(raw.decode("utf-8")).get("takes", {})
+        return {str(k): v for k, v in takes.items() if isinstance(v, dict)}
+    except (ValueError, AttributeError):
+        raise CalmplaceError(
+            f"{shown(path)} is damaged (not the JSON calmplace writes). It remembers which text each take "
+            f"was recorded for, so that edits to the script show which takes to record again: put back a "
+            f"copy of it, or delete it to have every take taken as recorded for the text the script has "
+            f"now") from None
 
 
 def save_record(folder: Path, entries: dict[str, dict], *, script_id: str, locale: str) -> None:
