@@ -272,6 +272,38 @@ def test_mismatches_are_reported_clearly():
     assert [len(c.chunks) for c in result.cuts] == [1] * 11
 
 
+def test_neighbouring_takes_read_out_of_order_are_refused():
+    # QA: takes 011 and 012 read the wrong way round were written with no word, each within the usual
+    # lengths, and the track said the wrong sentences (8.4 and 6.7 s where 6.7 and 8.3 were expected).
+    # Takes 5 and 6 (2.4 and 3.1 s) swapped here: each 1.3x or 0.77x its own length, the other's exactly
+    expected = EXPECTED[:4] + [2.4, 3.1] + EXPECTED[6:]
+    order = list(range(len(expected)))
+    order[4], order[5] = 5, 4
+    segs: list[tuple] = [("-", 1.0)]
+    for k, i in enumerate(order):
+        segs += [("s", expected[i], pitch(i)), ("-", [1.5, 3.0, 2.2][k % 3])]
+    with pytest.raises(CalmplaceError) as info:
+        plan_split(Path("rec.wav"), bursts(segs), 16000, takes_of(expected), expected)
+    assert "takes 005 and 006 look read in each other's place: 005 is 3.1 s, as 006 is expected to be" \
+        in str(info.value), info.value
+    assert "Nothing was written" in str(info.value)
+    # read in order at a reader's own uneven pace (each take 0.85-1.15x: 5 and 6 a little nearer each
+    # other's lengths than their own), nothing is taken for a swap
+    scale = [1.15, 0.85, 1.1, 0.9, 1.15, 0.85, 1.0, 1.1, 0.9, 1.0, 1.15]
+    segs = [("-", 1.0)]
+    for i, length in enumerate(expected):
+        segs += [("s", length * scale[i], pitch(i)), ("-", [1.5, 3.0, 2.2][i % 3])]
+    result = plan_split(Path("rec.wav"), bursts(segs), 16000, takes_of(expected), expected)
+    assert [len(c.chunks) for c in result.cuts] == [1] * 11 and not result.warnings, result.warnings
+    # with --accept-lengths the reader's word stands: written, with the warning
+    order_segs = [("-", 1.0)]
+    for k, i in enumerate(order):
+        order_segs += [("s", expected[i], pitch(i)), ("-", [1.5, 3.0, 2.2][k % 3])]
+    result = plan_split(Path("rec.wav"), bursts(order_segs), 16000, takes_of(expected), expected,
+                        accept_lengths=True)
+    assert any("look read in each other's place" in w for w in result.warnings)
+
+
 def test_too_few_chunks_and_short_noises():
     # takes 3 and 4 run together without a pause: 10 chunks for 11 takes, even at shorter silences
     segs = reading(EXPECTED, gaps=[2.0])

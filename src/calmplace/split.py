@@ -402,6 +402,29 @@ def _how_long(ratio: float) -> str:
     return f"only {ratio * 100:.0f}% as long"
 
 
+SWAP_OFF = math.log(1.2)    # two neighbours, one at least 1.2x (or 1/1.2x) off its expected length, ...
+SWAP_FIT = 0.25             # ... that fit each other's this much better (squared log ratios) look swapped;
+                            # lengths 1.2x apart or more (a reader's pace varies by 10-15 % from take to take)
+
+
+def _swapped(cuts: list[Cut]) -> list[str]:
+    """Neighbouring takes read in each other's place: each as long as the other is expected to be,
+    and both off their own (QA: 011 and 012 read the wrong way round were written, each within
+    the usual range of lengths, and the track said the wrong sentences). Lengths are all there is
+    to go on, so only takes whose expected lengths differ are told apart."""
+    out = []
+    for x, y in zip(cuts, cuts[1:]):
+        own = [math.log(x.length_s / x.expected_s), math.log(y.length_s / y.expected_s)]
+        other = [math.log(x.length_s / y.expected_s), math.log(y.length_s / x.expected_s)]
+        if (max(map(abs, own)) >= SWAP_OFF and abs(math.log(x.expected_s / y.expected_s)) >= SWAP_OFF
+                and sum(v * v for v in other) < SWAP_FIT * sum(v * v for v in own)):
+            out.append(f"takes {x.take.name} and {y.take.name} look read in each other's place: {x.take.name} is "
+                       f"{x.length_s:.1f} s, as {y.take.name} is expected to be ({y.expected_s:.1f} s), and "
+                       f"{y.take.name} is {y.length_s:.1f} s, as {x.take.name} is expected to be "
+                       f"({x.expected_s:.1f} s); read in that order, each file would hold the other's words")
+    return out
+
+
 def plan_split(path: Path, data: np.ndarray, sr: int, takes: Sequence[Take], expected_s: Sequence[float], *,
                accept_lengths: bool = False) -> SplitPlan:
     """Where each take is in the recording; a CalmplaceError (naming the file) when that is unclear.
@@ -488,6 +511,7 @@ def plan_split(path: Path, data: np.ndarray, sr: int, takes: Sequence[Take], exp
                 unusual.append(f"{odd}: listen to it; {advice}")
                 if len(cuts) == len(takes):
                     last_odd = odd
+    bad += _swapped(cuts)
     # speech left over after the last take, in stretches apart as takes are (a remark's phrases,
     # closer together, are one stretch)
     stretches: list[list[int]] = []
