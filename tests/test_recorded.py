@@ -564,6 +564,35 @@ def test_a_knock_before_the_speech_is_trimmed_off():
     assert clip.size / SR == pytest.approx(voice.size / sr + LEAD_MARGIN_S + TAIL_MARGIN_S, abs=0.1)
 
 
+def test_a_false_start_kept_in_a_take_file_is_warned_about():
+    # QA: "Now, imagine a place that could", 2 s of quiet, then the whole take, in one take's file:
+    # its speech just under twice the expected length, it showed "ok" and went into the track (the
+    # template said the last reading is kept, which only `takes split` does)
+    from calmplace.speech.recorded import analyse
+
+    sr = 44100
+    text = "Now, imagine a place that could be calm and safe for you."
+    take = spoken(text, sr=sr)
+    start = spoken("Now, imagine a place that", sr=sr)
+    x = np.concatenate([np.zeros(sr // 2), start, np.zeros(2 * sr), take, np.zeros(sr // 2)])
+    x = (0.5 * x + room(x.size, sr=sr, seed=5))[:, None]
+    expected = take.size / sr
+    warnings = analyse(x, sr).warnings(expected_s=expected)
+    assert len(warnings) == 1 and "a false start, or the take read twice?" in warnings[0], warnings
+    # the pause found where it is (±0.1 s: 10 ms frames, espeak's soft word edges)
+    at = float(warnings[0].split(" at ")[1].split(" s")[0])
+    assert at == pytest.approx(0.5 + start.size / sr, abs=0.1)
+    # a reader's long pause before the last words of a take is no restart: what follows is short
+    paused = np.concatenate([np.zeros(sr // 2), take, np.zeros(2 * sr), spoken("Rest.", sr=sr), np.zeros(sr // 2)])
+    paused = (0.5 * paused + room(paused.size, sr=sr, seed=6))[:, None]
+    assert not [w for w in analyse(paused, sr).warnings(expected_s=expected) if "false start" in w]
+    # nor the whole take read once, at its own pace, with a long pause in the middle
+    halves = [spoken("Now, imagine a place", sr=sr), spoken("that could be calm and safe for you.", sr=sr)]
+    once = np.concatenate([np.zeros(sr // 2), halves[0], np.zeros(2 * sr), halves[1], np.zeros(sr // 2)])
+    once = (0.5 * once + room(once.size, sr=sr, seed=7))[:, None]
+    assert not [w for w in analyse(once, sr).warnings(expected_s=expected) if "false start" in w]
+
+
 def test_a_cut_off_take_is_warned_about(project: Path, monkeypatch):
     write_takes(project, skip=("003",))
     folder = take_folder(project)

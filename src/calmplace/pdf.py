@@ -288,7 +288,8 @@ RECORDING_ADVICE = (
     "One file per take is easiest. If you record in one go, leave at least two seconds of silence "
     "between takes, then run {split} (with your recording's file name), which cuts it into the files "
     "listed below.",
-    "If a take goes wrong, pause, then read the whole take again: the last reading is kept.",
+    "If a take goes wrong: with one file per take, record that file again (or cut it down to the good "
+    "reading); recording in one go, pause, then read the whole take again: the split keeps the last reading.",
     "Have water to hand, and rest your voice every ten minutes or so.",
 )
 

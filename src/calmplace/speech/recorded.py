@@ -473,6 +473,7 @@ class Analysis:
     speech_s: float = 0.0     # from the first sound of speech to the last
     channel_note: str | None = None  # channels out of phase: which one is used (`mono_mix`)
     strays: tuple[tuple[float, float], ...] = ()   # `stray_sounds`
+    restarts: tuple[tuple[float, float, float], ...] = ()   # `long_pauses`
 
     def warnings(self, *, expected_s: float | None = None) -> list[str]:
         out = [self.channel_note] if self.channel_note else []
@@ -480,7 +481,8 @@ class Analysis:
             out.append(f"a short sound at {at_s:.1f} s, {apart_s:.1f} s away from the rest of the speech, is kept "
                        f"as part of the take: if it is no part of the reading (a cough, a sniff), cut it out or record "
                        f"the take again")
-        note = length_note(self.speech_s, expected_s) if self.speech and expected_s else None
+        note = restart_note(self.speech_s, self.restarts, expected_s) if self.speech and expected_s else None
+        note = note or (length_note(self.speech_s, expected_s) if self.speech and expected_s else None)
         if note:
             out.append(note)
         if self.clipped_runs:
@@ -538,7 +540,38 @@ def _analysis(data: np.ndarray, sr: int, *, mono: np.ndarray, runs: list[tuple[i
                     peak_dbfs=float(20 * np.log10(peak + 1e-12)), noise_floor_dbfs=noise_floor_dbfs(mono, sr=sr),
                     clipped_runs=clipped, clipped_at_s=first, speech=span is not None,
                     speech_s=(span[1] - span[0]) / sr if span else 0.0, channel_note=channel_note,
-                    strays=tuple(stray_sounds(mono, sr=sr, runs=runs)) if span else ())
+                    strays=tuple(stray_sounds(mono, sr=sr, runs=runs)) if span else (),
+                    restarts=long_pauses(runs))
+
+
+RESTART_PAUSE_S = 1.5   # a pause this long inside one take's file: the reader may have started again
+
+
+def long_pauses(runs: list[tuple[int, int]]) -> tuple[tuple[float, float, float], ...]:
+    """The pauses of RESTART_PAUSE_S or more between runs of speech (10 ms frames), as (where the
+    pause starts, how long it is, how much speech follows it to the end), in seconds."""
+    long = int(RESTART_PAUSE_S * 100)
+    return tuple((a[1] / 100, (b[0] - a[1]) / 100, (runs[-1][1] - b[0]) / 100)
+                 for a, b in zip(runs, runs[1:]) if b[0] - a[1] >= long)
+
+
+RESTART_AFTER = 0.7   # after the pause, at least this share of the take's expected length ...
+RESTART_TOTAL = 1.3   # ... and in all, at least this much more than it: the take, read again
+
+
+def restart_note(speech_s: float, restarts, expected_s: float | None) -> str | None:
+    """A warning when a take's file holds a long pause followed by about the whole take, and more
+    speech than the take before it: a false start or a first reading, kept in the file (QA: the
+    template said "the last reading is kept", true only of `takes split`; a false start 2 s before
+    the take went into the track with no word, its speech just under twice the expected length)."""
+    if not expected_s or speech_s < RESTART_TOTAL * expected_s:
+        return None
+    for at_s, pause_s, after_s in reversed(restarts):   # the last reading
+        if after_s >= RESTART_AFTER * expected_s:
+            return (f"{speech_s:.1f} s of speech, expected about {expected_s:.1f} s, with a pause of {pause_s:.1f} s "
+                    f"at {at_s:.1f} s and about the whole take after it: a false start, or the take read twice? "
+                    f"A take's file is used whole: cut it down to the last reading, or record the take again")
+    return None
 
 
 LENGTH_ODD = (0.5, 2.0)  # speech under half its expected length is cut off (or the wrong take); over twice,
