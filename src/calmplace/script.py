@@ -7,6 +7,7 @@ All problems of a file are collected (never just the first) and raised together 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence, Union
@@ -636,6 +637,20 @@ class _Reader:
                             "']' is not part of a marker")
                     self.src.error_at(f"{what}: a marker looks like [pause] or [pause 5s]", where(i))
                     good = False
+            for m in _ROUND_PAUSE.finditer(text, start, stop):   # QA: copied from the PDF, and spoken
+                guess = _guess_marker(m.group(1)) or "[pause 5s]"
+                self.src.error_at(f"{m.group(0)} would be read aloud: a pause is written in square brackets, "
+                                  f"as {guess}", where(m.start()))
+                good = False
+            cannot_print = set(unprintable(text[start:stop]))   # reported already (_printable)
+            named: set[str] = set()
+            for i in range(start, stop):
+                ch = text[i]
+                if ch not in named and ch not in cannot_print and _read_by_name(ch):
+                    named.add(ch)
+                    self.src.error_at(f"{ch!r} would be read aloud by its name ({unicodedata.name(ch, '?').lower()}): "
+                                      f"leave it out of the text", where(i))
+                    good = False
             if not good:
                 return False
             pos = start
@@ -773,12 +788,23 @@ def _several_durations(inner: str) -> bool:
     return True
 
 
+# "(pause 5s)", "(Pause, 5 seconds)": a marker in round brackets (as the PDF prints pauses), spoken
+_ROUND_PAUSE = re.compile(r"\((\s*pause\b[^()\n]*)\)", re.IGNORECASE)
+# emoji, pictographs, dingbats and arrows: a synthetic voice reads each by its name ("smiling face
+# with smiling eyes", "right arrow"; QA). Signs a voice reads as words a text means (°, ©, %) are not here
+_NAMED_SYMBOLS = ((0x2190, 0x21FF), (0x2300, 0x23FF), (0x2600, 0x27BF), (0x2B00, 0x2BFF), (0x1F000, 0x1FAFF))
+
+
+def _read_by_name(ch: str) -> bool:
+    return any(lo <= ord(ch) <= hi for lo, hi in _NAMED_SYMBOLS)
+
+
 def _guess_marker(inner: str) -> str | None:
     """The marker probably meant, as a valid `[pause ...]`, or None when there is no good guess:
     `[paws 3s]`, `[pause3s]`, `[pause 3 s]`, `[pause 1m 30s]`, `[pause 2 minutes]` → [pause 3s]..."""
     import difflib
 
-    m = re.fullmatch(r"\s*([^\W\d_]*)\s*(.*?)\s*", inner, re.DOTALL)
+    m = re.fullmatch(r"\s*([^\W\d_]*)\s*[,;:]?\s*(.*?)\s*", inner, re.DOTALL)   # "pause, 5 seconds": as the PDF prints it
     head, tail = (m.group(1), m.group(2)) if m else (inner.strip(), "")
     if difflib.SequenceMatcher(None, head.lower(), "pause").ratio() < 0.6:
         return None
@@ -806,10 +832,17 @@ def _decreasing_units(tail: str) -> bool:
     return len(ranks) > 1 and -1 not in ranks and all(a < b for a, b in zip(ranks, ranks[1:]))
 
 
+_UNIT_WORDS = {"millisecond": "ms", "milliseconds": "ms", "msec": "ms", "msecs": "ms", "second": "s", "seconds": "s",
+               "sec": "s", "secs": "s", "minute": "m", "minutes": "m", "mins": "m"}
+
+
 def _closest_unit(unit: str) -> str:
     import difflib
 
-    hit = difflib.get_close_matches(unit.lower(), ["ms", "s", "m", "min"], n=1, cutoff=0.3)
+    word = unit.lower()
+    if word in _UNIT_WORDS:   # QA: "500 milliseconds" was guessed as 500min
+        return _UNIT_WORDS[word]
+    hit = difflib.get_close_matches(word, ["ms", "s", "m", "min"], n=1, cutoff=0.3)
     return hit[0] if hit else "s"
 
 
