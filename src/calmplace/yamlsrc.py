@@ -146,9 +146,34 @@ class Source:
             what = str(exc.context).removeprefix("while scanning ").removeprefix("while parsing ")
             mark = exc.context_mark
             message = f"the file ends inside {what} that starts here (is a closing quote or bracket missing?)"
+        quote = self._quote_ends_early(exc, mark) if mark is not None else None
+        if quote is not None:   # at the quote that ends the text
+            self.error(f"invalid YAML: {quote[0]}", line=mark.line + 1, col=quote[1] + 1)
+            return
         hint = self._yaml_hint(exc, mark) if mark is not None else ""
         self.error(f"invalid YAML: {message}{hint}", line=mark.line + 1 if mark else 1,
                    col=mark.column + 1 if mark else 1)
+
+    def _quote_ends_early(self, exc: yaml.MarkedYAMLError, mark) -> tuple[str, int] | None:
+        """The message for a quoted text that a quote inside it ends early, the parser's words
+        replaced (QA: 'It's fine' and "say "hello"" were called badly indented), and the column of
+        that quote; else None."""
+        problem = str(exc.problem or "")
+        line = self.text[mark.index - mark.column:].split("\n", 1)[0]
+        quoted = re.match(r"\s*(?:-\s+)?[\w-]+:\s*(['\"])", line)
+        if not quoted or not ("expected <block end>" in problem or "expected key" in problem):
+            return None
+        q, opens = quoted.group(1), quoted.end()
+        closes = line.find(q, opens)
+        if not 0 <= closes < mark.column:
+            return None
+        lo = closes
+        while lo > opens and not line[lo - 1].isspace():
+            lo -= 1
+        word = line[lo:].split()[0]
+        inside = "double it inside single quotes ('')" if q == "'" else 'write it \\" inside double quotes'
+        return (f"the {q} in {word} ends the quoted text there: {inside}, or write the text as a block "
+                f"(`text: |`, then the text on the lines below, indented), where quotes need nothing"), closes
 
     def _yaml_hint(self, exc: yaml.MarkedYAMLError, mark) -> str:
         """What the parser's words usually mean in a script, for the mistakes authors make most
