@@ -259,13 +259,46 @@ def test_unknown_locale_names_the_locales_there_are(project: Path):
     assert "error: no script has locale 'fr-FR' (they have en-GB, en-US)" in report.problems
 
 
-def test_sparse_speech_is_warned_about(project: Path):
-    """A few words over a minute of ambience: mastering to -16 LUFS integrated lifts the voice far
-    over it, into the limiter (QA: up to 18 dB of limiting). The shipped kind of script, with speech
-    throughout, gets no warning."""
-    (project / "scripts" / "sparse.yaml").write_text(
-        "title: Sparse\nlocales: [en-GB]\nlead_in: 0s\ntail: 0s\nambience: {sound: stream, level_db: -20}\n"
-        "sections:\n  - text: Breathe in and out, slowly. [pause 1m]\n      Rest.\n")
+def _sparse(project: Path, name: str, *, pause: str, level_db: float) -> None:
+    (project / "scripts" / f"{name}.yaml").write_text(
+        f"title: Sparse\nlocales: [en-GB]\nlead_in: 0s\ntail: 0s\nambience: {{sound: stream, level_db: {level_db}}}\n"
+        f"sections:\n  - text: Breathe in and out, slowly. [pause {pause}]\n      Rest.\n")
+
+
+def test_sparse_speech_lowers_the_bed_not_lifts_the_voice(project: Path):
+    """A few words over a minute of ambience: at level_db the bed passes BS.1770's relative gate,
+    the track measures mostly as its bed, and mastering to -16 LUFS integrated lifted the voice 12
+    LU into the limiter (QA: the forest 21 dB louder after a minute's pause than after 30 s, the
+    voice squashed). The bed comes down instead, and the voice is as loud after a long pause as
+    after a short one. The shipped kind of script, with speech throughout, is left as it is."""
+    _sparse(project, "short", pause="8s", level_db=-20)
+    _sparse(project, "long", pause="1m", level_db=-20)
+    ui = _Lines()
+    report = fake_build(project, ui=ui, locales=("en-GB",))
+    assert report.exit_code == 0, report.problems
+    warned = [ln for ln in ui.lines if "warning" in ln]
+    assert [ln.split(":")[0] for ln in warned] == ["long (en-GB)"], warned
+    assert "the ambience is" in warned[0] and "dB further under the voice than level_db asks" in warned[0]
+    voice, bed = {}, {}
+    for name in ("short", "long"):
+        samples, sr = decode(project / "build" / "en-GB" / f"{name}.mp3")
+        cues = parse_webvtt((project / "build" / "en-GB" / f"{name}.vtt").read_text())
+        voice[name] = window_rms_db(samples, int(cues[0][0] * sr), int(cues[0][1] * sr))
+        pause_mid = (cues[0][1] + cues[1][0]) / 2
+        bed[name] = window_rms_db(samples, int((pause_mid - 3) * sr), int((pause_mid + 3) * sr))
+    # the voice within 1.5 dB after an 8 s pause and after a 1 min one (RMS over its first
+    # phrase: the same words, limited alike; untrimmed, the long one read 10 dB louder)
+    assert abs(voice["long"] - voice["short"]) < 1.5, voice
+    # the bed at least level_db (20 dB) under the voice in the long pause, where it was 7 dB under
+    assert voice["long"] - bed["long"] >= 20.0, (voice, bed)
+    for name in ("short", "long"):   # and the track still delivers -16 LUFS (±0.5 LU: mastering's aim)
+        assert integrated_lufs(*decode(project / "build" / "en-GB" / f"{name}.mp3")) == pytest.approx(-16.0, abs=0.5)
+
+
+def test_sparse_speech_the_bed_cannot_make_up_for_is_warned_about(project: Path):
+    """A bed 10 dB under a few words and ten minutes of pause would have to come down more than 24
+    dB: the build warns, as before, with what keeps the voice clear."""
+    _sparse(project, "sparse", pause="10m", level_db=-10)
     ui = _Lines()
     report = fake_build(project, ui=ui, locales=("en-GB",))
     assert report.exit_code == 0, report.problems

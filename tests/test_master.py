@@ -460,3 +460,37 @@ def test_sparse_true_peak_matches_a_dense_computation():
                 assert top == pytest.approx(largest, abs=tol)
             else:
                 assert top <= floor + tol
+
+
+def test_bed_trim_brings_a_bed_under_the_relative_gate():
+    """master.bed_trim_db on per-hop energies: speech hops 22 dB over bed hops. With speech in 40 %
+    of the hops the bed is gated out already: no trim. With speech in 3 %, the bed sets the
+    integrated loudness (8+ LU under the speech): the trim takes it out of the gate, with
+    BED_TRIM_MARGIN_DB to spare, and the modelled loudness is the speech's again."""
+    from calmplace.master import BED_TRIM_MARGIN_DB, SPEECH_OVER_LU, _integrated, bed_trim_db
+    from calmplace.units import db_to_gain
+
+    sr, hop = 44100, 4410
+    n_hops = 6000
+    rng = np.random.default_rng(1)
+    for share, want_trim in ((0.40, False), (0.03, True)):
+        speech = np.zeros(n_hops, dtype=bool)
+        speech[: int(share * n_hops)] = True
+        rng.shuffle(speech)
+        level = np.where(speech, 1.0, db_to_gain(-22.0) ** 2) * hop * rng.uniform(0.8, 1.2, n_hops)
+        energies = np.stack([level, level])
+        trim, over = bed_trim_db(energies, speech, n=n_hops * hop, sr=sr)
+        assert (trim < 0) == want_trim, (share, trim, over)
+        if want_trim:
+            assert over > 8.0
+            trimmed = np.where(speech, energies, energies * db_to_gain(2 * trim))
+            speech_lufs = _integrated(np.where(speech, energies, 0.0), n=n_hops * hop, sr=sr)
+            assert speech_lufs - _integrated(trimmed, n=n_hops * hop, sr=sr) <= SPEECH_OVER_LU
+            # the step before the margin was already enough, and the one before that was not
+            edge = trim + BED_TRIM_MARGIN_DB
+            at_edge = np.where(speech, energies, energies * db_to_gain(2 * edge))
+            above = np.where(speech, energies, energies * db_to_gain(2 * (edge + 0.5)))
+            assert speech_lufs - _integrated(at_edge, n=n_hops * hop, sr=sr) <= SPEECH_OVER_LU
+            assert speech_lufs - _integrated(above, n=n_hops * hop, sr=sr) > SPEECH_OVER_LU
+        else:
+            assert over < 1.0

@@ -9,7 +9,7 @@ import os as _os
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     _os.environ.setdefault(_var, "1")
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"
 
 SR = 44_100  # 44.1 kHz: the contract's MP3 rate, used for every array inside the library
 

@@ -887,8 +887,8 @@ def render_track(item: TrackWork, *, bed_prefetch=None, fresh: dict[str, np.ndar
     `fresh` clips (by take key) are used instead of reading them from the cache."""
     from .captions import speech_gaps, webvtt
     from .encode import master_to_mp3
-    from .master import InputMeter
-    from .mix import bed_opener, mix
+    from .master import InputMeter, bed_trim_db
+    from .mix import bed_opener, mix, speech_hops
     from .pdf import script_pdf
 
     timings: dict[str, float] = {}
@@ -920,9 +920,22 @@ def render_track(item: TrackWork, *, bed_prefetch=None, fresh: dict[str, np.ndar
             bed_prefetch.close()   # stops its thread, also when the mix failed
     with stage("mix"):
         energies = meter.energies(samples, threads=item.threads)
+        trim_db, over_lu = bed_trim_db(energies, speech_hops(timeline), n=timeline.n_samples, sr=sr)
+        if trim_db:   # mostly ambience: mixed again with the beds lower, so the speech sets the loudness
+            del samples
+            meter = InputMeter(timeline.n_samples, sr=sr)
+            samples = mix(timeline, clips, open_bed=bed_opener(item.ambience_dir, sr=sr), seed_base=job.script.id,
+                          on_ready=meter.advance, bed_trim_db=trim_db)
+            energies = meter.energies(samples, threads=item.threads)
     with stage("captions"):
         gaps = [speech_gaps(clip, sr=sr) for clip in clips]   # to time the captions inside each take
     warnings = _sparse_speech(clips, energies, n=timeline.n_samples, sr=sr, target_lufs=settings.target_lufs)
+    if trim_db:
+        share = float(speech_hops(timeline).mean())
+        warnings += (f"the ambience is {-trim_db:g} dB further under the voice than level_db asks: speech fills "
+                     f"only {share:.0%} of the track, and at level_db the ambience would set the track's "
+                     f"integrated loudness (what the {settings.target_lufs:g} LUFS target measures), and "
+                     f"mastering would lift the voice {over_lu:.1f} LU over it, into the limiter",)
     del clips
 
     def documents() -> tuple[bytes, bytes]:

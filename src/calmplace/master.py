@@ -229,6 +229,45 @@ def master_track(samples: np.ndarray, *, sr: int, target_lufs: float = TARGET_LU
         f"reached {lufs:.2f} LUFS, {tp:.2f} dBTP (peaks too far above the speech level)")
 
 
+SPEECH_OVER_TRIGGER_LU = 2.0  # speech this far over the whole track's integrated loudness: the bed comes down ...
+SPEECH_OVER_LU = 1.0      # ... until the speech is no further than this over it (modelled)
+BED_TRIM_STEP_DB = 0.5    # the bed comes down in these steps ...
+BED_TRIM_MARGIN_DB = 2.0  # ... then this much further, clear of the relative gate (right at it, mastering's
+                          # limiting moved the bed in and out of the gate between passes: 10 LU jumps, no result)
+BED_TRIM_LIMIT_DB = -24.0  # ... and no further (past it, the build's sparse-speech warning says what to do)
+
+
+def bed_trim_db(energies: np.ndarray, speech: np.ndarray, *, n: int, sr: int) -> tuple[float, float]:
+    """How far to lower the beds (dB, <= 0) so that the track's integrated loudness is set by its
+    speech, not by long stretches of ambience; and how far over that loudness the speech stands
+    untrimmed (LU). `energies`: the mix's per-hop K-weighted energies; `speech`: the hops holding
+    a take (mix.speech_hops).
+
+    BS.1770 gates out what is 10 LU under the mean: under a voice that speaks a third of the time,
+    a bed 16-22 dB down is gated out and the track measures as its voice. As the pauses grow, the
+    mean falls towards the bed, the bed passes the gate, and the track measures lower by up to
+    14 LU at once; mastering to the target then lifts the voice that far, into the limiter (QA:
+    one sentence, then a minute of forest: the forest came out 21 dB louder than after 30 s, the
+    voice squashed). When the speech stands more than SPEECH_OVER_TRIGGER_LU over the whole, a bed
+    lowered until it is within SPEECH_OVER_LU (and BED_TRIM_MARGIN_DB more) keeps the voice where
+    any other track has it, the bed further under it than level_db asks. Modelled on
+    the energies: hops without speech scale with the bed; those with speech are taken as unchanged
+    (the bed under a voice is ducked, and counts little). (0, over) when no trim within
+    BED_TRIM_LIMIT_DB is enough."""
+    speech_lufs = _integrated(np.where(speech[np.newaxis, :energies.shape[1]], energies, 0.0), n=n, sr=sr)
+    whole = _integrated(energies, n=n, sr=sr)
+    if not (math.isfinite(speech_lufs) and math.isfinite(whole)) or speech_lufs - whole <= SPEECH_OVER_TRIGGER_LU:
+        return 0.0, speech_lufs - whole if math.isfinite(speech_lufs - whole) else 0.0
+    over = speech_lufs - whole
+    steps = int(round(-BED_TRIM_LIMIT_DB / BED_TRIM_STEP_DB))
+    for k in range(1, steps + 1):
+        trim = -k * BED_TRIM_STEP_DB
+        trimmed = np.where(speech[np.newaxis, :energies.shape[1]], energies, energies * db_to_gain(2 * trim))
+        if speech_lufs - _integrated(trimmed, n=n, sr=sr) <= SPEECH_OVER_LU:
+            return max(trim - BED_TRIM_MARGIN_DB, BED_TRIM_LIMIT_DB), over
+    return 0.0, over
+
+
 def _limited_energies(out: Mastered, energies: np.ndarray, *, sr: int) -> np.ndarray:
     """An estimate of `out`'s per-hop K-weighted energies from `energies`, those of the input times
     `out.gain`: each hop the limiter lowered keeps the share of its plain (unweighted) energy that

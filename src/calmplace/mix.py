@@ -276,14 +276,26 @@ def _duck_parts(spans: Sequence[tuple[int, int]], *, start: int, stop: int, la: 
     return moving, holding
 
 
+def speech_hops(timeline: Timeline) -> np.ndarray:
+    """Which 100 ms hops of the track (BS.1770's, from its start) hold some of a take: (n_hops,) bool."""
+    hop = int(round(0.1 * timeline.sr))
+    out = np.zeros(-(-timeline.n_samples // hop), dtype=bool)
+    for span in timeline.takes:
+        out[span.start // hop: -(-span.end // hop)] = True
+    return out
+
+
 def mix(timeline: Timeline, clips: Sequence[np.ndarray], *, open_bed: Callable[..., object], seed_base: str,
-        block: int = BLOCK, on_ready: Callable[[np.ndarray, int], None] | None = None) -> np.ndarray:
+        block: int = BLOCK, on_ready: Callable[[np.ndarray, int], None] | None = None,
+        bed_trim_db: float = 0.0) -> np.ndarray:
     """The full track, (2, n_samples) float32, voice at REFERENCE_LUFS and beds under it.
 
     `open_bed(sound, seed=..., n_samples_hint=...)` returns a source whose `read(n)` gives the
     next (2, n) block of that bed at REFERENCE_LUFS. `on_ready(out, k)` hears, as the beds are
-    laid in, that samples before k are final (for a meter that measures as the track is made)."""
+    laid in, that samples before k are final (for a meter that measures as the track is made).
+    `bed_trim_db` lowers every bed by that much beyond its level_db (master.bed_trim_db)."""
     sr = timeline.sr
+    trim = np.float32(db_to_gain(bed_trim_db)) if bed_trim_db else None
     out = np.zeros((2, timeline.n_samples), dtype=np.float32)
     gain = speech_gain(clips, sr=sr)
     for span, clip in zip(timeline.takes, clips, strict=True):
@@ -304,7 +316,10 @@ def mix(timeline: Timeline, clips: Sequence[np.ndarray], *, open_bed: Callable[.
         for b0 in range(run.start, run.end, block):
             b1 = min(b0 + block, run.end)
             lay(b1)   # the voice first, then the bed: each sample adds up in the same order
-            out[:, b0:b1] += source.read(b1 - b0) * bed_gain(timeline, run, start=b0, stop=b1)[np.newaxis, :]
+            gain_b = bed_gain(timeline, run, start=b0, stop=b1)
+            if trim is not None:
+                gain_b = gain_b * trim
+            out[:, b0:b1] += source.read(b1 - b0) * gain_b[np.newaxis, :]
             if on_ready:
                 on_ready(out, min(b1, next_start))
         lay(next_start)
