@@ -140,6 +140,19 @@ class Source:
     def _yaml_error(self, exc: yaml.MarkedYAMLError) -> None:
         mark = exc.problem_mark or exc.context_mark
         message = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        if "could not find expected ':'" in str(exc.problem or "") and exc.context_mark is not None:
+            # a line read as the start of a key: where the key would start, not where YAML gave up
+            # (QA: a text block's line moved back to the keys' column was reported at the next
+            # section's dash, or past the file's end)
+            mark = exc.context_mark
+            if self._inside_block(mark):
+                self.error("invalid YAML: this line is indented less than the first line of the text block above "
+                           "it, as far as the keys around it, and has no ':' to be one: indent every line of a "
+                           "`|` or `>` block at least as far as its first line",
+                           line=mark.line + 1, col=mark.column + 1)
+                return
+            message = ("this line has no ':' to make it a key, and is not part of a text: to go on with the text "
+                       "above, indent it further than that text's key (or write the text as a block, `text: |`)")
         if (exc.context_mark is not None and exc.context and exc.problem_mark is not None
                 and "end of stream" in str(exc.problem)):
             # e.g. an unclosed quote: the end of the file says nothing; where the quote opens does
