@@ -427,7 +427,9 @@ class _Reader:
             raise self.src.fail(f"{what} must be a duration such as 3s, 500ms or 1m30s", node)
         # Read from the text as written, not as YAML 1.1 would construct it: `010` is 10 s (as in
         # [pause 010]), not octal 8; `0b11`, `0x10`, `1:30` and `.nan` are refused with a reason.
-        value = True if node.tag == BOOL else node.value
+        if node.tag == BOOL:   # QA: `pause_after: yes` was told "got True"
+            raise self.src.fail(f"{what}: {node.value!r} is not a duration: use e.g. 3s, 1.5s, 500ms, 2m or 1m30s", node)
+        value = node.value
         try:
             seconds = parse_duration(value)
         except ValueError as exc:

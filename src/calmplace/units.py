@@ -86,6 +86,15 @@ def duration_hint(text: str) -> str | None:
         return f"did you mean {joined}? (no spaces inside a duration)"
     if re.fullmatch(r"\d+(?:\.\d+)?\s*(?:h|hr|hrs|hours?)", text, re.IGNORECASE):
         return "hours are not a unit here: use minutes (a pause lasts at most 10m)"
+    # units in words, as a person says them (QA: `3 seconds` got only the general form)
+    words = {"millisecond": "ms", "milliseconds": "ms", "second": "s", "seconds": "s", "sec": "s", "secs": "s",
+             "minute": "m", "minutes": "m", "mins": "m"}
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([a-z]+)", text, re.IGNORECASE)
+    if parts and re.fullmatch(r"(?:\s*\d+(?:\.\d+)?\s*[a-z]+\s*(?:and\s*)?)+", text, re.IGNORECASE) \
+            and all(u.lower() in words or u.lower() in _UNIT_SECONDS for _, u in parts):
+        fixed = "".join(f"{n}{words.get(u.lower(), u.lower())}" for n, u in parts)
+        if _is_duration(fixed):
+            return f"did you mean {fixed}?"
     return None
 
 

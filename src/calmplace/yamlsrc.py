@@ -365,6 +365,7 @@ class Source:
         if not isinstance(node, MappingNode):
             raise self.fail(f"{what} must be a mapping of keys to values", node)
         entries: dict[str, tuple[Node, Node]] = {}
+        meant: set[str] = set()   # keys an unknown key was taken for: not also "needs the key" (QA: `titel`)
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, ScalarNode) else None
             if not isinstance(key, str) or key_node.tag not in (*_TEXT_TAGS, BOOL, NULL):
@@ -376,13 +377,14 @@ class Source:
             if key not in allowed:
                 hint = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
                 extra = f"; did you mean {hint[0]!r}?" if hint else f" (known keys: {', '.join(allowed)})"
+                meant.update(hint)
                 if belongs and key in belongs:   # QA: `sound: rain` in column 0 under `ambience:`
                     extra = f"; {belongs[key]}"
                 self.error(f"unknown key {key!r} in {what}{extra}", key_node)
                 continue
             entries[key] = (key_node, value_node)
         for key, required in allowed.items():
-            if required and key not in entries:
+            if required and key not in entries and key not in meant:
                 self.error(f"{what} needs the key {key!r}", node)
         return entries
 
