@@ -510,6 +510,28 @@ def test_m4a_takes_through_ffmpeg(tmp_path: Path):
         read_audio(tmp_path / "bad.m4a")
 
 
+@pytest.mark.parametrize("ext,codec", [("webm", "libopus"), ("caf", "alac"), ("3gp", "aac"), ("wma", "wmav2"),
+                                       ("mp4", "aac")])
+def test_phone_and_browser_formats_through_ffmpeg(tmp_path: Path, ext: str, codec: str):
+    # QA: takes saved by a browser recorder (.webm), an iPhone (.caf), an Android phone (.3gp) and
+    # Windows (.wma) showed as missing, the file not mentioned
+    if not shutil.which("ffmpeg"):
+        pytest.skip(f".{ext} needs ffmpeg")
+    rate = 8000 if ext == "3gp" else 48000 if ext == "webm" else 44100
+    data = recorded_take("Rest here for a while.", sr=rate, channels=1, lead_s=0.5, tail_s=0.5, gain_db=-6, seed=2)
+    sf.write(tmp_path / "t.wav", data, rate)
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(tmp_path / "t.wav"), "-c:a", codec, str(tmp_path / f"003.{ext}")],
+                   check=True)
+    back, sr = read_audio(tmp_path / f"003.{ext}")
+    # the length within 0.1 s: codecs pad a frame or two at the ends (Opus 6.5 ms, AAC 1024 samples)
+    assert sr == rate and back.shape[0] / sr == pytest.approx(data.shape[0] / rate, abs=0.1)
+    # the speech is what was written (level within 1 dB: a lossy codec at its default rate)
+    assert 20 * np.log10(np.abs(back).max() / np.abs(data).max()) == pytest.approx(0.0, abs=1.0)
+    (tmp_path / f"003.{ext}").rename(tmp_path / "003.wav")   # under the wrong extension: named as such
+    with pytest.raises(CalmplaceError, match=rf"rename it to 003\.({ext}|m4a)$"):   # an MP4 is an .m4a too
+        read_audio(tmp_path / "003.wav")
+
+
 @pytest.mark.parametrize("rate,channels", [(8000, 1), (11025, 2), (32000, 1), (96000, 6)])
 def test_any_rate_and_channel_count(tmp_path: Path, rate: int, channels: int):
     text = "Let the breath slow down."
@@ -625,7 +647,8 @@ def test_take_names_and_extensions(project: Path, monkeypatch):
     the_plan = tiny_plan(project)
     take1 = recorded_take(the_plan.takes[0].text, sr=48000, channels=1, lead_s=0.4, tail_s=0.4, gain_db=-6, seed=1)
     status = run_cli(project, monkeypatch, "takes", "status", "tiny", "--voice", "therapist", "--locale", "en-GB")
-    assert "missing    001.wav (or .flac, .ogg, .oga, .mp3, .aif, .aiff, .opus, .m4a or .aac)" in status.output
+    assert ("missing    001.wav (or .flac, .ogg, .oga, .mp3, .aif, .aiff, .opus, .m4a, .aac, .mp4, .3gp, .caf, .webm "
+            "or .wma)") in status.output
     # QA: a phone's .opus was ignored by status ("missing"), though split reads it
     sf.write(folder / "001.opus", take1, 48000, format="OGG", subtype="OPUS")
     # QA: a backup 004.old.wav counted as a second file for take 004 (duplicate), and the build failed

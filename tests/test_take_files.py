@@ -19,7 +19,7 @@ from test_recorded import _build, recorded_take, run_cli, take_folder, write_tak
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="the therapist is played by espeak-ng")
 
-EVERY_FORMAT = "use WAV, FLAC, OGG, OGA, MP3, AIF, AIFF, OPUS, M4A or AAC"
+EVERY_FORMAT = "use WAV, FLAC, OGG, OGA, MP3, AIF, AIFF, OPUS, M4A, AAC, MP4, 3GP, CAF, WEBM or WMA"
 
 
 def m4a_bytes(tmp: Path) -> bytes:
@@ -75,6 +75,21 @@ def test_hints_name_every_take_format(project: Path):
     with pytest.raises(CalmplaceError, match=EVERY_FORMAT):
         read_audio(folder / "002.flac")
     assert EVERY_FORMAT.endswith(" or ".join(e.upper() for e in TAKE_EXTS[-2:]))
+
+
+def test_a_damaged_file_is_called_damaged(tmp_path: Path):
+    # QA: a FLAC cut short in its frames was "not an audio file calmplace can read ...; use WAV,
+    # FLAC, ..." (use FLAC, for a FLAC file)
+    import soundfile as sf
+
+    data = recorded_take("Rest here for a while.", sr=44100, channels=1, lead_s=0.3, tail_s=0.3, gain_db=-6, seed=2)
+    sf.write(tmp_path / "t.flac", data, 44100)
+    raw = bytearray((tmp_path / "t.flac").read_bytes())
+    raw[200:4000] = bytes(3800)   # the stream info survives, the first frames do not
+    (tmp_path / "004.flac").write_bytes(bytes(raw))
+    with pytest.raises(CalmplaceError) as info:
+        read_audio(tmp_path / "004.flac")
+    assert "004.flac: a damaged FLAC file" in str(info.value) and "use WAV" not in str(info.value), info.value
 
 
 def test_a_misnamed_file_that_decodes_by_its_content_still_works(tmp_path: Path):

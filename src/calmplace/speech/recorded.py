@@ -57,7 +57,8 @@ PREP_VERSION = "recorded-prep v2"  # bump when prepare() changes: every recorded
 # oga, mp3, aif, aiff; and opus, Ogg Opus, as phones save voice memos), then through pydub + ffmpeg.
 # TAKE_EXTS is the one list of take files: what status, build, split and every hint accept.
 SOUNDFILE_EXTS = tuple(s.lstrip(".") for s in AUDIO_SUFFIXES) + ("opus",)
-FFMPEG_EXTS = ("m4a", "aac")
+# through ffmpeg: phones' and browsers' recorders (QA: .webm, .caf, .3gp and .wma takes showed as missing)
+FFMPEG_EXTS = ("m4a", "aac", "mp4", "3gp", "caf", "webm", "wma")
 TAKE_EXTS = SOUNDFILE_EXTS + FFMPEG_EXTS
 RECORD_FILE = "takes.json"
 
@@ -99,7 +100,10 @@ def take_formats() -> str:
 # What a file holds, from its first bytes, for a take saved or renamed with the wrong extension
 # (an iPhone's .m4a renamed to .mp3): (magic test, the format's name, the extensions it goes by)
 _MAGIC = (
-    (lambda b: b[4:8] == b"ftyp", "MP4/M4A (AAC)", ("m4a",)),
+    (lambda b: b[4:8] == b"ftyp", "MP4/M4A (AAC)", ("m4a", "mp4", "3gp")),
+    (lambda b: b[:4] == b"caff", "CAF (Core Audio)", ("caf",)),
+    (lambda b: b[:4] == b"\x1a\x45\xdf\xa3", "WebM", ("webm",)),
+    (lambda b: b[:16] == bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c"), "WMA", ("wma",)),
     (lambda b: b[:4] == b"RIFF" and b[8:12] == b"WAVE", "WAV", ("wav",)),
     (lambda b: b[:4] == b"fLaC", "FLAC", ("flac",)),
     (lambda b: b[:4] == b"OggS" and b"OpusHead" in b[:64], "Ogg Opus", ("opus", "ogg", "oga")),
@@ -154,6 +158,10 @@ def _not_audio(shown_as: str, path: Path, exc: Exception) -> CalmplaceError:
     if ext == "mp3":  # libmpg123's failures come out as "File does not exist or is not a regular file"
         return CalmplaceError(f"{shown_as}: not a valid MP3 file (damaged, or another format with the wrong "
                               f"extension); use {take_formats()}")
+    found = sniff(path)
+    if found and ext in found[1]:   # QA: a damaged FLAC was told to use FLAC
+        return CalmplaceError(f"{shown_as}: a damaged {found[0]} file ({_reason(exc)}): cut off or spoilt while "
+                              f"saved or copied; save, copy or record the take again")
     return CalmplaceError(f"{shown_as}: not an audio file calmplace can read ({_reason(exc)}); "
                           f"use {take_formats()}")
 
