@@ -51,3 +51,16 @@ def test_load_fallback(project: Path, monkeypatch):
     assert tts is None and why.startswith("voices/dan.yaml: fallback voice 'broken' cannot be used: "), why
     narrator = load_voice("narrator", voices_dir=voices)
     assert load_fallback(narrator, voices_dir=voices) == (narrator, None)
+
+
+def test_a_voice_name_that_cannot_be_a_file_name_is_a_usage_error(project: Path, monkeypatch):
+    # QA: `--voice "Maria Smith"` made a template whose commands failed when pasted, and
+    # `--voice ../evil` one that named voices/../evil.yaml, which status and build then refused
+    for name, hint in (("Maria Smith", "'maria-smith'"), ("../evil", "'evil'")):
+        for args in (("template", "tiny"), ("takes", "status", "tiny"), ("build",)):
+            result = run_cli(project, monkeypatch, *args, "--voice", name)
+            assert result.exit_code == 2, (args, result.output)
+            assert f"{name!r} cannot name a voice" in result.output and hint in result.output
+    assert not (project / "build").exists() and not (project / "voices" / "evil.yaml").exists()
+    # a name in capitals is a file name all the same
+    assert run_cli(project, monkeypatch, "template", "tiny", "--voice", "Maria_2").exit_code == 0

@@ -440,7 +440,7 @@ class _Reader:
 
     def voice(self, node: Node) -> str:
         name = self.src.string(node, what="voice").strip()
-        if not ID_PATTERN.fullmatch(name.replace("_", "-")):
+        if not valid_voice_name(name):
             raise self.src.fail(f"voice {name!r} must be a profile name such as 'narrator'", node)
         if self.project is not None and not (self.project.voices_dir / f"{name}.yaml").is_file():
             known = sorted(p.stem for p in self.project.voices_dir.glob("*.yaml"))
@@ -846,6 +846,19 @@ def _closest_unit(unit: str) -> str:
         return _UNIT_WORDS[word]
     hit = difflib.get_close_matches(word, ["ms", "s", "m", "min"], n=1, cutoff=0.3)
     return hit[0] if hit else "s"
+
+
+def valid_voice_name(name: str) -> bool:
+    """A voice profile's name: voices/<name>.yaml, and the folder of its takes (lower-case letters,
+    digits, '-' and '_'; no spaces, no path)."""
+    return bool(ID_PATTERN.fullmatch(name.replace("_", "-")))
+
+
+def voice_name_hint(name: str) -> str:
+    """Why a --voice name cannot be one, with a name that can (QA: `--voice "Maria Smith"` made a
+    template whose commands did not work, and `--voice ../evil` one for voices/../evil.yaml)."""
+    return (f"{name!r} cannot name a voice: a voice's name is that of its file, voices/NAME.yaml, in letters, "
+            f"digits and '-' (e.g. {_suggest_id(name).replace('my-script', 'maria')!r})")
 
 
 def _suggest_id(stem: str) -> str:
