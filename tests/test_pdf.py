@@ -217,6 +217,30 @@ def test_script_pdf_without_optional_fields(tmp_path):
     assert "References" not in text
 
 
+def test_a_paragraph_longer_than_a_page_starts_under_its_heading(tmp_path):
+    """QA: a section of one paragraph longer than a page printed its heading alone on page 1 and
+    the text from page 2 (the heading was kept with the whole paragraph, and the paragraph with
+    its pause cue). Now the text starts under its heading and runs on, its cue after its end; a
+    heading near a page's foot with a long paragraph after it starts the next page."""
+    words = " ".join(["Rest and notice the slow warm breath."] * 110)
+    path = tmp_path / "long.yaml"
+    path.write_text("title: Long\nlocales: [en-GB]\nsections:\n  - title: Short one\n"
+                    f"    text: {' '.join(['Breathe in and out.'] * 150)}\n    pause_after: 4s\n"
+                    f"  - title: The long one\n    text: {words}\n    pause_after: 5s\n"
+                    f"  - title: After\n    text: Rest.\n", encoding="utf-8")
+    p, tl, _ = make(load_script(path), "en-GB")
+    pages = [flat(t) for t in pdf_pages(script_pdf(p, tl))]
+    heading = next(i for i, t in enumerate(pages) if "The long one" in t)
+    # the heading's page holds the start of its text: at least HEADING_LINES lines' worth of words
+    after = pages[heading].split("The long one", 1)[1]
+    assert "Rest and notice the slow warm breath. Rest and notice" in after, pages[heading][-300:]
+    # every page but the last is filled: none ends on a heading alone (nothing of the text after it)
+    for t in pages[:-1]:
+        assert not t.rstrip().endswith(("The long one", "After")), t[-200:]
+    # the cue follows the long paragraph's last words
+    assert "breath. (pause, 5 seconds)" in " ".join(pages)
+
+
 def test_script_pdf_prints_text_beyond_latin_1(tmp_path):
     """Polish, Hungarian, Greek and Cyrillic print as themselves: reportlab's bundled Vera covers
     Latin-1 only, and printed these as empty boxes (pdftotext read 'Ł' as nothing)."""

@@ -24,7 +24,8 @@ from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import (Flowable, HRFlowable, KeepTogether, ListFlowable, ListItem,
-                                PageBreak, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle)
+                                CondPageBreak, PageBreak, Paragraph, SimpleDocTemplate, Spacer, Table,
+                                TableStyle)
 
 from .speech.recorded import take_exts
 from .takes import Gap, Plan, SectionStart, Take
@@ -181,6 +182,35 @@ def _paragraphs(text: str) -> list[str]:
 # The audio script
 
 
+HEADING_LINES = 3   # a section heading starts a page unless this many lines of its text fit under it
+
+
+def _fits_a_third(flowable: Flowable) -> bool:
+    """Whether a flowable is at most a third of a page high. Kept together with what goes with it
+    (a heading with its first paragraph, a paragraph with its pause cue), one taller than the room
+    left goes to the next page whole, and one taller than a page left its heading alone on a page
+    (QA): a taller one is let split across pages."""
+    width = PAGE[0] - 2 * (MARGIN_X + FRAME_PADDING)
+    height = PAGE[1] - MARGIN_TOP - MARGIN_BOTTOM - 2 * FRAME_PADDING
+    return flowable.wrap(width, height)[1] <= height / 3
+
+
+def _headings_before_long_text(story: list[Flowable], *, heading: ParagraphStyle, loose: ParagraphStyle,
+                               body: ParagraphStyle) -> list[Flowable]:
+    """The story with each heading whose next paragraph is over a third of a page kept, not with
+    all of it, but with its first HEADING_LINES lines: a page break before it when they would not
+    fit (QA: a paragraph longer than a page left its heading alone on the first page)."""
+    out: list[Flowable] = []
+    for i, flowable in enumerate(story):
+        if (isinstance(flowable, Paragraph) and flowable.style is heading and i + 1 < len(story)
+                and not _fits_a_third(story[i + 1])):
+            out.append(CondPageBreak(heading.spaceBefore + heading.leading + heading.spaceAfter
+                                     + HEADING_LINES * body.leading))
+            flowable = Paragraph(flowable.text, loose)
+        out.append(flowable)
+    return out
+
+
 def script_pdf(plan: Plan, timeline: Timeline, *, script_path: str | None = None) -> bytes:
     """The script a therapist prints: each section with its start time in the track, the text in
     paragraphs with the pause cues, then the references."""
@@ -193,6 +223,8 @@ def script_pdf(plan: Plan, timeline: Timeline, *, script_path: str | None = None
         "intro": _style("intro", size=BODY_PT, after=10),
         "heading": _style("heading", size=15, leading=1.3, bold=True, color=ACCENT, before=20, after=10,
                           keepWithNext=1),
+        "heading_loose": _style("heading_loose", size=15, leading=1.3, bold=True, color=ACCENT, before=20,
+                                after=10),   # over a long paragraph (_headings_before_long_text)
         "body": _style("body", after=10),
         "section_cue": _style("section_cue", size=10, color=MUTED, after=4),
         "refs_heading": _style("refs_heading", size=13, bold=True, color=ACCENT, before=26, after=8,
@@ -249,11 +281,12 @@ def script_pdf(plan: Plan, timeline: Timeline, *, script_path: str | None = None
             seconds = event.seconds + (before.seconds if isinstance(before, Gap) and before.kind == "text" else 0.0)
             if seconds > 0:
                 cue = Paragraph(_muted(_text(pause_cue(seconds))), st["section_cue"])
-                if flushed:   # never a page of its own: it goes with the paragraph it ends (QA)
-                    story[-1] = KeepTogether([story[-1], cue])
+                if flushed and _fits_a_third(story[-1]):   # never a page of its own: it goes with
+                    story[-1] = KeepTogether([story[-1], cue])  # the paragraph it ends (QA) ...
                 else:
                     story.append(cue)
     flush()
+    story = _headings_before_long_text(story, heading=st["heading"], loose=st["heading_loose"], body=st["body"])
 
     if plan.references:
         story.append(Paragraph("References", st["refs_heading"]))
