@@ -192,7 +192,11 @@ def _fits_a_third(flowable: Flowable) -> bool:
     (QA): a taller one is let split across pages."""
     width = PAGE[0] - 2 * (MARGIN_X + FRAME_PADDING)
     height = PAGE[1] - MARGIN_TOP - MARGIN_BOTTOM - 2 * FRAME_PADDING
-    return flowable.wrap(width, height)[1] <= height / 3
+
+    def high(f: Flowable) -> float:   # a KeepTogether is measured by its parts (its wrap needs a canvas)
+        return sum(map(high, f._content)) if isinstance(f, KeepTogether) else f.wrap(width, height)[1]
+
+    return high(flowable) <= height / 3
 
 
 def _headings_before_long_text(story: list[Flowable], *, heading: ParagraphStyle, loose: ParagraphStyle,
