@@ -691,11 +691,16 @@ def test_the_build_reports_every_problem_with_the_takes_at_once(project: Path):
     folder = take_folder(project)
     (folder / "001.mp3").write_bytes(b"ID3")           # a second file for take 001
     (folder / "002.flac").write_text("not audio\n")    # unreadable
+    # a silent take: only decoding it tells (QA: the build named it only once the others were
+    # fixed, in a second round)
+    (folder / "003.ogg").unlink()
+    sf.write(folder / "003.wav", np.zeros(44100), 44100)
     report, _ = _build(project)                       # and 004 is missing
     assert report.exit_code == 1
     text = "\n".join(report.problems)
     assert "more than one file for the same take" in text and "001.mp3" in text, text
     assert "002.flac: not an audio file calmplace can read" in text, text
+    assert "003.wav: " in text and "2 take files of tiny (en-GB) cannot be read" in text, text
     assert "004.wav" in text and "missing" in text, text
 
 
