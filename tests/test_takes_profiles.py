@@ -7,7 +7,7 @@ from pathlib import Path
 
 from calmplace.voices import load_voice
 
-from test_recorded import run_cli, write_takes
+from test_recorded import run_cli, take_folder, write_takes
 
 
 def test_a_missing_fallback_voice_is_named_by_status_and_template(project: Path, monkeypatch):
@@ -29,6 +29,11 @@ def test_a_missing_fallback_voice_is_named_by_status_and_template(project: Path,
     script.write_text("voice: therapist\n" + script.read_text())
     check = run_cli(project, monkeypatch, "check", "tiny")
     assert check.exit_code == 0 and want in check.output and "1 script OK" in check.output, check.output
+    # and build --fallback-tts, for a missing take, says the same (QA: "unknown voice 'ghost'", the
+    # recorded voices listed as if they could stand in)
+    (take_folder(project) / "002.flac").unlink()
+    build = run_cli(project, monkeypatch, "build", "tiny", "--locale", "en-GB", "--fallback-tts")
+    assert build.exit_code == 1 and want in build.output and "unknown voice" not in build.output, build.output
     (project / "voices" / "therapist.yaml").write_text("engine: recorded\n")   # narrator: no warning
     check = run_cli(project, monkeypatch, "check", "tiny")
     assert check.exit_code == 0 and "warning" not in check.output, check.output

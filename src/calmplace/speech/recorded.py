@@ -956,14 +956,15 @@ class RecordedEngine:
 
     def fallback_engine(self):
         if self._fallback is None:
-            from ..voices import load_voice
+            from ..voices import load_fallback
             from .tts import TtsEngine
 
-            name = self.profile.fallback or "narrator"
-            profile = load_voice(name, voices_dir=self.voices_dir)
-            if profile.engine != "tts":
-                raise CalmplaceError(f"voice {self.profile.name!r}: its fallback voice {name!r} must be a "
-                                     f"text-to-speech voice (engine: tts), not engine: {profile.engine}")
+            # as status and template word it (QA: the build said "unknown voice 'ghost'", not that
+            # ghost was maria's fallback, and listed recorded voices as if they could stand in)
+            profile, why = load_fallback(self.profile, voices_dir=self.voices_dir)
+            if profile is None:
+                raise CalmplaceError(f"{why}; --fallback-tts speaks missing takes with it: name a text-to-speech "
+                                     f"voice as `fallback:` in that file")
             self._fallback = TtsEngine(profile)
         return self._fallback
 
