@@ -151,6 +151,22 @@ def test_cli_check_points_at_line_and_column(project: Path):
     assert ok.exit_code == 0
 
 
+def test_check_a_folder_sums_up_and_locales_ignore_case(project: Path, monkeypatch):
+    """QA: `check scripts/` was "no such script"; a failing check said nothing of the scripts that
+    passed; `--locale en-us` matched no script's en-US."""
+    (project / "scripts" / "broken.yaml").write_text("title: Broken\nlocales: [en-GB]\nsections:\n  - text: [paws]\n")
+    monkeypatch.chdir(project)
+    result = CliRunner().invoke(main, ["check", "scripts/"])
+    assert result.exit_code == 1 and "scripts/broken.yaml:4:11: error" in result.output, result.output
+    assert result.output.rstrip().endswith("1 script with errors, 1 OK"), result.output
+    (project / "scripts" / "broken.yaml").unlink()
+    result = CliRunner().invoke(main, ["check", "scripts"])
+    assert result.exit_code == 0 and "1 script OK" in result.output, result.output
+    report = fake_build(project, locales=("en-us",))
+    assert report.exit_code == 0 and report.built == 1, report.problems
+    assert (project / "build" / "en-US" / "tiny.mp3").is_file() and not (project / "build" / "en-us").exists()
+
+
 @pytest.mark.parametrize("locales, jobs", [(("en-GB",), 2), ((), 1), ((), 2)])
 def test_a_take_that_cannot_be_cached_fails_the_build(project: Path, monkeypatch, locales, jobs):
     """New takes are written to the cache from a thread of their own (a lone track is rendered from

@@ -171,6 +171,16 @@ def script_paths(project: Project, names: tuple[str, ...] = ()) -> tuple[list[Pa
     for name in names:
         candidates = [Path(name), project.scripts_dir / name, project.scripts_dir / f"{name}.yaml",
                       project.scripts_dir / f"{name}.yml"]
+        folder = Path(name)
+        if folder.is_dir():   # `check scripts/`: every script in it (QA: "no such script")
+            inside = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
+            if not inside:
+                problems.append(Problem(name, 0, 0, "no scripts in this folder (expected <id>.yaml files)"))
+            for hit in inside:
+                if hit.resolve() not in seen:
+                    seen.add(hit.resolve())
+                    paths.append(hit)
+            continue
         hit = next((p for p in candidates if p.is_file()), None)
         if hit is None:
             problems.append(Problem(name, 0, 0, "no such script (give an id from scripts/ or a path to a .yaml file)"))
@@ -199,10 +209,12 @@ def gather(project: Project, names: tuple[str, ...], *, locales: tuple[str, ...]
             except CalmplaceError as exc:
                 messages.append(f"{script.path}: error: {exc}")
                 continue
-        wanted = [loc for loc in script.locales if not locales or loc in locales]
+        # language tags ignore case (BCP 47): `--locale en-us` is the script's en-US (QA)
+        asked = {loc.lower() for loc in locales}
+        wanted = [loc for loc in script.locales if not locales or loc.lower() in asked]
         jobs.extend(Job(script, loc, profiles[name]) for loc in wanted)
     for loc in locales:
-        if scripts and not any(loc in s.locales for s in scripts):
+        if scripts and not any(loc.lower() in (t.lower() for t in s.locales) for s in scripts):
             have = sorted({tag for s in scripts for tag in s.locales})
             messages.append(f"error: no script has locale {loc!r} (they have {', '.join(have)})")
     return jobs, messages

@@ -159,7 +159,11 @@ def check_cmd(ui: UI, scripts: tuple[str, ...]) -> None:
     problems += voiceless_locales(jobs)
     for message in problems:
         click.echo(message, err=True)
-    if problems:
+    if problems:   # QA: a failing check said nothing of the scripts that passed
+        bad = {m.split(":")[0] for m in problems}
+        good = {str(j.script.path) for j in jobs} - bad
+        ui.info(f"{len(bad)} script{'s' if len(bad) != 1 else ''} with errors"
+                + (f", {len(good)} OK" if good else ""))
         sys.exit(1)
     for profile in {j.profile.name: j.profile for j in jobs}.values():
         # not an error (only `build --fallback-tts` needs it), but better heard before the session
