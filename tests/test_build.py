@@ -197,6 +197,35 @@ def test_a_take_that_cannot_be_cached_fails_the_build(project: Path, monkeypatch
     assert "Traceback" not in result.output
 
 
+def test_output_key_covers_the_code_and_the_libraries(project: Path, tmp_path: Path, monkeypatch):
+    """CI QA: outputs built by older code of the same version counted as up to date, and a restored
+    cache shipped them. The output key holds a hash of calmplace's source and of the versions of
+    the libraries that shape the bytes: a changed byte of code, or another numpy, changes it."""
+    import shutil
+
+    import calmplace
+    from calmplace import build as b
+
+    package = tmp_path / "calmplace"
+    shutil.copytree(Path(calmplace.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    versions = b._installed_versions()
+    assert versions.get("numpy") and versions.get("lameenc") and versions.get("reportlab")
+    first = b._fingerprint(package, versions)
+    assert b._fingerprint(package, dict(versions)) == first == b.code_fingerprint()
+    pdf = package / "pdf.py"
+    pdf.write_bytes(pdf.read_bytes() + b"\n")
+    assert b._fingerprint(package, versions) != first
+    pdf.write_bytes(pdf.read_bytes()[:-1])
+    assert b._fingerprint(package, versions) == first
+    assert b._fingerprint(package, {**versions, "numpy": "9.9.9"}) != first
+    job = gather(Project(project), ("tiny",))[0][0]
+    keys = []
+    for code in ("a", "b"):
+        monkeypatch.setattr(b, "code_fingerprint", lambda code=code: code)
+        keys.append(b.output_key(job, settings=Settings(), take_keys=["k"], ambience_hashes={}))
+    assert keys[0] != keys[1]
+
+
 def test_settings_key_covers_every_field(project: Path):
     """Every field that shapes the outputs is in the settings key; the two that select inputs
     (`voice`, `fallback_tts`) are not, as what they select is keyed already: the voice profile and
