@@ -241,6 +241,27 @@ def test_a_paragraph_longer_than_a_page_starts_under_its_heading(tmp_path):
     assert "breath. (pause, 5 seconds)" in " ".join(pages)
 
 
+def test_script_pdf_bytes_ignore_reportlab_and_date_variables(tmp_path):
+    """CI QA: SOURCE_DATE_EPOCH dated the PDF (other bytes than a laptop's), and reportlab's RL_*
+    variables, read when it is imported, changed them too (RL_pageCompression=0: uncompressed).
+    In fresh processes, as reportlab reads them at import."""
+    import os
+    import sys
+
+    path = tmp_path / "env.yaml"
+    path.write_text("title: Env\nlocales: [en-GB]\nsections:\n  - text: Just breathe. [pause 3s] Rest.\n")
+    code = ("import hashlib, sys\nfrom calmplace.script import load_script\nfrom calmplace.takes import plan\n"
+            "from calmplace.timeline import build_timeline\nfrom calmplace.pdf import script_pdf\n"
+            "p = plan(load_script(sys.argv[1]), 'en-GB')\n"
+            "tl = build_timeline(p, [44100 for _ in p.takes], sr=44100)\n"
+            "print(hashlib.sha256(script_pdf(p, tl)).hexdigest())\n")
+    plain = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH" and not k.startswith("RL_")}
+    odd = {**plain, "SOURCE_DATE_EPOCH": "1000000000", "RL_pageCompression": "0", "RL_useA85": "1"}
+    digests = [subprocess.run([sys.executable, "-c", code, str(path)], env=env, capture_output=True, text=True,
+                              check=True).stdout.strip() for env in (plain, odd)]
+    assert len(digests[0]) == 64 and digests[0] == digests[1]
+
+
 def test_script_pdf_prints_text_beyond_latin_1(tmp_path):
     """Polish, Hungarian, Greek and Cyrillic print as themselves: reportlab's bundled Vera covers
     Latin-1 only, and printed these as empty boxes (pdftotext read 'Ł' as nothing)."""

@@ -159,8 +159,41 @@ def _fit(text: str, suffix: str, *, size: float, width: float) -> str:
     return line
 
 
+def _pin_reportlab() -> None:
+    """reportlab's settings as it ships them, whatever the environment says: it reads RL_<name>
+    variables (and settings files in the home folder) when imported, and RL_pageCompression=0
+    gave an uncompressed PDF with other bytes (CI QA). Search paths (fonts are embedded from
+    files named here) are left alone."""
+    from reportlab import rl_config, rl_settings
+
+    for name in rl_settings.__all__:
+        if not name.endswith("SearchPath"):
+            setattr(rl_config, name, getattr(rl_settings, name))
+
+
+_pin_reportlab()
+_date_lock = threading.Lock()
+
+
 def _build(story: list[Flowable], *, title: str, author: str, subject: str, locale: str, footer: str,
            note: str, keywords: str = "guided imagery") -> bytes:
+    # reportlab dates an invariant document SOURCE_DATE_EPOCH when that is set, else 2000-01-01:
+    # a CI that sets it got other bytes than a laptop (CI QA). The one date, always: the variable
+    # is set aside while the document is made (under a lock: the environment is the process's)
+    import os
+
+    with _date_lock:
+        epoch = os.environ.pop("SOURCE_DATE_EPOCH", None)
+        try:
+            return _built(story, title=title, author=author, subject=subject, locale=locale, footer=footer,
+                          note=note, keywords=keywords)
+        finally:
+            if epoch is not None:
+                os.environ["SOURCE_DATE_EPOCH"] = epoch
+
+
+def _built(story: list[Flowable], *, title: str, author: str, subject: str, locale: str, footer: str,
+           note: str, keywords: str) -> bytes:
     buffer = io.BytesIO()
     doc = SimpleDocTemplate(
         buffer, pagesize=PAGE, leftMargin=MARGIN_X, rightMargin=MARGIN_X, topMargin=MARGIN_TOP,
