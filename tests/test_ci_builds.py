@@ -165,3 +165,35 @@ def test_second_build_waits_for_the_first(project: Path):
     assert code == 0
     assert "waiting for another calmplace build" in err
     assert "0 built, 2 unchanged" in err  # it saw the first build's outputs once the lock was free
+
+
+def test_clean_waits_for_the_builds_using_the_cache(project: Path):
+    """CI QA: `clean` removed the takes under a running build, which then failed ("a spoken take
+    went missing from the cache"), and unlinked the lock that build held. It now takes the cache's
+    lock exclusively, waiting (and saying so) while a build holds it shared."""
+    import fcntl
+    import os
+    import threading
+
+    from calmplace.build import clean
+
+    run(project)
+    cache = project / "build" / ".cache"
+    assert sorted(cache.rglob("*.npy"))
+    fd = os.open(cache / ".lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_SH)   # as a running build holds it
+    said: list[str] = []
+
+    class UI:
+        def info(self, message):
+            said.append(message)
+
+    done: list = []
+    worker = threading.Thread(target=lambda: done.append(clean(project / "build", project_root=project, ui=UI())))
+    worker.start()
+    worker.join(1.0)
+    assert worker.is_alive() and not done and sorted(cache.rglob("*.npy")), "clean did not wait"
+    assert said == [f"waiting for the calmplace builds using {cache}/ to finish..."]
+    os.close(fd)   # the build ends
+    worker.join(30)
+    assert len(done[0]) == 8 and not cache.exists()

@@ -1235,7 +1235,7 @@ def _is_within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def clean(out_dir: Path, cache_dir: Path | None = None, *, project_root: Path | None = None) -> list[Path]:
+def clean(out_dir: Path, cache_dir: Path | None = None, *, project_root: Path | None = None, ui=None) -> list[Path]:
     """Remove calmplace's own entries from the take cache: the clips under `takes/` (and temp
     files a killed build left there), the emptied `takes/` folders and the `.lock` file, then the
     cache folder itself if nothing else is in it. Files of other tools stay. Return the take files removed.
@@ -1253,6 +1253,39 @@ def clean(out_dir: Path, cache_dir: Path | None = None, *, project_root: Path | 
     if _is_within(out_resolved, resolved):
         raise CalmplaceError(f"refusing to clean {target}: it is the output folder {out_dir} or holds it; "
                              f"give the take cache a folder of its own (--cache-dir)")
+    with _cache_exclusively(target, ui=ui or NullUI()):
+        return _clean(target)
+
+
+@contextmanager
+def _cache_exclusively(target: Path, *, ui):
+    """The take cache's lock (BuildLock's `<cache>/.lock`) held exclusively, waiting (and saying
+    so) while builds use the cache (CI QA: clean removed the takes under a running build, which
+    then failed, and unlinked the lock it held). A cache that is no folder, or cannot be written
+    (there is nothing clean could remove then), is not locked."""
+    import fcntl
+    import os
+
+    fd = None
+    if target.is_dir() and not target.is_symlink():
+        try:
+            fd = os.open(target / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            fd = None
+    try:
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                ui.info(f"waiting for the calmplace builds using {target}/ to finish...")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _clean(target: Path) -> list[Path]:
     takes = target / "takes"
     removed: list[Path] = []
     if takes.is_dir() and not takes.is_symlink():

@@ -138,7 +138,7 @@ def clean_cmd(ui: UI, out_dir: Path, cache_dir: Path | None) -> None:
 
     cache = cache_dir if cache_dir is not None else out_dir / ".cache"
     try:
-        removed = clean(out_dir, cache_dir, project_root=Path.cwd())
+        removed = clean(out_dir, cache_dir, project_root=Path.cwd(), ui=ui)
     except CalmplaceError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
