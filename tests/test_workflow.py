@@ -39,7 +39,10 @@ def test_cache_key_covers_every_trigger_path():
     """A cache hit is never saved again: every path that triggers a run (code included) must be in
     the key, or a run would restore outputs built from older inputs and rebuild them every time."""
     (cache,) = [s for s in _steps() if s.get("uses", "").startswith("actions/cache")]
-    assert "build/.cache" in cache["with"]["path"].split()
+    paths = cache["with"]["path"].split()
+    # every locale's outputs (CI QA: `build/en-*` left out any other language's)
+    assert "build/.cache" in paths and "build/manifest.json" in paths
+    assert {"build/*/*.mp3", "build/*/*.pdf", "build/*/*.vtt"} <= set(paths)
     key = cache["with"]["key"]
     for pattern in _workflow()["on"]["push"]["paths"]:
         assert f"'{pattern}'" in key, pattern
