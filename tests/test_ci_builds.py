@@ -120,6 +120,18 @@ def test_check_lists_missing_and_stale_outputs(project: Path):
     (project / "build" / "en-US" / "tiny.vtt").write_text("WEBVTT\n")  # a damaged output is stale too
     report, _ = run(project, check_only=True)
     assert report.exit_code == 1 and "tiny (en-US)" in report.problems[0]
+    run(project)
+    # the outputs of a removed locale are named too (CI QA: --check passed, and the next build
+    # removed three files); a build of the whole library then removes them
+    script = project / "scripts" / "tiny.yaml"
+    script.write_text(script.read_text().replace("locales: [en-GB, en-US]", "locales: [en-GB]")
+                      .replace("  en-US: {colour: color}\n", "").replace("spelling:\n", ""))
+    report, _ = run(project, check_only=True)
+    assert report.exit_code == 1 and report.stale == 1, report.problems
+    (gone,) = report.problems
+    assert gone.startswith("outputs of scripts or locales that are gone") and "en-US/tiny.mp3" in gone, gone
+    assert (project / "build" / "en-US" / "tiny.mp3").is_file()   # --check changes nothing
+    assert run(project)[0].removed and run(project, check_only=True)[0].exit_code == 0
 
 
 def _cli(project: Path, *args: str, quiet: bool = True) -> subprocess.Popen:

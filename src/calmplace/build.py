@@ -508,6 +508,15 @@ def build(project: Project, names: tuple[str, ...] = (), *, locales: tuple[str, 
             else:
                 work.append((item, engine))
         if check_only:
+            if not names and not locales:   # CI QA: passed with a removed script's outputs still there
+                current = {p.relative_to(out_dir).as_posix() for job in track_jobs
+                           for p in output_paths(out_dir, job).values()}
+                gone = sorted(rel for rel in manifest.data["outputs"] if rel not in current
+                              and (out_dir / rel).is_file())
+                if gone:
+                    report.stale += 1
+                    report.problems.append("outputs of scripts or locales that are gone (a build removes them): "
+                                           + ", ".join(str(out_dir / rel) for rel in gone))
             return report
         if work:
             if lock.write_error is not None:   # checked only now: a build with nothing to do needs no write access
