@@ -361,6 +361,19 @@ def test_a_damaged_takes_json_is_an_error_not_an_empty_record(project: Path, mon
     assert run_cli(project, monkeypatch, *args).exit_code == 0
 
 
+def test_a_locale_with_nothing_recorded_is_one_line(project: Path):
+    # QA: a build of a locale not yet recorded listed every take's file and number
+    write_takes(project)
+    settings = Settings(voice="therapist")
+    report = build(Project(project), ("tiny",), locales=("en-US",), settings=settings,
+                   engine_factory=lambda profile: make_engine(profile, settings, None))
+    assert report.exit_code == 1
+    (problem,) = report.problems
+    assert "nothing is recorded for tiny (en-US) yet (the takes go in " in problem
+    assert "voices/therapist/tiny/en-US/)" in problem
+    assert "001.wav" not in problem and "--locale" in problem and "--fallback-tts" in problem, problem
+
+
 def test_fallback_tts_fills_the_gaps(project: Path):
     write_takes(project, skip=("003",))
     report, warnings = _build(project, settings=Settings(voice="therapist", fallback_tts=True))

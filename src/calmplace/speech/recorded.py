@@ -1009,7 +1009,14 @@ class RecordedEngine:
         refilled = {s.now_take for s in renumbered}  # a take that renaming fills is not one to record
         missing = [s for s in states if s.state == "missing"]
         to_record = [s for s in missing if s.take.name not in refilled]
-        if to_record and not self.fallback_tts:
+        if to_record and not self.fallback_tts and len(to_record) == len(takes) and len(takes) > 1:
+            # nothing recorded for this locale: one line, not every file (QA: 44 paths and 44 numbers)
+            problems.append(
+                f"voice {self.profile.name!r}: nothing is recorded for {label} yet (the takes go in "
+                f"{shown(folder)}/). Record them: calmplace template {script_id} --voice {self.profile.name} "
+                f"--locale {locale} lists every take; build the locales recorded with --locale; or build "
+                f"with --fallback-tts to speak every take with the synthetic voice")
+        elif to_record and not self.fallback_tts:
             lines = "\n".join(f"  {shown(expected_name(folder, s.take))}{in_the_way(folder, s.take)}"
                               for s in to_record)
             problems.append(
