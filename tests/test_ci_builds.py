@@ -209,3 +209,15 @@ def test_clean_waits_for_the_builds_using_the_cache(project: Path):
     os.close(fd)   # the build ends
     worker.join(30)
     assert len(done[0]) == 8 and not cache.exists()
+
+
+def test_check_waits_for_a_running_build(project: Path):
+    """CI QA: `build --check` during a build called the outputs being written missing or stale. It
+    now waits for the build (a shared lock on build/.lock) and then checks what it wrote."""
+    first = _cli(project, "-j", "1")
+    time.sleep(0.5)
+    check = _cli(project, "--check", quiet=False)
+    assert _finish(first)[0] == 0
+    code, err = _finish(check)
+    assert "waiting for another calmplace build" in err and code == 0, err
+    assert "2 up to date, 0 missing or stale" in err

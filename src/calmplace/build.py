@@ -477,7 +477,8 @@ def build(project: Project, names: tuple[str, ...] = (), *, locales: tuple[str, 
             problems += voiceless(track_jobs)
     if problems:
         return _halted(report, problems)
-    with BuildLock(out_dir, ui=ui, enabled=not check_only, cache_root=cache.root) as lock:
+    # `--check` waits for a build writing the outputs (CI QA: it called them stale mid-build)
+    with BuildLock(out_dir, ui=ui, reading=check_only, cache_root=cache.root) as lock:
         manifest = Manifest(out_dir / "manifest.json")
         engines: dict[str, object] = {}
         planned: list[tuple[TrackWork, object]] = []
@@ -1129,12 +1130,14 @@ class BuildLock:
 
     TEMPLATE_MIN_AGE_S = 300.0   # `calmplace template` writes there without this lock
 
-    def __init__(self, out_dir: Path, *, ui, enabled: bool = True, cache_root: Path | None = None):
+    def __init__(self, out_dir: Path, *, ui, enabled: bool = True, cache_root: Path | None = None,
+                 reading: bool = False):
         self.path = out_dir / ".lock"
         self.out_dir = out_dir
         self.cache_root = cache_root
         self.ui = ui
         self.enabled = enabled
+        self.reading = reading   # `build --check`: writes nothing, but waits for a build writing there
         self.fd: int | None = None
         self.cache_fd: int | None = None
         self.write_error: OSError | None = None
@@ -1159,6 +1162,8 @@ class BuildLock:
         import os
 
         try:
+            if self.reading:
+                raise PermissionError("reading only")
             self.fd = self._open_for_writing()
         except OSError as exc:   # a read-only output folder: fine as long as nothing needs writing
             self.write_error = exc
