@@ -338,6 +338,10 @@ def test_sparse_speech_lowers_the_bed_not_lifts_the_voice(project: Path):
     assert voice["long"] - bed["long"] >= 20.0, (voice, bed)
     for name in ("short", "long"):   # and the track still delivers -16 LUFS (±0.5 LU: mastering's aim)
         assert integrated_lufs(*decode(project / "build" / "en-GB" / f"{name}.mp3")) == pytest.approx(-16.0, abs=0.5)
+    # the manifest says how far, for `calmplace plot` to draw the beds where they are
+    outputs = json.loads((project / "build" / "manifest.json").read_text())["outputs"]
+    trim = float(warned[0].split("the ambience is ")[1].split(" dB")[0])
+    assert outputs["en-GB/long.mp3"]["bed_trim_db"] == -trim and "bed_trim_db" not in outputs["en-GB/short.mp3"]
 
 
 def test_sparse_speech_the_bed_cannot_make_up_for_is_warned_about(project: Path):

@@ -453,6 +453,7 @@ class TrackResult:
     measured: object  # master.Measurement
     timings_s: dict[str, float]
     warnings: tuple[str, ...] = ()
+    bed_trim_db: float = 0.0   # how far the beds went under level_db (a mostly-ambience track)
 
 
 def build(project: Project, names: tuple[str, ...] = (), *, locales: tuple[str, ...] = (), out_dir: Path | None = None,
@@ -1046,7 +1047,7 @@ def render_track(item: TrackWork, *, bed_prefetch=None, fresh: dict[str, np.ndar
         if side:
             side.shutdown()
     return TrackResult({"mp3": mp3, "pdf": pdf, "vtt": vtt}, timeline.duration_s, len(the_plan.takes), measured,
-                       timings, warnings)
+                       timings, warnings, bed_trim_db=trim_db)
 
 
 SPARSE_SPEECH_LU = 6.0   # the voice this far over the programme loudness: its peaks meet the limiter hard
@@ -1095,6 +1096,8 @@ def _write_track(item: TrackWork, result: TrackResult, *, out_dir: Path, manifes
                              integrated_lufs=_json_number(measured.integrated_lufs),
                              true_peak_dbtp=_json_number(measured.true_peak_dbtp),
                              loudness_range_lu=_json_number(measured.loudness_range_lu))
+                if result.bed_trim_db:   # for `calmplace plot`, which draws the beds' level
+                    entry["bed_trim_db"] = result.bed_trim_db
             manifest.set(paths[ext].relative_to(out_dir).as_posix(), entry)
     for name, seconds in result.timings_s.items():
         report.timings_s[name] = report.timings_s.get(name, 0.0) + seconds

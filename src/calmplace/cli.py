@@ -212,7 +212,7 @@ def plot_cmd(ui: UI, script: str, locale: str | None, out_file: Path | None) -> 
         item, timeline = track_timeline(_project((script,)), script, locale, ui=ui)
         job, the_plan = item.job, item.plan
         mp3 = Path("build") / job.locale / f"{job.script.id}.mp3"
-        loudness = None
+        loudness, trim_db = None, 0.0
         if mp3.is_file():
             import soundfile as sf
 
@@ -221,8 +221,11 @@ def plot_cmd(ui: UI, script: str, locale: str | None, out_file: Path | None) -> 
                 ui.info(f"{mp3} is out of date ({info.duration:.2f} s long; the script now makes "
                         f"{timeline.duration_s:.2f} s): plotting without its loudness (run calmplace build first)")
             else:
-                current = Manifest(Path("build") / "manifest.json").up_to_date({"mp3": mp3}, out_dir=Path("build"),
-                                                                              key=item.output_key)
+                manifest = Manifest(Path("build") / "manifest.json")
+                current = manifest.up_to_date({"mp3": mp3}, out_dir=Path("build"), key=item.output_key)
+                # the beds' level as the build set it (a mostly-ambience track's are lower)
+                trim = manifest.entry(mp3.relative_to("build").as_posix()).get("bed_trim_db", 0.0)
+                trim_db = float(trim) if isinstance(trim, (int, float)) and current else 0.0
                 if not current:   # the same length: an edit that moved nothing, or a build with --loudness
                     ui.info(f"note: {mp3} was built from another version of the script or with other options; "
                             f"its loudness is drawn as it is")
@@ -231,7 +234,7 @@ def plot_cmd(ui: UI, script: str, locale: str | None, out_file: Path | None) -> 
         else:
             ui.info(f"{mp3} is not built yet: plotting without its loudness (run calmplace build first)")
         png = plot_track(timeline, title=f"{the_plan.title} ({job.locale})", seed_base=job.script.id,
-                         short_term_lufs=loudness)
+                         short_term_lufs=loudness, bed_trim_db=trim_db)
     except WordedErrors as exc:   # a script's problems, "path:line:col: error: ..." already
         click.echo(str(exc), err=True)
         sys.exit(1)

@@ -14,8 +14,9 @@ _POINTS = 4000  # gain curve resolution: plenty for a page-wide plot of an hour
 
 
 def plot_track(timeline: Timeline, *, title: str, seed_base: str, short_term_lufs: np.ndarray | None = None,
-               target_lufs: float = -16.0) -> bytes:
-    """The timeline plot as PNG bytes (deterministic: no timestamps in the file)."""
+               target_lufs: float = -16.0, bed_trim_db: float = 0.0) -> bytes:
+    """The timeline plot as PNG bytes (deterministic: no timestamps in the file). `bed_trim_db`:
+    how far the build put the beds under their level_db (a mostly-ambience track)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -44,8 +45,9 @@ def plot_track(timeline: Timeline, *, title: str, seed_base: str, short_term_luf
     runs = bed_runs(timeline, seed_base=seed_base)
     for run in runs:
         idx = np.linspace(run.start, run.end - 1, num=min(_POINTS, run.end - run.start)).astype(np.int64)
-        gain = np.concatenate([bed_gain_db(timeline, run, start=i, stop=i + 1) for i in idx])
-        ax_gain.plot(idx / sr / 60, np.maximum(gain, -60), lw=1.0, label=f"{run.ambience.sound} bed")
+        gain = np.concatenate([bed_gain_db(timeline, run, start=i, stop=i + 1) for i in idx]) + bed_trim_db
+        trimmed = f" ({-bed_trim_db:g} dB under level_db: mostly ambience)" if bed_trim_db else ""
+        ax_gain.plot(idx / sr / 60, np.maximum(gain, -60), lw=1.0, label=f"{run.ambience.sound} bed{trimmed}")
     ax_gain.set_ylabel("bed gain, dB re voice")
     ax_gain.set_xlabel("minutes")
     ax_gain.set_ylim(-60, 0)
