@@ -447,3 +447,18 @@ def test_verbose_says_which_takes_are_spoken_again(project: Path):
     ui = Details()
     assert run(project, jobs=1, locales=("en-GB",), ui=ui).built == 1
     assert "speaking 1 of 4 takes of tiny (en-GB): 003" in ui.lines
+
+
+def test_outputs_follow_the_umask(tmp_path: Path):
+    """CI QA: outputs were 0644 whatever the umask (mkstemp's 0600, then a fixed chmod); a file
+    written atomically gets the mode open() would give it. In a fresh process: the umask is read
+    once, at import."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys\nos.umask(int(sys.argv[2], 8))\nfrom calmplace.fsio import atomic_write\n"
+            "atomic_write(sys.argv[1], b'x')\nprint(oct(os.stat(sys.argv[1]).st_mode & 0o777))\n")
+    for mask, mode in (("022", "0o644"), ("077", "0o600"), ("002", "0o664")):
+        out = subprocess.run([sys.executable, "-c", code, str(tmp_path / f"f{mask}"), mask], capture_output=True,
+                             text=True, check=True).stdout.strip()
+        assert out == mode, (mask, out)

@@ -26,7 +26,7 @@ def atomic_write(path: Path, data: bytes | str) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o666 & ~_UMASK)   # as open() would make it (mkstemp makes 0600; CI QA: 0644 always)
         os.replace(tmp, path)
     except BaseException as exc:
         try:
@@ -36,6 +36,17 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         if isinstance(exc, OSError) and exc.filename is None:   # a write's ENOSPC names no file
             exc.filename = str(path)
         raise
+
+
+def _umask() -> int:
+    """The process's umask, read by setting it and setting it back (there is no other way): once,
+    at import, before any thread could create a file in between."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
 
 
 def sha256_bytes(data: bytes) -> str:
