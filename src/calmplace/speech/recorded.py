@@ -754,6 +754,14 @@ def _ranges(numbers: list[int]) -> str:
     return ", ".join(out)
 
 
+def is_backup(path: Path, takes: Sequence[Take]) -> bool:
+    """A copy kept beside a take's own file, named after it: 004.old.wav, 004.v1.flac (`takes status`
+    still lists it)."""
+    m = re.fullmatch(r"(\d{3})\..+", path.stem)
+    take = next((t for t in takes if t.name == m.group(1)), None) if m else None
+    return take is not None and bool(take_files(path.parent, take))
+
+
 def stray_note(path: Path, takes: Sequence[Take]) -> str:
     """Why a stray file is not used, and what to do: "rename 1.wav to 001.wav" when its number is a
     take's and that take has no file yet (QA: `take_003.wav`, `003-retake.wav` and `041 (1).wav`
@@ -1042,7 +1050,8 @@ class RecordedEngine:
                        f"{script_id} --voice {self.profile.name} --locale {locale} --accept to remember they were "
                        f"recorded for the current text (so that later edits show them as stale)")
         for p in stray_files(folder, takes):
-            self._warn(f"{label}: {shown(p.parent)}/{stray_note(p, takes)}")
+            if not is_backup(p, takes):   # left alone, as the README says, and not warned of at every build (QA)
+                self._warn(f"{label}: {shown(p.parent)}/{stray_note(p, takes)}")
         keys: list[str | None] = [None] * len(takes)
         for i, s in enumerate(states):
             if s.state != "missing":
