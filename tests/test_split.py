@@ -127,6 +127,12 @@ def test_split_one_recording_then_build(project: Path, monkeypatch):
                      "--force", "--format", "flac")
     assert forced.exit_code == 0, forced.output
     assert sorted(f.name for f in folder.glob("0*")) == [f"{n:03d}.flac" for n in range(1, 9)]
+    # the takes replaced are kept, not deleted (therapist QA), where neither status nor the build looks
+    (kept,) = (folder / "replaced").iterdir()
+    assert sorted(f.name for f in kept.iterdir()) == sorted([f"{n:03d}.wav" for n in range(1, 9)] + ["004.mp3"])
+    assert {f: f.read_bytes() for f in kept.iterdir() if f.suffix == ".wav"} == \
+        {kept / f.name: data for f, data in before.items() if f.suffix == ".wav"}
+    assert "kept the 9 take files replaced in " in forced.output
 
 
 def test_clipped_take_is_warned_about(project: Path, monkeypatch):
@@ -355,6 +361,7 @@ def test_writing_the_takes_is_all_or_nothing(tmp_path: Path, monkeypatch):
     assert sorted(p.name for p in folder.iterdir()) == ["005.wav"]
     assert (folder / "005.wav").read_bytes() == b"the older take 005"
     monkeypatch.setattr(os, "replace", real)
-    written, _ = write_split(result, data, folder=folder, script_id="qa", locale="en-GB", force=True)
+    written, kept = write_split(result, data, folder=folder, script_id="qa", locale="en-GB", force=True)
     assert len(written) == 11 and (folder / "takes.json").is_file()
-    assert sorted(p.name for p in folder.iterdir()) == sorted([p.name for p in written] + ["takes.json"])
+    assert sorted(p.name for p in folder.iterdir()) == sorted([p.name for p in written] + ["takes.json", "replaced"])
+    assert [p.name for p in kept] == ["005.wav"] and kept[0].read_bytes() == b"the older take 005"

@@ -366,8 +366,9 @@ def split_cmd(script: str, recording: Path, voice: str | None, locale: str | Non
         click.echo(f"  {cut.take.name}  {shown(path)}  at {cut.speech_start / sr:7.1f} s  "
                    f"{_fmt_s(cut.length_s):>7} (expected {_fmt_s(cut.expected_s)})"
                    f"{'  ' + str(len(cut.chunks)) + ' parts' if len(cut.chunks) > 1 else ''}")
-    for path in removed:
-        _info(f"removed {shown(path)} (replaced)")
+    if removed:
+        _info(f"kept the {len(removed)} take file{'s' if len(removed) != 1 else ''} replaced in "
+              f"{shown(removed[0].parent)}/ (delete {'it' if len(removed) == 1 else 'them'} when no longer needed)")
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     _info(f"wrote {len(written)} take{'s' if len(written) != 1 else ''} to {shown(folder)}/")

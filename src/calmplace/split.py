@@ -604,8 +604,9 @@ def write_split(plan: SplitPlan, data: np.ndarray, *, folder: Path, script_id: s
     Every destination is checked first; all files are encoded in memory and written to temporary
     names in the folder, then moved into place; on any failure, what this run moved in is removed
     and files it replaced are put back. Without `force`, existing take files are never replaced:
-    nothing is written and the error lists them. With it, other files of the same takes (003.mp3
-    beside a new 003.wav) are removed, so each take has one file. Returns (written, removed)."""
+    nothing is written and the error lists them. With it, the files replaced, and other files of
+    the same takes (003.mp3 beside a new 003.wav, so each take has one file), are moved to
+    replaced/<date>-<time>-.../ in the take folder. Returns (written, kept there)."""
     import os
     import tempfile
 
@@ -664,14 +665,34 @@ def write_split(plan: SplitPlan, data: np.ndarray, *, folder: Path, script_id: s
                 pass
         raise CalmplaceError(f"cannot write {shown(current)}: {exc.strerror or type(exc).__name__}; nothing was "
                              f"written") from None
-    for keep in backups.values():
-        _unlink(keep)
-    written, removed = targets[:-1], []
+    written, kept = targets[:-1], []
+    kept_dir: Path | None = None   # the takes replaced are kept (QA: --force deleted them for good)
+    for target, keep in backups.items():
+        if target.name == RECORD_FILE:
+            _unlink(keep)   # merged into the new one
+            continue
+        kept_dir = kept_dir or _replaced_folder(folder)
+        os.replace(keep, kept_dir / target.name)
+        kept.append(kept_dir / target.name)
     for p in existing:
-        if p not in written and p.exists():
-            p.unlink()
-            removed.append(p)
-    return written, removed
+        if p not in written and p.exists():   # another file of a take written now (003.mp3 beside 003.wav)
+            kept_dir = kept_dir or _replaced_folder(folder)
+            os.replace(p, kept_dir / p.name)
+            kept.append(kept_dir / p.name)
+    return written, kept
+
+
+REPLACED = "replaced"   # takes split --force keeps the takes it replaces in <takes>/replaced/<when>/
+
+
+def _replaced_folder(folder: Path) -> Path:
+    """A new folder for the takes one split replaces: replaced/<date>-<time>-<random>/ (no take:
+    status and the build look at the take folder's own files only)."""
+    import tempfile
+    import time
+
+    (folder / REPLACED).mkdir(exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=folder / REPLACED, prefix=time.strftime("%Y%m%d-%H%M%S-")))
 
 
 def _unlink(path) -> None:
