@@ -445,8 +445,9 @@ def template_pdf(plan: Plan, *, expected_s: Sequence[float], voice_name: str, sc
         box, Spacer(1, 8),
         Paragraph(_text(f"For example {folder}001.wav for take 001. Any of "
                         f"{take_exts()} works; "
-                        f"WAV or FLAC keeps the most detail. The voice profile voices/{voice_name}.yaml "
-                        f"says engine: recorded."), st["body"]),
+                        f"WAV or FLAC keeps the most detail. The voice needs a profile too: a file "
+                        f"voices/{voice_name}.yaml holding the line engine: recorded (make it if it is "
+                        f"not there yet)."), st["body"]),
         PageBreak(),
     ]
 
