@@ -16,7 +16,7 @@ import numpy as np
 from . import __version__
 from .build import Report, Settings, build, gather
 from .build import voiceless as voiceless_locales
-from .cli_takes import _voice_name
+from .cli_takes import voice_name_option
 from .errors import CalmplaceError, WordedErrors, os_problem
 from .script import Project, find_project
 from .voices import load_fallback
@@ -84,7 +84,8 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
 @main.command("build")
 @click.argument("scripts", nargs=-1)
 @click.option("--locale", "locales", multiple=True, metavar="L", help="Only this locale (repeatable).")
-@click.option("--voice", metavar="NAME", callback=_voice_name, help="Use voices/NAME.yaml instead of each script's voice.")
+@click.option("--voice", metavar="NAME", callback=voice_name_option,
+              help="Use voices/NAME.yaml instead of each script's voice.")
 @click.option("--out", "out_dir", type=_Folder(), default=Path("build"),
               show_default=True, help="Output folder.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Parallel workers [default: CPUs].")

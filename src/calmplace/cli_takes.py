@@ -43,7 +43,7 @@ def _fail(message: str, *, usage: bool = False) -> None:
     sys.exit(2 if usage else 1)
 
 
-def _voice_name(ctx, param, value: str | None) -> str | None:
+def voice_name_option(ctx, param, value: str | None) -> str | None:
     """--voice: a name a voice's file and folder can have (letters, digits, '-', '_': no spaces, no
     path), else a usage error (exit 2)."""
     import re
@@ -128,7 +128,7 @@ _PLACEHOLDER = "yourname"   # the voice a template names when it is given a text
 @click.command("template")
 @click.argument("script")
 @click.option("--locale", "locales", multiple=True, metavar="L", help="Only this locale (repeatable).")
-@click.option("--voice", metavar="NAME", callback=_voice_name,
+@click.option("--voice", metavar="NAME", callback=voice_name_option,
               help="The recorded voice the takes are for [default: the script's voice].")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("build"),
               show_default=True, help="Output folder (templates go in OUT/templates/<locale>/).")
@@ -205,7 +205,8 @@ def _fmt_s(seconds: float) -> str:
 
 @takes.command("status")
 @click.argument("script")
-@click.option("--voice", metavar="NAME", callback=_voice_name, help="The recorded voice [default: the script's voice].")
+@click.option("--voice", metavar="NAME", callback=voice_name_option,
+              help="The recorded voice [default: the script's voice].")
 @click.option("--locale", "locales", multiple=True, metavar="L", help="Only this locale (repeatable).")
 @click.option("--accept", is_flag=True,
               help="Remember that each take present was recorded for the script's current text "
@@ -325,7 +326,8 @@ def _status(script: str, voice: str | None, locales: tuple[str, ...], accept: bo
 @takes.command("split")
 @click.argument("script")
 @click.argument("recording", type=click.Path(path_type=Path))
-@click.option("--voice", metavar="NAME", callback=_voice_name, help="The recorded voice [default: the script's voice].")
+@click.option("--voice", metavar="NAME", callback=voice_name_option,
+              help="The recorded voice [default: the script's voice].")
 @click.option("--locale", metavar="L", help="The locale read in the recording (needed when the script has several).")
 @click.option("--format", "fmt", type=click.Choice(["wav", "flac"]), default="wav", show_default=True,
               help="Format of the take files (24-bit, at the recording's own rate).")

@@ -428,7 +428,8 @@ class _Reader:
         # Read from the text as written, not as YAML 1.1 would construct it: `010` is 10 s (as in
         # [pause 010]), not octal 8; `0b11`, `0x10`, `1:30` and `.nan` are refused with a reason.
         if node.tag == BOOL:   # QA: `pause_after: yes` was told "got True"
-            raise self.src.fail(f"{what}: {node.value!r} is not a duration: use e.g. 3s, 1.5s, 500ms, 2m or 1m30s", node)
+            raise self.src.fail(f"{what}: {node.value!r} is not a duration: use e.g. 3s, 1.5s, 500ms, 2m or 1m30s",
+                                node)
         value = node.value
         try:
             seconds = parse_duration(value)
@@ -806,7 +807,8 @@ def _guess_marker(inner: str) -> str | None:
     `[paws 3s]`, `[pause3s]`, `[pause 3 s]`, `[pause 1m 30s]`, `[pause 2 minutes]` → [pause 3s]..."""
     import difflib
 
-    m = re.fullmatch(r"\s*([^\W\d_]*)\s*[,;:]?\s*(.*?)\s*", inner, re.DOTALL)   # "pause, 5 seconds": as the PDF prints it
+    # "pause, 5 seconds": as the PDF prints it
+    m = re.fullmatch(r"\s*([^\W\d_]*)\s*[,;:]?\s*(.*?)\s*", inner, re.DOTALL)
     head, tail = (m.group(1), m.group(2)) if m else (inner.strip(), "")
     if difflib.SequenceMatcher(None, head.lower(), "pause").ratio() < 0.6:
         return None
