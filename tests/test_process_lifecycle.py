@@ -80,3 +80,33 @@ def test_ctrl_c_while_the_forkserver_imports_is_quiet(project: Path):
     finally:
         for pid, _ in _group(proc.pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def _sleep(started: str, seconds: float) -> str:
+    Path(started).write_text("started")
+    time.sleep(seconds)
+    return "finished"
+
+
+def test_an_interrupted_build_stops_its_render_workers_mid_task(tmp_path: Path):
+    """CI QA: SIGINT to the build's process (not its group) waited 9-17 s while the tracks being
+    rendered finished. On KeyboardInterrupt the pool's workers are ended mid-task: here one busy
+    for a minute is gone, its task never finished."""
+    import concurrent.futures
+    import multiprocessing
+
+    from calmplace.build import _stop_workers
+
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        started = tmp_path / "started"
+        busy = pool.submit(_sleep, str(started), 60.0)
+        assert _wait_for(started.exists, 60)   # the worker is in its task (not still starting up)
+        (worker,) = list(pool._processes.values())
+        _stop_workers(pool)
+        worker.join(30)
+        assert not worker.is_alive() and worker.exitcode == -signal.SIGTERM
+        with pytest.raises(concurrent.futures.process.BrokenProcessPool):
+            busy.result(timeout=30)
+    finally:
+        pool.shutdown(cancel_futures=True)
