@@ -69,3 +69,12 @@ def test_a_voice_name_that_cannot_be_a_file_name_is_a_usage_error(project: Path,
     assert not (project / "build").exists() and not (project / "voices" / "evil.yaml").exists()
     # a name in capitals is a file name all the same
     assert run_cli(project, monkeypatch, "template", "tiny", "--voice", "Maria_2").exit_code == 0
+
+
+def test_a_misspelt_voice_in_the_template_gets_did_you_mean(project: Path, monkeypatch):
+    # author QA: `template --voice narattor` wrote a template for voices/narattor/ with no word
+    result = run_cli(project, monkeypatch, "template", "tiny", "--locale", "en-GB", "--voice", "narattor")
+    assert result.exit_code == 0
+    assert "note: there is no voices/narattor.yaml yet (did you mean 'narrator'?)" in result.output, result.output
+    result = run_cli(project, monkeypatch, "template", "tiny", "--locale", "en-GB", "--voice", "maria")
+    assert "did you mean" not in result.output

@@ -148,8 +148,13 @@ def template(script: str, locales: tuple[str, ...], voice: str | None, out_dir: 
         try:
             profile = load_voice(voice, voices_dir=project.voices_dir)
         except CalmplaceError:
-            _info(f"note: there is no voices/{voice}.yaml yet; create it with the line `engine: recorded` "
-                  f"before building")
+            import difflib
+
+            known = sorted(p.stem for p in project.voices_dir.glob("*.yaml"))
+            close = difflib.get_close_matches(voice, known, n=1, cutoff=0.75)   # QA: `--voice narattor`
+            _info(f"note: there is no voices/{voice}.yaml yet"
+                  + (f" (did you mean {close[0]!r}?)" if close else "")
+                  + "; create it with the line `engine: recorded` before building")
     if profile.engine == "tts" and profile.name == voice_name:
         _info(f"note: {voice_name!r} is a text-to-speech voice; name your own voice with --voice NAME "
               f"(and create voices/NAME.yaml with `engine: recorded`); the template says {_PLACEHOLDER!r}")
