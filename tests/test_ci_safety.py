@@ -363,6 +363,8 @@ def test_outputs_of_deleted_scripts_and_locales_are_removed_unless_changed(proje
     out = project / "build"
     (out / "en-GB" / "other.pdf").write_bytes(b"my own notes")   # changed by the user: kept
     (out / "notes.txt").write_text("mine")
+    (out / "en-US" / "other-timeline.png").write_bytes(b"a plot")   # `calmplace plot`'s, of a track that goes
+    (out / "en-GB" / "tiny-timeline.png").write_bytes(b"a plot")    # of a track that stays
     other.unlink()
     script = project / "scripts" / "tiny.yaml"
     script.write_text(script.read_text().replace("locales: [en-GB, en-US]", "locales: [en-GB]")
@@ -375,9 +377,9 @@ def test_outputs_of_deleted_scripts_and_locales_are_removed_unless_changed(proje
     report = run(project, jobs=1, ui=ui)
     assert report.exit_code == 0 and report.cached == 1
     assert sorted(Path(p).relative_to(out).as_posix() for p in report.removed) == [
-        "en-GB/other.mp3", "en-GB/other.vtt", "en-US/other.mp3", "en-US/other.pdf", "en-US/other.vtt",
-        "en-US/tiny.mp3", "en-US/tiny.pdf", "en-US/tiny.vtt"]
-    assert "8 removed" in report.summary()
+        "en-GB/other.mp3", "en-GB/other.vtt", "en-US/other-timeline.png", "en-US/other.mp3", "en-US/other.pdf",
+        "en-US/other.vtt", "en-US/tiny.mp3", "en-US/tiny.pdf", "en-US/tiny.vtt"]
+    assert "9 removed" in report.summary() and (out / "en-GB" / "tiny-timeline.png").exists()
     assert any("kept" in line and "other.pdf" in line for line in ui.lines)
     assert (out / "en-GB" / "other.pdf").read_bytes() == b"my own notes" and (out / "notes.txt").exists()
     assert not (out / "en-US").exists() and (out / "en-GB" / "tiny.mp3").exists()

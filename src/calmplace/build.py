@@ -599,6 +599,11 @@ def _remove_gone(manifest: Manifest, *, out_dir: Path, wanted: list[Job], lock: 
         folders.add(path.parent)
         report.removed.append(str(path))
         ui.info(f"removed {path} (its script or locale is gone)")
+        plot = path.with_name(f"{path.stem}-timeline.png")   # `calmplace plot`'s picture of it (author QA)
+        if path.suffix == ".mp3" and plot.is_file() and not plot.is_symlink():
+            plot.unlink()
+            report.removed.append(str(plot))
+            ui.info(f"removed {plot} (its script or locale is gone)")
     manifest.save()
     for folder in folders:
         _rmdir_if_empty(folder)   # a locale folder left empty
