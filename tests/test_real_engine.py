@@ -134,3 +134,19 @@ def test_check_fails_for_a_locale_no_installed_voice_speaks(project: Path):
     assert result.exit_code == 1, result.output
     assert lines[0] in result.output and "nothing built: fix the errors above first" in result.output
     assert not (project / "build" / "en-GB").exists()
+
+
+def test_voices_for_a_locale_list_its_own_first(monkeypatch):
+    # author QA: `voices --locale en-GB` listed the Caribbean and American voices among the British
+    from click.testing import CliRunner
+
+    from calmplace.cli import main
+    from calmplace.speech import tts
+
+    fake = [SystemVoice("a/us", "US", ("en-us",)), SystemVoice("a/gb", "GB", ("en-gb",)),
+            SystemVoice("a/rp", "RP", ("en-gb-x-rp",)), SystemVoice("a/fr", "FR", ("fr-fr",))]
+    monkeypatch.setattr(tts, "system_voices", lambda: fake)
+    lines = CliRunner().invoke(main, ["voices", "--locale", "en-GB"]).output.splitlines()
+    assert [ln.split()[0] for ln in lines] == ["a/gb", "a/rp", "other", "a/us"], lines
+    lines = CliRunner().invoke(main, ["voices", "--locale", "en"]).output.splitlines()
+    assert [ln.split()[0] for ln in lines] == ["a/us", "a/gb", "a/rp"], lines

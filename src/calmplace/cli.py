@@ -186,12 +186,22 @@ def voices_cmd(locale: str | None) -> None:
     except CalmplaceError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+    others: list = []
     if locale:
         want = locale.lower()
         lang = want.split("-")[0]
         voices = [v for v in voices if any(l.lower() == want or l.lower().split("-")[0] == lang for l in v.languages)]
+        # the locale's own voices (en-GB, en-GB-x-rp...) first, the language's others after (author
+        # QA: en-GB listed the Caribbean and American voices among the British ones)
+        mine = [v for v in voices if any(l.lower() == want or l.lower().startswith(want + "-") for l in v.languages)]
+        if mine and len(mine) < len(voices):
+            voices, others = mine, [v for v in voices if v not in mine]
     for v in voices:
         click.echo(f"{v.id:28} {', '.join(v.languages):18} {v.name}")
+    if others:
+        click.echo(f"other {lang} voices:")
+        for v in others:
+            click.echo(f"  {v.id:26} {', '.join(v.languages):18} {v.name}")
     if not voices:
         click.echo(f"no installed voices{' for ' + locale if locale else ''}", err=True)
         sys.exit(1)
