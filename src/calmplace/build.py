@@ -170,24 +170,22 @@ def script_paths(project: Project, names: tuple[str, ...] = ()) -> tuple[list[Pa
         return paths, id_clashes(paths)
     paths, problems, seen = [], [], set()
     for name in names:
-        candidates = [Path(name), project.scripts_dir / name, project.scripts_dir / f"{name}.yaml",
-                      project.scripts_dir / f"{name}.yml"]
         folder = Path(name)
         if folder.is_dir():   # `check scripts/`: every script in it (QA: "no such script")
-            inside = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
-            if not inside:
+            hits = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
+            if not hits:
                 problems.append(Problem(name, 0, 0, "no scripts in this folder (expected <id>.yaml files)"))
-            for hit in inside:
-                if hit.resolve() not in seen:
-                    seen.add(hit.resolve())
-                    paths.append(hit)
-            continue
-        hit = next((p for p in candidates if p.is_file()), None)
-        if hit is None:
-            problems.append(Problem(name, 0, 0, "no such script (give an id from scripts/ or a path to a .yaml file)"))
-        elif hit.resolve() not in seen:  # `build scripts/tiny.yaml tiny` builds it once
-            seen.add(hit.resolve())
-            paths.append(hit)
+        else:
+            candidates = [folder, project.scripts_dir / name, project.scripts_dir / f"{name}.yaml",
+                          project.scripts_dir / f"{name}.yml"]
+            hits = [p for p in candidates if p.is_file()][:1]
+            if not hits:
+                problems.append(Problem(name, 0, 0,
+                                        "no such script (give an id from scripts/ or a path to a .yaml file)"))
+        for hit in hits:
+            if hit.resolve() not in seen:  # `build scripts/tiny.yaml tiny` builds it once
+                seen.add(hit.resolve())
+                paths.append(hit)
     return paths, problems + id_clashes(paths)
 
 
@@ -511,10 +509,7 @@ def build(project: Project, names: tuple[str, ...] = (), *, locales: tuple[str, 
                 work.append((item, engine))
         if check_only:
             if not names and not locales:   # CI QA: passed with a removed script's outputs still there
-                current = {p.relative_to(out_dir).as_posix() for job in track_jobs
-                           for p in output_paths(out_dir, job).values()}
-                gone = sorted(rel for rel in manifest.data["outputs"] if rel not in current
-                              and (out_dir / rel).is_file())
+                gone = [rel for rel in _gone(manifest, out_dir=out_dir, wanted=track_jobs) if (out_dir / rel).is_file()]
                 if gone:
                     report.stale += 1
                     report.problems.append("outputs of scripts or locales that are gone (a build removes them): "
@@ -567,14 +562,19 @@ def voiceless(jobs: list[Job]) -> list[str]:
     return problems
 
 
+def _gone(manifest: Manifest, *, out_dir: Path, wanted: list[Job]) -> list[str]:
+    """The outputs the manifest lists (relative paths, in order) that no wanted track makes."""
+    current = {p.relative_to(out_dir).as_posix() for job in wanted for p in output_paths(out_dir, job).values()}
+    return sorted(rel for rel in manifest.data["outputs"] if rel not in current)
+
+
 def _remove_gone(manifest: Manifest, *, out_dir: Path, wanted: list[Job], lock: BuildLock, report: Report,
                  ui) -> None:
     """Remove the outputs the manifest lists for scripts (or locales) that no longer exist, and
     drop them from the manifest. A file whose bytes are no longer the ones calmplace wrote (its
     sha256 differs from the manifest's) is someone's own: it stays, and only leaves the manifest.
     Only `<locale>/<id>.mp3|pdf|vtt` in a real folder of `out_dir` is touched (no link, no `..`)."""
-    current = {p.relative_to(out_dir).as_posix() for job in wanted for p in output_paths(out_dir, job).values()}
-    gone = sorted(rel for rel in manifest.data["outputs"] if rel not in current)
+    gone = _gone(manifest, out_dir=out_dir, wanted=wanted)
     if not gone:
         return
     if lock.write_error is not None:
@@ -1024,7 +1024,8 @@ def render_track(item: TrackWork, *, bed_prefetch=None, fresh: dict[str, np.ndar
             bed_prefetch.close()   # stops its thread, also when the mix failed
     with stage("mix"):
         energies = meter.energies(samples, threads=item.threads)
-        trim_db, over_lu = bed_trim_db(energies, speech_hops(timeline), n=timeline.n_samples, sr=sr)
+        speech = speech_hops(timeline)
+        trim_db, over_lu = bed_trim_db(energies, speech, n=timeline.n_samples, sr=sr)
         if trim_db:   # mostly ambience: mixed again with the beds lower, so the speech sets the loudness
             del samples
             meter = InputMeter(timeline.n_samples, sr=sr)
@@ -1035,7 +1036,7 @@ def render_track(item: TrackWork, *, bed_prefetch=None, fresh: dict[str, np.ndar
         gaps = [speech_gaps(clip, sr=sr) for clip in clips]   # to time the captions inside each take
     warnings = _sparse_speech(clips, energies, n=timeline.n_samples, sr=sr, target_lufs=settings.target_lufs)
     if trim_db:
-        share = float(speech_hops(timeline).mean())
+        share = float(speech.mean())
         warnings += (f"the ambience is {-trim_db:g} dB further under the voice than level_db asks: speech fills "
                      f"only {share:.0%} of the track, and at level_db the ambience would set the track's "
                      f"integrated loudness (what the {settings.target_lufs:g} LUFS target measures), and "
@@ -1171,12 +1172,18 @@ class BuildLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
 
-    def _wait(self, fcntl, mode: int) -> None:
+    def _wait(self, mode: int) -> None:
+        _flock_waiting(self.fd, mode, ui=self.ui,
+                       waiting=f"waiting for another calmplace build using {self.path.parent}/ to finish...")
+
+    def _wait_to_read(self, fcntl, os) -> None:
+        """A shared lock on an existing `.lock` (waiting for a build writing there); none if
+        there is no `.lock`: no calmplace build ever wrote here."""
         try:
-            fcntl.flock(self.fd, mode | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.ui.info(f"waiting for another calmplace build using {self.path.parent}/ to finish...")
-            fcntl.flock(self.fd, mode)
+            self.fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return
+        self._wait(fcntl.LOCK_SH)
 
     def __enter__(self):
         if not self.enabled:
@@ -1184,19 +1191,16 @@ class BuildLock:
         import fcntl
         import os
 
+        if self.reading:
+            self._wait_to_read(fcntl, os)
+            return self
         try:
-            if self.reading:
-                raise PermissionError("reading only")
             self.fd = self._open_for_writing()
         except OSError as exc:   # a read-only output folder: fine as long as nothing needs writing
             self.write_error = exc
-            try:
-                self.fd = os.open(self.path, os.O_RDONLY)
-            except OSError:   # no .lock: no calmplace build ever wrote here
-                return self
-            self._wait(fcntl, fcntl.LOCK_SH)
+            self._wait_to_read(fcntl, os)
             return self
-        self._wait(fcntl, fcntl.LOCK_EX)
+        self._wait(fcntl.LOCK_EX)
         out = self.out_dir
         sweep_temp_files(out)   # the manifest's folder
         for sub in _subfolders(out):   # the locale folders (and a preview's ambience/)
@@ -1232,6 +1236,17 @@ class BuildLock:
                 os.close(fd)  # closing releases the lock
                 setattr(self, name, None)
         return False
+
+
+def _flock_waiting(fd: int, mode: int, *, ui, waiting: str) -> None:
+    """flock(fd, mode), saying `waiting` first when another process holds the lock."""
+    import fcntl
+
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+    except BlockingIOError:
+        ui.info(waiting)
+        fcntl.flock(fd, mode)
 
 
 def _subfolders(folder: Path) -> list[Path]:
@@ -1311,11 +1326,8 @@ def _cache_exclusively(target: Path, *, ui):
             fd = None
     try:
         if fd is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                ui.info(f"waiting for the calmplace builds using {target}/ to finish...")
-                fcntl.flock(fd, fcntl.LOCK_EX)
+            _flock_waiting(fd, fcntl.LOCK_EX, ui=ui,
+                           waiting=f"waiting for the calmplace builds using {target}/ to finish...")
         yield
     finally:
         if fd is not None:
