@@ -677,6 +677,12 @@ def prepare(data: np.ndarray, sr_in: int, *, sr: int, what: str) -> np.ndarray:
     return prepare_measured(data, sr_in, sr=sr, what=what)[0]
 
 
+def prepare_file(path: Path, *, sr: int) -> tuple[np.ndarray, Analysis]:
+    """`prepare_measured` of a take file, read as messages name it."""
+    data, sr_in = read_audio(path, shown_as=shown(path))
+    return prepare_measured(data, sr_in, sr=sr, what=shown(path))
+
+
 def prepare_measured(data: np.ndarray, sr_in: int, *, sr: int, what: str) -> tuple[np.ndarray, Analysis]:
     """`prepare`'s clip, and the file's `analyse` (from the same mono mix and speech span), whose
     warnings the build repeats: a therapist who never ran `takes status` still hears that a take
@@ -1001,7 +1007,7 @@ class RecordedEngine:
             for i, s in enumerate(states):   # second build named three more files, one at a time)
                 if s.state not in ("missing", "duplicate") and i not in bad:
                     try:
-                        prepare_measured(*read_audio(s.path, shown_as=shown(s.path)), sr=sr, what=shown(s.path))
+                        prepare_file(s.path, sr=sr)
                     except CalmplaceError as exc:
                         bad[i] = str(exc)
         unreadable = [bad[i] for i in sorted(bad)]
@@ -1097,8 +1103,7 @@ class RecordedEngine:
             hurt = damage(s.path)  # take_keys said so already, unless the file changed since
             if hurt:
                 raise CalmplaceError(f"{shown(s.path)}: {hurt}; record it again or copy it anew")
-            data, sr_in = read_audio(s.path, shown_as=shown(s.path))
-            clip, analysed[i] = prepare_measured(data, sr_in, sr=sr, what=shown(s.path))
+            clip, analysed[i] = prepare_file(s.path, sr=sr)
             return clip
 
         with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(present) or 1))) as pool:
