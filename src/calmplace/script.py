@@ -16,7 +16,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 
 from .errors import CalmplaceError, Problem, ScriptErrors, display_path
 from .pdf_glyphs import FONT_LABEL, describe_chars, unprintable
-from .units import duration_hint, parse_duration
+from .units import UNIT_WORDS, duration_hint, parse_duration
 from .yamlsrc import BOOL, NULL, Invalid, Source
 
 ID_PATTERN = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
@@ -836,16 +836,12 @@ def _decreasing_units(tail: str) -> bool:
     return len(ranks) > 1 and -1 not in ranks and all(a < b for a, b in zip(ranks, ranks[1:]))
 
 
-_UNIT_WORDS = {"millisecond": "ms", "milliseconds": "ms", "msec": "ms", "msecs": "ms", "second": "s", "seconds": "s",
-               "sec": "s", "secs": "s", "minute": "m", "minutes": "m", "mins": "m"}
-
-
 def _closest_unit(unit: str) -> str:
     import difflib
 
     word = unit.lower()
-    if word in _UNIT_WORDS:   # QA: "500 milliseconds" was guessed as 500min
-        return _UNIT_WORDS[word]
+    if word in UNIT_WORDS:   # QA: "500 milliseconds" was guessed as 500min
+        return UNIT_WORDS[word]
     hit = difflib.get_close_matches(word, ["ms", "s", "m", "min"], n=1, cutoff=0.3)
     return hit[0] if hit else "s"
 

@@ -31,6 +31,9 @@ def samples_to_seconds(n_samples: int, *, sr: int) -> float:
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ms|min|m|s)", re.IGNORECASE)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0}
+# units as people write them out, for hints ("3 seconds": did you mean 3s)
+UNIT_WORDS = {"millisecond": "ms", "milliseconds": "ms", "msec": "ms", "msecs": "ms", "second": "s", "seconds": "s",
+              "sec": "s", "secs": "s", "minute": "m", "minutes": "m", "mins": "m"}
 
 
 def parse_duration(value: object) -> float:
@@ -87,12 +90,10 @@ def duration_hint(text: str) -> str | None:
     if re.fullmatch(r"\d+(?:\.\d+)?\s*(?:h|hr|hrs|hours?)", text, re.IGNORECASE):
         return "hours are not a unit here: use minutes (a pause lasts at most 10m)"
     # units in words, as a person says them (QA: `3 seconds` got only the general form)
-    words = {"millisecond": "ms", "milliseconds": "ms", "second": "s", "seconds": "s", "sec": "s", "secs": "s",
-             "minute": "m", "minutes": "m", "mins": "m"}
     parts = re.findall(r"(\d+(?:\.\d+)?)\s*([a-z]+)", text, re.IGNORECASE)
     if parts and re.fullmatch(r"(?:\s*\d+(?:\.\d+)?\s*[a-z]+\s*(?:and\s*)?)+", text, re.IGNORECASE) \
-            and all(u.lower() in words or u.lower() in _UNIT_SECONDS for _, u in parts):
-        fixed = "".join(f"{n}{words.get(u.lower(), u.lower())}" for n, u in parts)
+            and all(u.lower() in UNIT_WORDS or u.lower() in _UNIT_SECONDS for _, u in parts):
+        fixed = "".join(f"{n}{UNIT_WORDS.get(u.lower(), u.lower())}" for n, u in parts)
         if _is_duration(fixed):
             return f"did you mean {fixed}?"
     return None
