@@ -61,6 +61,23 @@ def test_one_track_with_cpus_to_spare_is_byte_identical(project: Path):
                            for name in outputs)
 
 
+def test_a_workers_result_reaches_the_build_without_importing_scipy():
+    """With several tracks the build's process only speaks and writes: unpickling a worker's
+    TrackResult imported calmplace.master, scipy and pyloudnorm there (its Measurement lived in
+    master), 1.5 CPU-s that a two-locale build spent twice."""
+    code = ("import pickle, sys\n"
+            "from calmplace.build import TrackResult\n"
+            "from calmplace.measurement import Measurement\n"
+            "data = pickle.dumps(TrackResult({'mp3': b''}, 1.0, 1, Measurement(-16.0, -1.2, 5.0, -1.3), {}))\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('scipy', 'pyloudnorm')"
+            " or m == 'calmplace.master'))\n"
+            "pickle.loads(data)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('scipy', 'pyloudnorm')"
+            " or m == 'calmplace.master'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:2] == ["[]", "[]"]
+
+
 def test_outputs_do_not_depend_on_the_working_folder(project: Path, tmp_path_factory, monkeypatch):
     # the PDF names its script by the path from the project's root; the path the script was loaded
     # by (for messages) is relative to the working folder, and was printed on the PDF before

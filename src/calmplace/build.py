@@ -448,7 +448,7 @@ class TrackResult:
     outputs: dict[str, bytes]
     duration_s: float
     n_takes: int
-    measured: object  # master.Measurement
+    measured: object  # measurement.Measurement
     timings_s: dict[str, float]
     warnings: tuple[str, ...] = ()
     bed_trim_db: float = 0.0   # how far the beds went under level_db (a mostly-ambience track)

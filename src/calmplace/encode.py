@@ -28,8 +28,8 @@ from mutagen.id3 import CHAP, COMM, CTOC, ID3, TALB, TDRC, TIT2, TLAN, TPE1, CTO
 
 from . import SR, mp3stream
 from .errors import CalmplaceError
-from .master import (CEILING_DBTP, TARGET_LUFS, Mastered, Measurement, ScanPart, master_track,
-                     measurement_from_parts, scan_part)
+from .master import CEILING_DBTP, TARGET_LUFS, Mastered, ScanPart, master_track, measurement_from_parts, scan_part
+from .measurement import Measurement
 
 DEFAULT_BITRATE_KBPS = 192
 # LAME -q 7 (LAME's "fast" setting; ffmpeg's default is -q 5, LAME's own -q 3). CPU for 681 s of

@@ -22,6 +22,7 @@ from pyloudnorm.iirfilter import IIRfilter
 
 from .errors import CalmplaceError
 from .iir import sosfilt_in_place
+from .measurement import Measurement
 from .units import db_to_gain, gain_to_db
 
 TARGET_LUFS = -16.0   # -16 LUFS: Apple Podcasts delivery (within AES TD1008's -18..-16 for speech)
@@ -70,14 +71,6 @@ _LOUDNESS_AIM_LU = 0.1   # iterate until this close; the contract allows ±0.5 L
 _LOUDNESS_TOL_LU = 0.5
 _DELIVERY_TOL_LU = 1.0   # the contract's ±1 LU, for `accept_lufs`: the caller measures what it delivers
 _MAX_PASSES = 6
-
-
-@dataclass(frozen=True)
-class Measurement:
-    integrated_lufs: float     # ITU-R BS.1770-4 (pyloudnorm's K-weighting); -inf for silence
-    true_peak_dbtp: float      # 4x oversampled (ITU-R BS.1770-4 Annex 2), max over channels
-    loudness_range_lu: float   # EBU Tech 3342; nan for less than 3 s of signal above the gates
-    sample_peak_dbfs: float
 
 
 def measure(samples: np.ndarray, *, sr: int) -> Measurement:
