@@ -163,6 +163,19 @@ class VoiceNotSelected(LookupError):
     pass
 
 
+PIPE_BYTES = 1 << 20   # Linux's default most for an unprivileged process (/proc/sys/fs/pipe-max-size)
+
+
+def widen_pipe(fd: int) -> None:
+    """Let a pipe hold a whole take (up to 1 MB, about 24 s at 22.05 kHz) instead of 64 KB, so its
+    writer hands it over and goes on without waiting for the reader; where the system refuses
+    (another OS, a lower limit), the pipe keeps its size and only the waiting comes back."""
+    import fcntl
+
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+
+
 def write_all(fd: int, *parts: bytes) -> None:
     """Write every byte of `parts` to a pipe (os.write may write less than it is given)."""
     for part in parts:
@@ -261,6 +274,7 @@ def serve(request_fd: int, response_fd: int, voice_id: str, rate_wpm: int, volum
                         text = pending[REQUEST.size:REQUEST.size + size].decode("utf-8")
                         pending = pending[REQUEST.size + size:]
                         read_fd, write_fd = os.pipe()
+                        widen_pipe(read_fd)
                         pid = os.fork()
                         if pid == 0:
                             _take_process(engine, text, write_fd, close=(request_fd, response_fd, read_fd, *takes))

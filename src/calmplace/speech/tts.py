@@ -217,6 +217,7 @@ class ZygoteSynth:
         self.proc: subprocess.Popen | None = None
         request_r, self.request_w = os.pipe()
         self.response_r, response_w = os.pipe()
+        _tts_child.widen_pipe(response_w)   # the zygote relays a take at once and goes back to forking
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", self.BOOT, _tts_child.__file__, str(request_r), str(response_w),
