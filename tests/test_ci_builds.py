@@ -61,22 +61,24 @@ def test_one_track_with_cpus_to_spare_is_byte_identical(project: Path):
                            for name in outputs)
 
 
-def test_a_workers_result_reaches_the_build_without_importing_scipy():
-    """With several tracks the build's process only speaks and writes: unpickling a worker's
-    TrackResult imported calmplace.master, scipy and pyloudnorm there (its Measurement lived in
-    master), 1.5 CPU-s that a two-locale build spent twice."""
-    code = ("import pickle, sys\n"
-            "from calmplace.build import TrackResult\n"
-            "from calmplace.measurement import Measurement\n"
-            "data = pickle.dumps(TrackResult({'mp3': b''}, 1.0, 1, Measurement(-16.0, -1.2, 5.0, -1.3), {}))\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('scipy', 'pyloudnorm')"
-            " or m == 'calmplace.master'))\n"
-            "pickle.loads(data)\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('scipy', 'pyloudnorm')"
-            " or m == 'calmplace.master'))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split("\n")[:2] == ["[]", "[]"]
-
+def test_a_build_of_several_tracks_leaves_scipy_to_its_workers(project: Path):
+    """With several tracks the build's process only speaks, hands out and writes; the render
+    workers fork from a server that imported scipy once. Twice the build's process imported it
+    too (1-1.5 CPU-s): unpickling a worker's result (its Measurement lived in calmplace.master),
+    and making the CPUs the tracks lend each other (a class in calmplace.encode)."""
+    code = ("import sys\n"
+            "from pathlib import Path\n"
+            "from calmplace.build import build\n"
+            "from calmplace.script import Project\n"
+            "from calmplace.speech.fake import FakeEngine\n"
+            "if __name__ == '__main__':\n"
+            "    engine = FakeEngine()\n"
+            f"    report = build(Project(Path({str(project)!r})), engine_factory=lambda p: engine, jobs=2)\n"
+            "    print(report.built, sorted({m.split('.')[0] for m in sys.modules} & {'scipy', 'pyloudnorm'}))\n")
+    script = project / "several.py"
+    script.write_text(code)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[-2] == "2 []"
 
 def test_outputs_do_not_depend_on_the_working_folder(project: Path, tmp_path_factory, monkeypatch):
     # the PDF names its script by the path from the project's root; the path the script was loaded
@@ -238,3 +240,39 @@ def test_check_waits_for_a_running_build(project: Path):
     code, err = _finish(check)
     assert "waiting for another calmplace build" in err and code == 0, err
     assert "2 up to date, 0 missing or stale" in err
+
+
+def test_the_cpus_of_workers_left_without_tracks_are_lent_to_the_others():
+    """`build._SpareCpuLedger`: once every track is handed out, each worker that finishes and
+    will get no other track lends its CPUs to the tracks still rendering; none before."""
+    import threading
+    from concurrent.futures import Future
+
+    from calmplace.build import _SpareCpuLedger
+
+    class Context:
+        Semaphore = threading.Semaphore
+
+    def free(ledger) -> int:
+        n = 0
+        while ledger.cpus.semaphore.acquire(blocking=False):
+            n += 1
+        for _ in range(n):
+            ledger.cpus.semaphore.release()
+        return n
+
+    ledger = _SpareCpuLedger(Context(), jobs=2, workers=2, threads=1)
+    futures = [Future() for _ in range(3)]
+    for f in futures:   # a track is counted in when it is scheduled (watched), before it is submitted
+        ledger.watched(lambda future: future)(f)
+    assert ledger.cpus.most == 1 and free(ledger) == 0
+    futures[0].set_result(None)        # tracks 2 and 3 still to render: both workers busy
+    assert free(ledger) == 0
+    ledger.all_submitted()
+    assert free(ledger) == 0
+    futures[1].set_result(None)        # one track left: the other worker's CPU is spare
+    assert free(ledger) == 1
+    futures[2].set_result(None)
+    assert free(ledger) == 2
+    # jobs=3 with two tracks of one thread each: the third CPU is spare from the start
+    assert free(_SpareCpuLedger(Context(), jobs=3, workers=2, threads=1)) == 1

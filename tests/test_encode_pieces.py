@@ -128,3 +128,37 @@ def test_a_mastered_track_read_block_by_block_encodes_as_its_array(pcm):
     assert mastered.patches   # the click at 41 s, in the second piece, was limited
     tags = Tags(title="mastered")
     assert encode_mp3(mastered, sr=SR, tags=tags, threads=2) == encode_mp3(mastered.array(), sr=SR, tags=tags)
+
+
+def test_a_track_borrows_the_cpus_other_tracks_freed_and_gives_them_back(pcm, encoded):
+    """`_workers.SpareCpus`: with none free a one-thread track encodes a piece at a time; with one,
+    two at once; the bytes and the measurement are the same either way, and every CPU borrowed
+    goes back."""
+    import threading
+    import time
+
+    from calmplace._workers import SpareCpus
+
+    def most_at_once(spare: SpareCpus) -> int:
+        running, most, lock = [0], [0], threading.Lock()
+
+        def job():
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            time.sleep(0.1)   # long enough for a second thread's job to start beside it
+            with lock:
+                running[0] -= 1
+
+        with encode._executor(1, spare_cpus=spare) as submit:
+            for _ in range(4):
+                submit(job)
+        return most[0]
+
+    assert most_at_once(SpareCpus(threading.Semaphore(0), most=1)) == 1
+    free = threading.Semaphore(1)
+    assert most_at_once(SpareCpus(free, most=1)) == 2
+    assert free.acquire(blocking=False) and not free.acquire(blocking=False)   # given back: one, as lent
+    data, got = encode.encode_and_measure(pcm, sr=SR, tags=Tags(title="pieces"), threads=1,
+                                          spare_cpus=SpareCpus(threading.Semaphore(1), most=1))
+    assert data == encoded[1] and got == measure_mp3(data, n_samples=pcm.shape[1], sr=SR)

@@ -1,12 +1,28 @@
-"""Render pool workers end with the build that started them (`follow_parent`)."""
+"""Render pool workers: they end with the build that started them (`follow_parent`), and know
+the CPUs the build's other tracks have freed (`SPARE_CPUS`)."""
 
 from __future__ import annotations
 
 import os
 import threading
 import time
+from dataclasses import dataclass
 
 PARENT_POLL_S = 0.5
+
+
+
+@dataclass(frozen=True)
+class SpareCpus:
+    """CPUs a track's encoder may borrow (`encode._executor`): `semaphore` (a multiprocessing one,
+    shared by the build and its render workers) counts those free now, and `most` is as many as
+    there could ever be (the build's --jobs less the track's own threads). Here, not in `encode`:
+    the build's process makes one, and must not import what `encode` imports (scipy)."""
+    semaphore: object
+    most: int
+
+
+SPARE_CPUS: SpareCpus | None = None   # in a render worker (`start_worker`)
 
 
 def _alive(pid: int) -> bool:
@@ -35,3 +51,10 @@ def follow_parent(build_pid: int) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="calmplace-follow-build", daemon=True).start()
+
+
+def start_worker(build_pid: int, spare_cpus) -> None:
+    """The render pool's initializer: `follow_parent`, and keep the build's `SpareCpus`."""
+    global SPARE_CPUS
+    SPARE_CPUS = spare_cpus
+    follow_parent(build_pid)

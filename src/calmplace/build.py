@@ -734,6 +734,13 @@ def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache,
     import concurrent.futures
 
     pool = submitter = None
+    # the CPUs are shared out among the tracks rendered side by side; a track's threads generate
+    # its bed beside the mix, and encode and measure pieces of its MP3 side by side. (Two tracks
+    # on two CPUs with two threads each took 14.8 s against 13.6 s with one each, medians of 3:
+    # the threads' extra work and page faults cost more than the idle tail they save; the tail's
+    # CPUs are lent to the encoders instead, `_SpareCpuLedger`.)
+    workers = min(jobs, len(work))
+    threads = max(1, jobs // workers) if jobs > 1 and len(work) > 1 else jobs
     if jobs > 1 and len(work) > 1:
         import multiprocessing
 
@@ -746,10 +753,11 @@ def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache,
             context.set_forkserver_preload(["calmplace._forkserver_preload", *_RENDER_MODULES])
         import os
 
-        from ._workers import follow_parent
+        from ._workers import start_worker
 
-        pool = concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(work)), mp_context=context,
-                                                      initializer=follow_parent, initargs=(os.getpid(),))
+        spare = _SpareCpuLedger(context, jobs=jobs, workers=workers, threads=threads)
+        pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                                      initializer=start_worker, initargs=(os.getpid(), spare.cpus))
         # submits in their own thread, in order: the first waits until the server has imported
         # everything and forked its first worker, and this thread goes on speaking meanwhile
         submitter = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="calmplace-submit")
@@ -768,11 +776,6 @@ def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache,
             w.result()
 
     pending: list[tuple[TrackWork, object]] = []
-    # the CPUs are shared out among the tracks rendered side by side; a track's threads generate
-    # its bed beside the mix, and encode and measure pieces of its MP3 side by side. (Two tracks
-    # on two CPUs with two threads each took 14.8 s against 13.6 s with one each, medians of 3:
-    # the threads' extra work and page faults cost more than the idle tail they save.)
-    threads = max(1, jobs // min(jobs, len(work))) if pool is not None else jobs
     preload = None
     try:
         for item, engine in work:
@@ -795,10 +798,12 @@ def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache,
                 continue
             track_writes = writes[first_write:]
             if pool:
-                submit = _after(written, track_writes, then=pool.submit)
+                submit = _after(written, track_writes, then=spare.watched(pool.submit))
                 pending.append((item, submitter.submit(submit, render_track, item)))
             else:   # rendered below, once every track is spoken: only a lone track keeps its clips
                 pending.append((item, (prefetch, fresh if len(work) == 1 else None, track_writes)))
+        if pool:
+            spare.all_submitted()
         with ui.progress("rendering tracks", len(pending)) as bar:
             for item, handle in pending:
                 try:
@@ -827,6 +832,58 @@ def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache,
         if pool is not None:
             submitter.shutdown()
             pool.shutdown(cancel_futures=True)
+
+
+class _SpareCpuLedger:
+    """Lends the CPUs of render workers that will get no more tracks to the tracks still being
+    rendered (`_workers.SpareCpus`): two tracks on two CPUs rendered side by side each on one, and
+    whichever ended first left its CPU idle while the other encoded its last pieces (about 1
+    CPU-second of a two-locale build)."""
+
+    def __init__(self, context, *, jobs: int, workers: int, threads: int):
+        import threading
+
+        from ._workers import SpareCpus
+
+        self.threads, self.workers = threads, workers   # each track's own CPUs, and the pool's size
+        # CPUs beyond the workers' own ones (jobs=3, two tracks: one) are spare from the start
+        self.cpus = SpareCpus(context.Semaphore(jobs - workers * self.threads), most=max(0, jobs - self.threads))
+        self.lock = threading.Lock()
+        self.submitted = self.finished = self.lent = 0
+        self.complete = False
+
+    def watched(self, submit):
+        """`submit` for one track, counting it in now (it is submitted later, from another thread:
+        counted then, `all_submitted` could come first and lend a CPU a track is still to use),
+        and out again when its render ends."""
+        with self.lock:
+            self.submitted += 1
+
+        def run(*args):
+            future = submit(*args)
+            future.add_done_callback(self._ended)
+            return future
+        return run
+
+    def all_submitted(self) -> None:
+        with self.lock:
+            self.complete = True
+        self._settle()
+
+    def _ended(self, _future) -> None:
+        with self.lock:
+            self.finished += 1
+        self._settle()
+
+    def _settle(self) -> None:
+        """Once no more tracks will come, every worker beyond those still rendering is idle for good."""
+        with self.lock:
+            if not self.complete:
+                return
+            idle = self.workers - min(self.workers, self.submitted - self.finished)
+            while self.lent < idle * self.threads:
+                self.cpus.semaphore.release()
+                self.lent += 1
 
 
 def _stop_workers(pool) -> None:
@@ -1058,10 +1115,12 @@ def render_track(item: TrackWork, *, bed_prefetch=None, fresh: dict[str, np.ndar
         docs = side.submit(documents)
     try:
         with stage("master+encode"):
+            from . import _workers
+
             mp3, measured = master_to_mp3(samples, sr=sr, target_lufs=settings.target_lufs,
                                           ceiling_dbtp=settings.ceiling_dbtp, bitrate_kbps=settings.bitrate_kbps,
                                           tags=_tags(the_plan), chapters=_chapters(timeline), threads=item.threads,
-                                          energies=energies)
+                                          energies=energies, spare_cpus=_workers.SPARE_CPUS)
         del samples
         pdf, vtt = docs.result() if side else documents()
     finally:

@@ -100,16 +100,17 @@ def encode_mp3(samples: np.ndarray | Mastered, *, sr: int, bitrate_kbps: int = D
 
 
 def encode_and_measure(samples: np.ndarray | Mastered, *, sr: int, bitrate_kbps: int = DEFAULT_BITRATE_KBPS, tags: Tags,
-                       chapters: Sequence[Chapter] = (), threads: int = 1) -> tuple[bytes, Measurement]:
+                       chapters: Sequence[Chapter] = (), threads: int = 1,
+                       spare_cpus=None) -> tuple[bytes, Measurement]:
     """`encode_mp3`, and `measure_mp3` of its bytes, in one pipeline: each stretch of the stream
     is decoded and measured as soon as its frames are final, beside the pieces still being
     encoded. Same bytes as `encode_mp3`, same measurement as `measure_mp3`."""
     return _encode(samples, sr=sr, bitrate_kbps=bitrate_kbps, tags=tags, chapters=chapters, threads=threads,
-                   measure=True)
+                   measure=True, spare_cpus=spare_cpus)
 
 
 def _encode(samples: np.ndarray | Mastered, *, sr: int, bitrate_kbps: int, tags: Tags, chapters: Sequence[Chapter],
-            threads: int, measure: bool) -> tuple[bytes, Measurement | None]:
+            threads: int, measure: bool, spare_cpus=None) -> tuple[bytes, Measurement | None]:
     x = samples if isinstance(samples, Mastered) else np.asarray(samples)
     if sr != SR:
         raise ValueError(f"MP3 export is at {SR} Hz, got sr={sr}")
@@ -121,7 +122,7 @@ def _encode(samples: np.ndarray | Mastered, *, sr: int, bitrate_kbps: int, tags:
     n = x.shape[1]
     tag = _id3(tags, chapters, duration_s=n / sr)
     meter = _StreamMeter(n_samples=n, sr=sr) if measure else None
-    audio, info = _lame(x, sr=sr, bitrate_kbps=bitrate_kbps, threads=threads, meter=meter)
+    audio, info = _lame(x, sr=sr, bitrate_kbps=bitrate_kbps, threads=threads, meter=meter, spare_cpus=spare_cpus)
     data = tag + info + audio
     return data, meter.measurement() if meter else None
 
@@ -166,12 +167,13 @@ def decode_mp3(data: bytes) -> tuple[np.ndarray, int]:
 def master_to_mp3(samples: np.ndarray, *, sr: int, target_lufs: float = TARGET_LUFS,
                   ceiling_dbtp: float = CEILING_DBTP, bitrate_kbps: int = DEFAULT_BITRATE_KBPS,
                   tags: Tags, chapters: Sequence[Chapter] = (), threads: int = 1,
-                  energies: np.ndarray | None = None) -> tuple[bytes, Measurement]:
+                  energies: np.ndarray | None = None, spare_cpus=None) -> tuple[bytes, Measurement]:
     """Master, encode, and measure what the MP3 decodes to; redo with a corrected loudness target
     and a lower limiter ceiling until the decoded MP3 is within ±1 LU of `target_lufs` (we aim for
     ±0.5) and under `ceiling_dbtp`. Returns the MP3 bytes and the decoded MP3's measurement.
     `threads` encode and measure pieces side by side; the bytes do not depend on it. `energies`:
-    the input's K-weighted energies if already measured (master.InputMeter)."""
+    the input's K-weighted energies if already measured (master.InputMeter). `spare_cpus`: see
+    `_executor`."""
     aim_lufs, limiter_ceiling_dbtp = target_lufs + _LAME_LOSS_LU.get(bitrate_kbps, 0.2), ceiling_dbtp
     best: tuple[bytes, Measurement] | None = None
     previous: float | None = None   # the last try's loudness error
@@ -186,7 +188,7 @@ def master_to_mp3(samples: np.ndarray, *, sr: int, target_lufs: float = TARGET_L
                 raise
             break   # a retry for a closer fit failed: the MP3 already made meets the target
         data, got = encode_and_measure(mastered, sr=sr, bitrate_kbps=bitrate_kbps, tags=tags, chapters=chapters,
-                                       threads=threads)
+                                       threads=threads, spare_cpus=spare_cpus)
         del mastered
         loudness_error = got.integrated_lufs - target_lufs
         if got.true_peak_dbtp <= ceiling_dbtp and abs(loudness_error) <= 1.0:
@@ -297,7 +299,7 @@ class _StreamMeter:
 
 
 def _lame(x: np.ndarray | Mastered, *, sr: int, bitrate_kbps: int, threads: int = 1,
-          meter: "_StreamMeter | None" = None) -> tuple[bytes, bytes]:
+          meter: "_StreamMeter | None" = None, spare_cpus=None) -> tuple[bytes, bytes]:
     """Raw CBR MPEG-1 Layer III frames from LAME, and the Info frame that goes before them
     (`_info_frame`, worked out while the `meter`'s last stretches are still being measured); float
     full scale = 16-bit full scale (32768).
@@ -309,7 +311,7 @@ def _lame(x: np.ndarray | Mastered, *, sr: int, bitrate_kbps: int, threads: int 
     soon as its frames are final, and measures it on the same threads."""
     total_frames = -(-(x.shape[1] + LAME_ENCODER_DELAY + DECODER_DELAY) // _SAMPLES_PER_FRAME)
     n_pieces = max(1, total_frames // _PIECE_FRAMES)
-    with _executor(threads) as submit:
+    with _executor(threads, spare_cpus=spare_cpus if n_pieces > 1 else None) as submit:
         if n_pieces > 1:
             try:
                 audio, offsets = _lame_in_pieces(x, sr=sr, bitrate_kbps=bitrate_kbps, n_pieces=n_pieces,
@@ -360,22 +362,57 @@ def _lame_in_pieces(x: np.ndarray | Mastered, *, sr: int, bitrate_kbps: int, n_p
 
 
 @contextmanager
-def _executor(threads: int):
+def _executor(threads: int, *, spare_cpus=None):
     """A `submit(fn, *args) -> Future` running jobs `threads` at a time (in the calling thread,
     at once, for one). Leaving the block waits for every job; failing in it cancels those not
-    started."""
-    if threads <= 1:
+    started.
+
+    `spare_cpus` (a `_workers.SpareCpus`): CPUs the build's other tracks no longer use. A job that finds
+    none of this track's `threads` CPUs free borrows one of those for as long as it runs, so the
+    last track of a build encodes on the CPUs the others freed."""
+    if threads <= 1 and spare_cpus is None:
         yield _run_now
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    pool = ThreadPoolExecutor(max_workers=threads)
+    pool = ThreadPoolExecutor(max_workers=threads + (spare_cpus.most if spare_cpus is not None else 0))
+    submit = pool.submit
+    if spare_cpus is not None:
+        gate = _CpuGate(threads, spare_cpus.semaphore)
+
+        def submit(fn, *args):
+            return pool.submit(gate.run, fn, *args)
     try:
-        yield pool.submit
+        yield submit
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+
+
+class _CpuGate:
+    """Runs a job on one of `own` CPUs, or on one borrowed from `spare` (a semaphore) while none
+    of its own is free; a borrowed CPU goes back when the job ends."""
+
+    WAIT_S = 0.02   # how often a waiting job looks for a borrowed CPU (jobs take 0.1-0.5 s)
+
+    def __init__(self, own: int, spare):
+        import threading
+
+        self.own, self.spare = threading.Semaphore(own), spare
+
+    def run(self, fn, *args):
+        while True:
+            if self.own.acquire(timeout=self.WAIT_S):
+                cpu = self.own
+                break
+            if self.spare.acquire(False):
+                cpu = self.spare
+                break
+        try:
+            return fn(*args)
+        finally:
+            cpu.release()
 
 
 def _run_now(fn, *args):
