@@ -10,6 +10,7 @@ from pathlib import Path
 
 
 import helpers
+import pytest
 from calmplace.build import TakeCache, build
 from calmplace.script import Project
 from calmplace.speech.fake import FakeEngine
@@ -276,3 +277,31 @@ def test_the_cpus_of_workers_left_without_tracks_are_lent_to_the_others():
     assert free(ledger) == 2
     # jobs=3 with two tracks of one thread each: the third CPU is spare from the start
     assert free(_SpareCpuLedger(Context(), jobs=3, workers=2, threads=1)) == 1
+
+
+def test_clean_unused_keeps_the_takes_the_library_uses(project: Path):
+    """`clean --unused` (`takes_in_use`): after a one-word edit the cache holds the old take too;
+    only that one goes, and the next build speaks nothing. While a script has errors, nothing goes."""
+    from calmplace.build import clean, takes_in_use
+    from calmplace.errors import CalmplaceError
+
+    def cached() -> set[str]:
+        return {p.stem for p in (project / "build" / ".cache" / "takes").rglob("*.npy")}
+
+    run(project)
+    first = cached()
+    script = project / "scripts" / "tiny.yaml"
+    script.write_text(script.read_text().replace("Rest here for a while.", "Rest here for a little while."))
+    run(project)
+    before = cached()
+    assert len(before) == len(first) + 2   # the edited take, in each locale
+    engine = CountingEngine()
+    keep = takes_in_use(Project(project), engine_factory=lambda profile: engine)
+    removed = {p.stem for p in clean(project / "build", project_root=project, keep=lambda: keep)}
+    assert len(removed) == 2 and removed == before - keep and removed <= first   # the takes before the edit
+    assert cached() == keep
+    report, engine = run(project)
+    assert report.exit_code == 0 and report.cached == 2 and engine.spoken == []
+    (project / "scripts" / "broken.yaml").write_text("title: Broken\nlocales: [en-GB]\nsections:\n  - text: Hi [pause 3 seconds]\n")
+    with pytest.raises(CalmplaceError, match=r"nothing removed.*\n.*broken.yaml:4:14: error: unknown marker"):
+        takes_in_use(Project(project), engine_factory=lambda profile: engine)

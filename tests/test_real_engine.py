@@ -150,3 +150,24 @@ def test_voices_for_a_locale_list_its_own_first(monkeypatch):
     assert [ln.split()[0] for ln in lines] == ["a/gb", "a/rp", "other", "a/us"], lines
     lines = CliRunner().invoke(main, ["voices", "--locale", "en"]).output.splitlines()
     assert [ln.split()[0] for ln in lines] == ["a/us", "a/gb", "a/rp"], lines
+
+
+def test_clean_unused_removes_only_the_takes_no_script_uses(project: Path):
+    """The command, with the real voice: a take replaced by an edit goes, the rest stay."""
+    from helpers import invoke_cli
+
+    assert build(Project(project), locales=("en-GB",)).exit_code == 0
+    result = invoke_cli(project, "clean", "--unused")
+    assert (result.exit_code, result.output.strip()) == (0, "nothing to remove")
+    script = project / "scripts" / "tiny.yaml"
+    script.write_text(script.read_text().replace("Rest here for a while.", "Rest here for a little while."))
+    assert build(Project(project), locales=("en-GB",)).exit_code == 0
+    before = set((project / "build" / ".cache").rglob("*.npy"))
+    result = invoke_cli(project, "clean", "--unused")
+    assert result.exit_code == 0 and result.output.strip() == "removed 1 unused cached take from build/.cache/"
+    after = set((project / "build" / ".cache").rglob("*.npy"))
+    assert after < before and len(before - after) == 1
+    # what is left is what the edited script reads: building it from scratch speaks nothing new
+    report = build(Project(project), locales=("en-GB",), out_dir=project / "again", cache_dir=project / "build" / ".cache")
+    assert report.exit_code == 0 and report.built == 1
+    assert set((project / "build" / ".cache").rglob("*.npy")) == after

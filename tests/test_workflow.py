@@ -35,6 +35,14 @@ def test_builds_with_make_tracks_then_checks():
     assert make < check
 
 
+def test_the_saved_cache_keeps_only_the_takes_in_use():
+    # actions/cache saves in its post step, after every step: a prune anywhere after the build counts
+    runs = [step.get("run", "") for step in _steps()]
+    make = next(i for i, run in enumerate(runs) if "make tracks" in run)
+    prune = next(i for i, run in enumerate(runs) if "calmplace clean --unused" in run)
+    assert make < prune
+
+
 def test_cache_key_covers_every_trigger_path():
     """A cache hit is never saved again: every path that triggers a run (code included) must be in
     the key, or a run would restore outputs built from older inputs and rebuild them every time."""

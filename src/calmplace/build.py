@@ -1346,10 +1346,44 @@ def _is_within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def clean(out_dir: Path, cache_dir: Path | None = None, *, project_root: Path | None = None, ui=None) -> list[Path]:
+def takes_in_use(project: Project, *, settings: Settings = Settings(),
+                 engine_factory: Callable[[VoiceProfile], object] | None = None) -> set[str]:
+    """The take keys a build of the whole library (every script, every locale, each script's own
+    voice) reads from the cache: what `clean --unused` keeps. A recorded voice's missing takes
+    count with the synthetic voice that `--fallback-tts` would speak them in.
+
+    Raises CalmplaceError listing the problems when a script has errors or a track cannot be
+    planned: what it would use cannot be told then, so nothing may be called unused."""
+    settings = dataclasses.replace(settings, fallback_tts=True)
+    real_engines = engine_factory is None
+    engine_factory = engine_factory or (lambda profile: make_engine(profile, settings))
+    track_jobs, problems = gather(project, (), settings=settings)
+    if real_engines:
+        problems += voiceless(track_jobs)
+    engines: dict[str, object] = {}
+    keys: set[str] = set()
+    for job in [] if problems else track_jobs:
+        try:
+            engine = engines.get(job.profile.name) or engines.setdefault(job.profile.name, engine_factory(job.profile))
+            the_plan = plan(job.script, job.locale)
+            keys.update(engine.take_keys(the_plan.takes, script_id=job.script.id, locale=job.locale, sr=settings.sr))
+        except CalmplaceError as exc:
+            problems.append(f"{job.label}: error: {exc}")
+    if problems:
+        raise CalmplaceError("nothing removed: which takes the scripts use cannot be told while they have "
+                             "errors:\n" + "\n".join(problems))
+    return keys
+
+
+def clean(out_dir: Path, cache_dir: Path | None = None, *, project_root: Path | None = None, ui=None,
+          keep: Callable[[], set[str]] | None = None) -> list[Path]:
     """Remove calmplace's own entries from the take cache: the clips under `takes/` (and temp
     files a killed build left there), the emptied `takes/` folders and the `.lock` file, then the
     cache folder itself if nothing else is in it. Files of other tools stay. Return the take files removed.
+
+    With `keep` (a function giving take keys, as `takes_in_use` does; called once the cache is
+    locked, so no build adds takes between it and the removal), only the other clips and the
+    temp files go: the cache stays, with what the library's next build would read.
 
     A cache folder that is the project's root, the output folder, or a folder holding either is
     refused (CalmplaceError) before anything is touched: a cache is a folder of its own."""
@@ -1365,7 +1399,7 @@ def clean(out_dir: Path, cache_dir: Path | None = None, *, project_root: Path | 
         raise CalmplaceError(f"refusing to clean {target}: it is the output folder {out_dir} or holds it; "
                              f"give the take cache a folder of its own (--cache-dir)")
     with _cache_exclusively(target, ui=ui or NullUI()):
-        return _clean(target)
+        return _clean(target, keep=keep() if keep is not None else None)
 
 
 @contextmanager
@@ -1393,7 +1427,7 @@ def _cache_exclusively(target: Path, *, ui):
             os.close(fd)
 
 
-def _clean(target: Path) -> list[Path]:
+def _clean(target: Path, *, keep: set[str] | None = None) -> list[Path]:
     takes = target / "takes"
     removed: list[Path] = []
     if takes.is_dir() and not takes.is_symlink():
@@ -1402,12 +1436,14 @@ def _clean(target: Path) -> list[Path]:
                 continue
             for entry in sorted(sub.iterdir()):   # the clips: <key>.npy, in the folder named for key[:2]
                 if (entry.suffix == ".npy" and entry.name.startswith(sub.name)
-                        and (entry.is_file() or entry.is_symlink())):
+                        and (entry.is_file() or entry.is_symlink()) and (keep is None or entry.stem not in keep)):
                     entry.unlink()
                     removed.append(entry)
             removed += sweep_temp_files(sub)   # and atomic_write's temp files a killed build left
             _rmdir_if_empty(sub)
         _rmdir_if_empty(takes)
+    if keep is not None:   # the cache stays in use
+        return removed
     lock = target / ".lock"   # BuildLock's
     if lock.is_file() and not lock.is_symlink():
         lock.unlink()

@@ -132,14 +132,19 @@ def build_cmd(ui: UI, scripts: tuple[str, ...], locales: tuple[str, ...], voice:
 @click.option("--out", "out_dir", type=_Folder(), default=Path("build"),
               show_default=True)
 @click.option("--cache-dir", type=_Folder(), envvar="CALMPLACE_CACHE")
+@click.option("--unused", is_flag=True,
+              help="Only the takes no script uses now (what `calmplace build` of every script would read); "
+                   "for a CI cache that would otherwise only grow.")
 @click.pass_obj
-def clean_cmd(ui: UI, out_dir: Path, cache_dir: Path | None) -> None:
+def clean_cmd(ui: UI, out_dir: Path, cache_dir: Path | None, unused: bool) -> None:
     """Remove the cached takes (outputs, and other files in the cache folder, stay)."""
-    from .build import clean
+    from .build import clean, takes_in_use
 
     cache = cache_dir if cache_dir is not None else out_dir / ".cache"
     try:
-        removed = clean(out_dir, cache_dir, project_root=Path.cwd(), ui=ui)
+        project = _project(()) if unused else None
+        removed = clean(out_dir, cache_dir, project_root=Path.cwd(), ui=ui,
+                        keep=(lambda: takes_in_use(project)) if unused else None)
     except CalmplaceError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
@@ -147,7 +152,8 @@ def clean_cmd(ui: UI, out_dir: Path, cache_dir: Path | None) -> None:
         click.echo(f"error: cannot remove {os_problem(exc)}", err=True)
         sys.exit(1)
     n = len(removed)
-    ui.info(f"removed {n} cached take{'s' if n != 1 else ''} from {cache}/" if removed else "nothing to remove")
+    what = "unused cached take" if unused else "cached take"
+    ui.info(f"removed {n} {what}{'s' if n != 1 else ''} from {cache}/" if removed else "nothing to remove")
 
 
 @main.command("check")
