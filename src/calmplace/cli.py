@@ -71,7 +71,22 @@ def _print_problems(report: Report) -> None:
         click.echo(message, err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+EXIT_INTERRUPTED = 130   # 128 + SIGINT: what shells, make and CI runners read as "interrupted"
+
+
+class _Commands(click.Group):
+    """Click's group, but Ctrl-C exits 130, not 1: an interrupted build is not a failed one."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo(err=True)
+            click.echo("Aborted!", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="calmplace")
 @click.option("-v", "--verbose", count=True, help="Say more (per-track and per-stage details).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
