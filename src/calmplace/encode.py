@@ -394,7 +394,7 @@ class _CpuGate:
     """Runs a job on one of `own` CPUs, or on one borrowed from `spare` (a semaphore) while none
     of its own is free; a borrowed CPU goes back when the job ends."""
 
-    WAIT_S = 0.02   # how often a waiting job looks for a borrowed CPU (jobs take 0.1-0.5 s)
+    WAIT_S = 0.1   # how often a waiting job looks for a CPU to borrow again (a job takes 0.1-0.5 s)
 
     def __init__(self, own: int, spare):
         import threading
@@ -403,11 +403,14 @@ class _CpuGate:
 
     def run(self, fn, *args):
         while True:
-            if self.own.acquire(timeout=self.WAIT_S):
+            if self.own.acquire(False):
                 cpu = self.own
                 break
             if self.spare.acquire(False):
                 cpu = self.spare
+                break
+            if self.own.acquire(timeout=self.WAIT_S):
+                cpu = self.own
                 break
         try:
             return fn(*args)
