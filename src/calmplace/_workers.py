@@ -11,7 +11,6 @@ from dataclasses import dataclass
 PARENT_POLL_S = 0.5
 
 
-
 @dataclass(frozen=True)
 class SpareCpus:
     """CPUs a track's encoder may borrow (`encode._executor`): `semaphore` (a multiprocessing one,

@@ -20,7 +20,7 @@ from typing import Callable, ClassVar, Iterator
 
 import numpy as np
 
-from . import GC_GEN0_THRESHOLD, SR, __version__
+from . import GC_GEN0_THRESHOLD, SR, __version__, _workers
 from .errors import CalmplaceError, Problem, ScriptErrors, WordedErrors, os_problem
 from .fsio import atomic_write, sha256_bytes, sha256_file, sweep_temp_files
 from .script import Project, Script, load_scripts
@@ -479,17 +479,10 @@ def build(project: Project, names: tuple[str, ...] = (), *, locales: tuple[str, 
     # `--check` waits for a build writing the outputs (CI QA: it called them stale mid-build)
     with BuildLock(out_dir, ui=ui, reading=check_only, cache_root=cache.root) as lock:
         manifest = Manifest(out_dir / "manifest.json")
-        engines: dict[str, object] = {}
-        planned: list[tuple[TrackWork, object]] = []
-        unplanned: list[str] = []
-        for job in track_jobs:  # plan every track before anything is built
-            try:
-                engine = engines.get(job.profile.name) or engines.setdefault(job.profile.name,
-                                                                             engine_factory(job.profile))
-                planned.append((_plan_track(job, engine=engine, project=project, out_dir=out_dir, cache=cache,
-                                            settings=settings), engine))
-            except CalmplaceError as exc:
-                unplanned.append(f"{job.label}: error: {exc}")
+        planned, unplanned = _plan_each(   # every track, before anything is built
+            track_jobs, engine_factory,
+            lambda job, engine: _plan_track(job, engine=engine, project=project, out_dir=out_dir, cache=cache,
+                                            settings=settings))
         if unplanned:   # as with a script's errors, nothing is built (QA: the script's other locales were)
             return _halted(report, unplanned)
         work: list[tuple[TrackWork, object]] = []
@@ -529,6 +522,22 @@ def build(project: Project, names: tuple[str, ...] = (), *, locales: tuple[str, 
         if not names and not locales:   # the whole library: outputs of scripts and locales now gone go
             _remove_gone(manifest, out_dir=out_dir, wanted=track_jobs, lock=lock, report=report, ui=ui)
     return report
+
+
+def _plan_each(track_jobs: list[Job], engine_factory: Callable[[VoiceProfile], object],
+               plan_one: Callable[[Job, object], object]) -> tuple[list[tuple[object, object]], list[str]]:
+    """(plan_one(job, engine), engine) for every job, one engine per voice profile, and a problem
+    for each job that could not be planned."""
+    engines: dict[str, object] = {}
+    planned: list[tuple[object, object]] = []
+    problems: list[str] = []
+    for job in track_jobs:
+        try:
+            engine = engines.get(job.profile.name) or engines.setdefault(job.profile.name, engine_factory(job.profile))
+            planned.append((plan_one(job, engine), engine))
+        except CalmplaceError as exc:
+            problems.append(f"{job.label}: error: {exc}")
+    return planned, problems
 
 
 def _halted(report: Report, problems: list[str]) -> Report:
@@ -753,11 +762,10 @@ def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache,
             context.set_forkserver_preload(["calmplace._forkserver_preload", *_RENDER_MODULES])
         import os
 
-        from ._workers import start_worker
-
         spare = _SpareCpuLedger(context, jobs=jobs, workers=workers, threads=threads)
         pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                                      initializer=start_worker, initargs=(os.getpid(), spare.cpus))
+                                                      initializer=_workers.start_worker,
+                                                      initargs=(os.getpid(), spare.cpus))
         # submits in their own thread, in order: the first waits until the server has imported
         # everything and forked its first worker, and this thread goes on speaking meanwhile
         submitter = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="calmplace-submit")
@@ -843,11 +851,10 @@ class _SpareCpuLedger:
     def __init__(self, context, *, jobs: int, workers: int, threads: int):
         import threading
 
-        from ._workers import SpareCpus
-
         self.threads, self.workers = threads, workers   # each track's own CPUs, and the pool's size
         # CPUs beyond the workers' own ones (jobs=3, two tracks: one) are spare from the start
-        self.cpus = SpareCpus(context.Semaphore(jobs - workers * self.threads), most=max(0, jobs - self.threads))
+        self.cpus = _workers.SpareCpus(context.Semaphore(jobs - workers * self.threads),
+                                       most=max(0, jobs - self.threads))
         self.lock = threading.Lock()
         self.submitted = self.finished = self.lent = 0
         self.complete = False
@@ -1115,8 +1122,6 @@ def render_track(item: TrackWork, *, bed_prefetch=None, fresh: dict[str, np.ndar
         docs = side.submit(documents)
     try:
         with stage("master+encode"):
-            from . import _workers
-
             mp3, measured = master_to_mp3(samples, sr=sr, target_lufs=settings.target_lufs,
                                           ceiling_dbtp=settings.ceiling_dbtp, bitrate_kbps=settings.bitrate_kbps,
                                           tags=_tags(the_plan), chapters=_chapters(timeline), threads=item.threads,
@@ -1360,19 +1365,15 @@ def takes_in_use(project: Project, *, settings: Settings = Settings(),
     track_jobs, problems = gather(project, (), settings=settings)
     if real_engines:
         problems += voiceless(track_jobs)
-    engines: dict[str, object] = {}
-    keys: set[str] = set()
-    for job in [] if problems else track_jobs:
-        try:
-            engine = engines.get(job.profile.name) or engines.setdefault(job.profile.name, engine_factory(job.profile))
-            the_plan = plan(job.script, job.locale)
-            keys.update(engine.take_keys(the_plan.takes, script_id=job.script.id, locale=job.locale, sr=settings.sr))
-        except CalmplaceError as exc:
-            problems.append(f"{job.label}: error: {exc}")
+    planned, unplanned = _plan_each(
+        [] if problems else track_jobs, engine_factory,
+        lambda job, engine: engine.take_keys(plan(job.script, job.locale).takes, script_id=job.script.id,
+                                             locale=job.locale, sr=settings.sr))
+    problems += unplanned
     if problems:
         raise CalmplaceError("nothing removed: which takes the scripts use cannot be told while they have "
                              "errors:\n" + "\n".join(problems))
-    return keys
+    return {key for keys, _engine in planned for key in keys}
 
 
 def clean(out_dir: Path, cache_dir: Path | None = None, *, project_root: Path | None = None, ui=None,

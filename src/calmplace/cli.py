@@ -157,9 +157,11 @@ def clean_cmd(ui: UI, out_dir: Path, cache_dir: Path | None, unused: bool) -> No
 
     cache = cache_dir if cache_dir is not None else out_dir / ".cache"
     try:
-        project = _project(()) if unused else None
-        removed = clean(out_dir, cache_dir, project_root=Path.cwd(), ui=ui,
-                        keep=(lambda: takes_in_use(project)) if unused else None)
+        keep = None
+        if unused:
+            project = _project(())
+            keep = lambda: takes_in_use(project)   # noqa: E731 - called once the cache is locked
+        removed = clean(out_dir, cache_dir, project_root=Path.cwd(), ui=ui, keep=keep)
     except CalmplaceError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)

@@ -367,9 +367,9 @@ def _executor(threads: int, *, spare_cpus=None):
     at once, for one). Leaving the block waits for every job; failing in it cancels those not
     started.
 
-    `spare_cpus` (a `_workers.SpareCpus`): CPUs the build's other tracks no longer use. A job that finds
-    none of this track's `threads` CPUs free borrows one of those for as long as it runs, so the
-    last track of a build encodes on the CPUs the others freed."""
+    `spare_cpus` (a `_workers.SpareCpus`): CPUs the build's other tracks no longer use. A job
+    that finds none of this track's `threads` CPUs free borrows one of those for as long as it
+    runs, so the last track of a build encodes on the CPUs the others freed."""
     if threads <= 1 and spare_cpus is None:
         yield _run_now
         return
