@@ -17,7 +17,18 @@ command -v pdftotext >/dev/null || missing+=(poppler-utils)
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
   echo "calmplace: installing system packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || {
+  apt_get() {   # apt-get "$@", quiet; another apt (unattended-upgrades, a second `make` in a fresh
+    # clone) may hold its locks: wait for it, up to 10 minutes, instead of failing at once
+    local tries=0 err
+    while ! err=$(apt-get -o DPkg::Lock::Timeout=600 "$@" 2>&1 >/dev/null); do
+      case "$err" in *"Could not get lock"*|*"Unable to lock"*) ;; *) echo "$err" >&2; return 1 ;; esac
+      tries=$((tries + 1))
+      [ "$tries" -ge 120 ] && { echo "$err" >&2; return 1; }
+      [ "$tries" -eq 1 ] && echo "calmplace: waiting for another apt-get to finish..." >&2
+      sleep 5
+    done
+  }
+  apt_get update -qq && apt_get install -y -qq --no-install-recommends "${missing[@]}" || {
     echo "calmplace: apt-get install ${missing[*]} failed" >&2; exit 1; }
 else
   echo "calmplace: missing system packages: ${missing[*]}" >&2
