@@ -1,4 +1,4 @@
-"""Commands for recording one's own voice: `calmplace template`, `calmplace takes status|split`.
+"""Commands for recording one's own voice: `calmplace template`, `calmplace takes status|rename|split`.
 
 Registered on the main group with `main.add_command(template)` and `main.add_command(takes)`.
 Same conventions as cli.py: problems on stderr as "error: ...", exit status 1 for bad input,
@@ -313,7 +313,8 @@ def _status(script: str, voice: str | None, locales: tuple[str, ...], accept: bo
             click.echo(f"  {len(renamed)} take file{'s were' if len(renamed) != 1 else ' was'} recorded for another "
                        f"take's text (a sentence was added or removed): rename them, the highest number first "
                        f"after an added sentence, the lowest first after a removed one (the build lists them in "
-                       f"that order)"
+                       f"that order), or let calmplace do it: calmplace takes rename {job.script.id} --voice "
+                       f"{job.profile.name} --locale {job.locale}"
                        + (" (--accept leaves them stale)" if accept else ""))
         if accept and accepted:
             save_record(folder, accepted, script_id=job.script.id, locale=job.locale)
@@ -325,6 +326,54 @@ def _status(script: str, voice: str | None, locales: tuple[str, ...], accept: bo
             click.echo("  (run with --accept to remember which text each take was recorded for, so that later "
                        "edits to the script are flagged)")
         trouble += sum(v for k, v in counts.items() if k not in ("ok", "new"))  # new: usable, only untracked
+    sys.exit(1 if trouble else 0)
+
+
+@takes.command("rename")
+@click.argument("script")
+@click.option("--voice", metavar="NAME", callback=voice_name_option,
+              help="The recorded voice [default: the script's voice].")
+@click.option("--locale", "locales", multiple=True, metavar="L", help="Only this locale (repeatable).")
+@click.option("--dry-run", is_flag=True, help="List the renames; change nothing.")
+def rename_cmd(script: str, voice: str | None, locales: tuple[str, ...], dry_run: bool) -> None:
+    """Rename take files recorded for what is now another take (a sentence was added or removed).
+
+    Each file goes to the number of the take whose text it was recorded for, in a safe order, and
+    takes.json follows. Nothing is renamed for a locale where a file is in the way (exit 1)."""
+    from .speech.recorded import apply_renames, rename_plan, shown, take_dir
+
+    project = _project(script)
+    jobs = _recorded_jobs(script, locales, voice)
+    trouble = False
+    for job in jobs:
+        the_plan = plan(job.script, job.locale)
+        folder = take_dir(project.voices_dir, job.profile.name, job.script.id, job.locale)
+        try:
+            moves = rename_plan(folder, the_plan.takes)
+        except CalmplaceError as exc:
+            click.echo(f"error: {job.label}, voice {job.profile.name}: {exc}", err=True)
+            trouble = True
+            continue
+        click.echo(f"{job.label}, voice {job.profile.name}: {shown(folder)}/")
+        if not moves:
+            click.echo("  nothing to rename")
+            continue
+
+        def said(r) -> None:
+            click.echo(f"  {r.state.path.name} -> {r.target.name}  \u201c{r.state.recorded_text}\u201d")
+
+        if dry_run:
+            for r in moves:
+                said(r)
+            click.echo(f"  {len(moves)} to rename (--dry-run: nothing changed)")
+            continue
+        try:
+            apply_renames(folder, moves, script_id=job.script.id, locale=job.locale, on_rename=said)
+        except OSError as exc:
+            _fail(f"cannot rename the takes in {shown(folder)}/: {os_problem(exc)} (run it again once "
+                  f"that is fixed: it goes on from where it stopped)")
+        click.echo(f"  renamed {len(moves)} take file{'s' if len(moves) != 1 else ''}; "
+                   f"{shown(folder / 'takes.json')} follows them")
     sys.exit(1 if trouble else 0)
 
 

@@ -1018,8 +1018,9 @@ class RecordedEngine:
         renumbered = [s for s in states if s.renumbered] + moved_off_the_end(folder, takes)
         if renumbered:  # used as they are, every one would be spoken one place off: never built
             problems.append(_renumbered_problem(self.profile.name, label, renumbered, folder, takes)
-                            + f"\nThen check with: calmplace takes status {script_id} --voice {self.profile.name} "
-                              f"--locale {locale}")
+                            + f"\n(calmplace takes rename {script_id} --voice {self.profile.name} --locale {locale} "
+                              f"does this for you.) Then check with: calmplace takes status {script_id} --voice "
+                              f"{self.profile.name} --locale {locale}")
         refilled = {s.now_take for s in renumbered}  # a take that renaming fills is not one to record
         missing = [s for s in states if s.state == "missing"]
         to_record = [s for s in missing if s.take.name not in refilled]
@@ -1158,19 +1159,103 @@ def _renumbered_problem(voice: str, label: str, renumbered: Sequence[TakeState],
                 key=lambda s: s.take.number, reverse=True)
     down = sorted((s for s in renumbered if by_name[s.now_take].number < s.take.number), key=lambda s: s.take.number)
     moving = {s.path for s in renumbered}
+    still_there = set(moving)
     lines = []
     for s in up + down:
+        target = s.path.with_name(f"{s.now_take}{s.path.suffix}")
         line = (f"  {shown(s.path)} was recorded for what is now take {s.now_take}: "
-                f"rename {s.path.name} to {s.now_take}{s.path.suffix}")
+                f"rename {s.path.name} to {target.name}")
         in_way = [p.name for p in take_files(folder, by_name[s.now_take]) if p not in moving]
         if in_way:  # a file for the target take that is not itself renamed (its text was removed?)
             line += f" (move {', '.join(in_way)} out of the way first)"
+        elif target in still_there:   # two takes trade places (sentences swapped): no order is safe
+            line += f" ({target.name} is still there: give it a temporary name first)"
+        still_there.discard(s.path)
         lines.append(line)
     n = len(renumbered)
     return (f"voice {voice!r}: {n} take file{'s' if n != 1 else ''} of {label} {'were' if n != 1 else 'was'} "
             f"recorded for what is now another take (a sentence was added or removed, and the takes after it "
             f"were renumbered); used as {'they are' if n != 1 else 'it is'}, the track would say the wrong "
             f"sentences. Rename {'them, in this order' if n != 1 else 'it'}:\n" + "\n".join(lines))
+
+
+@dataclass(frozen=True)
+class Rename:
+    """One take file to move to the number of the take whose text it was recorded for."""
+    source: Path
+    target: Path
+    state: TakeState
+
+
+def rename_plan(folder: Path, takes: Sequence[Take]) -> list[Rename]:
+    """The renames that put take files recorded for what is now another take (a sentence was added
+    or removed, `TakeState.renumbered`, `moved_off_the_end`) under that take's number, in the order
+    `_renumbered_problem` lists them. Raises CalmplaceError, naming each, when a rename would land on
+    a file that is not itself moved (recorded for a removed sentence?) or two on the same take:
+    those are the person's to decide."""
+    by_name = {t.name: t for t in takes}
+    renumbered = [s for s in take_states(folder, takes) if s.renumbered] + moved_off_the_end(folder, takes)
+    up = sorted((s for s in renumbered if by_name[s.now_take].number > s.take.number),
+                key=lambda s: s.take.number, reverse=True)
+    down = sorted((s for s in renumbered if by_name[s.now_take].number < s.take.number), key=lambda s: s.take.number)
+    plan = [Rename(s.path, folder / f"{s.now_take}{s.path.suffix}", s) for s in up + down]
+    moving = {r.source for r in plan}
+    problems = []
+    for r in plan:
+        in_way = [p for p in take_files(folder, by_name[r.state.now_take]) if p not in moving]
+        if in_way:
+            problems.append(f"  {r.source.name} was recorded for take {r.state.now_take}, but "
+                            f"{', '.join(p.name for p in in_way)} {'is' if len(in_way) == 1 else 'are'} there: "
+                            f"move {'it' if len(in_way) == 1 else 'them'} out of the way (or delete "
+                            f"{'it' if len(in_way) == 1 else 'them'}) if {r.source.name} is the one to keep")
+    for target in sorted({r.state.now_take for r in plan}):
+        sources = [r.source.name for r in plan if r.state.now_take == target]
+        if len(sources) > 1:
+            problems.append(f"  {' and '.join(sources)} were both recorded for take {target}: keep one")
+    if problems:
+        raise CalmplaceError(f"{shown(folder)}/: nothing renamed:\n" + "\n".join(problems))
+    return plan
+
+
+def apply_renames(folder: Path, plan: Sequence[Rename], *, script_id: str, locale: str,
+                  on_rename: Callable[[Rename], None] | None = None) -> None:
+    """Move each file of `rename_plan` to its target, then re-key `takes.json` to the new numbers.
+
+    Each move is one rename(2), so a file is always whole under one name or the other. A target
+    still held by a file that moves on later is renamed first; takes that trade places (two
+    sentences swapped) go through a temporary name, `NNN.renaming.ext` (were the run killed then,
+    `takes status` names it as a file no take uses). The files are judged by content (takes.json
+    knows them by sha256), so a run stopped half-way is finished by running it again, and its
+    entries are re-keyed then too."""
+    pending = {r.source: r for r in plan}
+    while pending:
+        free = [r for r in pending.values() if r.target not in pending]
+        if not free:   # a cycle: park one of its files under a temporary name
+            r = next(iter(pending.values()))
+            park = r.source.with_name(f"{r.source.stem}.renaming{r.source.suffix}")
+            os.rename(r.source, park)
+            del pending[r.source]
+            pending[park] = Rename(park, r.target, r.state)
+            continue
+        for r in free:
+            os.rename(r.source, r.target)
+            del pending[r.source]
+            if on_rename:
+                on_rename(r)
+    # re-key by content: every take file takes.json knows under another number (renamed now, by
+    # an earlier run stopped half-way, or by hand) gets its entry under the number it has now
+    record = load_record(folder)
+    key_of = {e.get("sha256"): k for k, e in record.items() if e.get("sha256")}
+    moved = {}
+    for path in sorted(folder.iterdir()):
+        if re.fullmatch(r"\d{3}", path.stem) and path.suffix.lower().lstrip(".") in TAKE_EXTS and path.is_file():
+            key = key_of.get(sha256_file(path))
+            if key is not None and key != path.stem:
+                moved[key] = path
+    entries = {key: record.pop(key) for key in moved}
+    for key, path in moved.items():
+        record[path.stem] = {**entries[key], "file": path.name}
+    atomic_write(folder / RECORD_FILE, record_bytes(record, script_id=script_id, locale=locale))
 
 
 def _fallback_key(tts_key: str) -> str:
