@@ -112,3 +112,18 @@ def test_noise_note_flags_a_shared_machine(bench):
     assert "other processes used 120 CPU-seconds, 20% of the machine's 600" in busy and "noisy" in busy
     quiet = bench.noise_note(others_cpu_s=-3.0, elapsed_s=300.0, cpus=2, load_before=0.1)
     assert "used 0 CPU-seconds, 0%" in quiet and "noisy" not in quiet
+
+
+def test_the_memory_sampler_runs_only_when_asked(bench):
+    """Timed jobs=2 builds run without the tree-PSS sampler (its /proc reads cost about 25 ms of CPU
+    each, which a build keeping both CPUs busy would wait for); memory runs sample."""
+    holds_80_mib = [sys.executable, "-c",
+                    "import time; b = bytearray(80 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); time.sleep(1.0)"]
+    sampled = bench.run_process(holds_80_mib)
+    assert sampled.returncode == 0
+    # 80 MiB touched, held for 1 s, sampled every 0.25 s: the peak sees all of it (the interpreter
+    # adds a few MiB more)
+    assert sampled.tree_mib is not None and sampled.tree_mib >= 80
+    quiet = bench.run_process(holds_80_mib, sample_memory=False)
+    assert quiet.returncode == 0 and quiet.tree_mib is None
+    assert quiet.rss_mib >= 80   # wait4's peak RSS needs no sampler

@@ -208,7 +208,9 @@ def render_report(data: dict) -> str:
                     "processes included. Peak RSS = largest single process (`wait4` ru_maxrss); tree PSS = "
                     "peak of the summed PSS of the process and all its descendants at one moment (what "
                     "jobs=2 costs the machine), sampled every 0.25 s (each sample reads /proc: more often "
-                    "would slow what it measures).", ""]
+                    "would slow what it measures). A sample costs the bench about 25 ms of CPU, which a "
+                    "build keeping both CPUs busy would wait for: the timed cold builds with jobs=2 run "
+                    "without the sampler, and their tree PSS comes from one more run of each.", ""]
         rows = []
         for b in s.get("builds", []):
             rtf = realtime_factor(b.get("audio_s"), b.get("wall_s")) if b.get("rtf", True) else None
@@ -368,16 +370,22 @@ def _reap_orphans(*, timeout_s: float = 10.0):
             time.sleep(0.01)
 
 
-def run_process(argv: list[str], *, cwd: Path | None = None) -> Run:
+def run_process(argv: list[str], *, cwd: Path | None = None, sample_memory: bool = True) -> Run:
+    """Run argv to its end: wall time, CPU and peak RSS (its own and its descendants'), and with
+    `sample_memory` the peak PSS of its process tree (`TreeSampler`). Each sample costs this
+    process about 25 ms of CPU (a 2-locale jobs=2 build: 52 samples, 1.27 CPU-s), which a run that
+    keeps every CPU busy would wait for: runs timed for the targets at jobs > 1 go without it."""
     err = tempfile.TemporaryFile()
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
-    sampler = TreeSampler(proc.pid)
-    sampler.start()
+    sampler = TreeSampler(proc.pid) if sample_memory else None
+    if sampler:
+        sampler.start()
     try:
         _, status, usage = os.wait4(proc.pid, 0)
     finally:
-        sampler.stop()
+        if sampler:
+            sampler.stop()
     elapsed = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     cpu, maxrss = usage.ru_utime + usage.ru_stime, usage.ru_maxrss
@@ -388,10 +396,10 @@ def run_process(argv: list[str], *, cwd: Path | None = None) -> Run:
     stderr = err.read().decode("utf-8", "replace")
     err.close()
     return Run(proc.returncode, elapsed, maxrss * MIB_PER_KIB,
-               sampler.peak_kib * MIB_PER_KIB if sampler.peak_kib else None, cpu, stderr)
+               sampler.peak_kib * MIB_PER_KIB if sampler and sampler.peak_kib else None, cpu, stderr)
 
 
-def run_worker(kind: str, args: dict, *, scratch: Path) -> Run:
+def run_worker(kind: str, args: dict, *, scratch: Path, sample_memory: bool = True) -> Run:
     """Run `_worker_<kind>(args)` in a fresh interpreter; its returned dict is Run.result."""
     scratch.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=scratch, prefix=f"{kind}-", suffix=".json")
@@ -399,7 +407,7 @@ def run_worker(kind: str, args: dict, *, scratch: Path) -> Run:
     args_path, result_path = Path(name), Path(name).with_suffix(".result.json")
     args_path.write_text(json.dumps(args))
     run = run_process([sys.executable, str(Path(__file__).resolve()), "--worker", kind, str(args_path),
-                       str(result_path)])
+                       str(result_path)], sample_memory=sample_memory)
     if run.returncode != 0 or not result_path.is_file():
         tail = "\n".join(run.stderr.strip().splitlines()[-15:])
         raise BenchError(f"{kind} worker failed (exit {run.returncode}):\n{tail}")
@@ -751,16 +759,28 @@ def bench_script(path: Path, *, project: Path, scratch: Path) -> dict:
             info["duration_s"] = run.result["duration_s"]
     speech = info["stages"].get("speech", {})
 
-    def build_once(*, locales_: list[str], jobs: int, out_dir: Path, cache_dir: Path | None) -> Run:
+    def build_once(*, locales_: list[str], jobs: int, out_dir: Path, cache_dir: Path | None,
+                   timed: bool = True) -> Run:
+        """One cold build. Timed at jobs > 1, it runs without the memory sampler (`run_process`):
+        `memory_run` measures that configuration's memory in a run of its own."""
         shutil.rmtree(out_dir, ignore_errors=True)   # cold: empty output and cache folders
         if cache_dir:
             shutil.rmtree(cache_dir, ignore_errors=True)
         return run_worker("build", {"project": str(project), "names": [script.id], "locales": locales_,
                                     "out_dir": str(out_dir), "cache_dir": str(cache_dir) if cache_dir else None,
-                                    "jobs": jobs}, scratch=scratch)
+                                    "jobs": jobs}, scratch=scratch, sample_memory=not timed or jobs == 1)
 
-    def record(label: str, runs: list[Run]):
-        """The run with the median wall time stands for the row (`runs` of one configuration)."""
+    def memory_run(label: str, **kwargs) -> Run | None:
+        log(f"{script.id}: {label}, once more for its memory")
+        try:
+            return build_once(**kwargs, timed=False)
+        except BenchError as exc:
+            log(str(exc))
+            return None
+
+    def record(label: str, runs: list[Run], *, memory: Run | None = None):
+        """The run with the median wall time stands for the row (`runs` of one configuration);
+        the peak tree PSS comes from `memory` when the timed runs went without the sampler."""
         run = median_run(runs, key=lambda r: r.result["wall_s"])
         r = run.result
         if len(runs) > 1:
@@ -770,7 +790,7 @@ def bench_script(path: Path, *, project: Path, scratch: Path) -> dict:
             label += " (failed)"
         info["builds"].append({"label": label, "tracks": r["tracks"], "audio_s": r["audio_s"], "wall_s": r["wall_s"],
                                "process_s": run.process_s, "cpu_s": run.cpu_s, "rss_mib": run.rss_mib,
-                               "tree_mib": run.tree_mib})
+                               "tree_mib": memory.tree_mib if memory else run.tree_mib})
         return r if r["exit_code"] == 0 else None
 
     runs = scratch / f"{script.id}-runs"
@@ -809,7 +829,10 @@ def bench_script(path: Path, *, project: Path, scratch: Path) -> dict:
                 info["naive"].update(run_worker("loudness", {"mp3": run.result["mp3"]}, scratch=scratch).result)
             except BenchError as exc:  # the measurement is a note, not a result
                 log(f"could not measure the naive MP3: {exc}")
-        cold_one = record(f"cold build, {locale}, jobs={cpus} (the default)", one_runs)
+        one_label = f"cold build, {locale}, jobs={cpus} (the default)"
+        cold_one = record(one_label, one_runs,
+                          memory=memory_run(one_label, locales_=[locale], jobs=cpus, out_dir=runs / "one" / "out",
+                                            cache_dir=runs / "one" / "cache") if cpus > 1 else None)
         if cold_one:
             info["build_timings"] = cold_one["timings_s"]
         if cpus > 1:
@@ -827,7 +850,10 @@ def bench_script(path: Path, *, project: Path, scratch: Path) -> dict:
                                           cache_dir=runs / "serial" / "cache"))
             parallel_runs.append(build_once(locales_=[], jobs=2, out_dir=project / "build", cache_dir=None))
         serial = record(f"cold build, {n} locales, jobs=1", serial_runs)
-        parallel = record(f"cold build, {n} locales, jobs=2", parallel_runs)
+        parallel_label = f"cold build, {n} locales, jobs=2"
+        parallel = record(parallel_label, parallel_runs,
+                          memory=memory_run(parallel_label, locales_=[], jobs=2, out_dir=runs / "parallel" / "out",
+                                            cache_dir=runs / "parallel" / "cache"))
         if parallel and parallel_runs[-1].result["exit_code"] != 0:
             parallel = None
     except BenchError as exc:
