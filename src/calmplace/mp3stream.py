@@ -19,6 +19,7 @@ copied unchanged: the audio is exactly what the pieces' encoders wrote.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -34,7 +35,7 @@ class StreamError(ValueError):
 
 @dataclass(frozen=True)
 class Frames:
-    """One stream's frames, indexed by frame (plain lists: the join walks them one by one)."""
+    """One stream's frames, indexed by frame (lists, and `arrays` for the join's bulk work)."""
 
     data: bytes
     offset: list[int]            # byte offset of each frame header
@@ -49,6 +50,12 @@ class Frames:
 
     def __len__(self) -> int:
         return len(self.offset)
+
+    @cached_property
+    def arrays(self) -> dict[str, np.ndarray]:
+        """offset, area_bytes, main_data_begin, data_bytes and area_at as int64 arrays."""
+        return {name: np.asarray(getattr(self, name), dtype=np.int64)
+                for name in ("offset", "area_bytes", "main_data_begin", "data_bytes", "area_at")}
 
     def main_data(self, i: int) -> bytes:
         """Frame i's main data, gathered from its own and earlier frames' areas."""
@@ -67,24 +74,48 @@ def frame_bytes(header: int) -> int:
 
 def frame_offsets(data: bytes) -> tuple[int, list[int], list[int]]:
     """The first frame header, and the byte offset and size of every frame; checks the bytes are
-    whole MPEG-1 Layer III frames at one bitrate, sample rate and channel count."""
-    offsets, sizes, pos, first = [], [], 0, None
-    while pos + 4 <= len(data):
-        header = int.from_bytes(data[pos:pos + 4], "big")
-        bitrate_index, rate_index = (header >> 12) & 0xF, (header >> 10) & 0x3
-        # sync, MPEG-1, Layer III, a listed bitrate (not free format), a listed sample rate
-        if header >> 21 != 0x7FF or (header >> 17) & 0xF != 0b1101 or bitrate_index in (0, 15) or rate_index == 3:
-            raise StreamError(f"not an MPEG-1 Layer III frame at byte {pos}")
-        if first is None:
-            first = header
-        elif (header ^ first) & 0xFFFFFC00 or ((header ^ first) >> 6) & 3 == 3:  # rate or mono/stereo changed
-            raise StreamError("the stream changes bitrate, sample rate or channel count")
-        offsets.append(pos)
-        sizes.append(frame_bytes(header))
-        pos += sizes[-1]
-    if first is None or pos != len(data):
+    whole MPEG-1 Layer III frames at one bitrate, sample rate and channel count.
+
+    At one bitrate and rate a frame's size is that of the first frame without its padding slot,
+    plus the slot if its own header has one: the frames are walked with that alone, then every
+    header is checked at once."""
+    if len(data) < 4:
         raise StreamError("the stream ends inside a frame")
-    return first, offsets, sizes
+    first = int.from_bytes(data[:4], "big")
+    if not _valid_header(first):
+        raise StreamError("not an MPEG-1 Layer III frame at byte 0")
+    unpadded = frame_bytes(first & ~0x200)
+    raw = np.frombuffer(data, dtype=np.uint8)
+    slot = ((raw[2:] >> 1) & 1).tobytes()   # the padding bit, if a header's third byte were here
+    offsets, pos, end = [], 0, len(data) - 4
+    while pos <= end:
+        offsets.append(pos)
+        pos += unpadded + slot[pos]
+    at = np.asarray(offsets, dtype=np.int64)
+    header = (raw[at].astype(np.int64) << 24) | (raw[at + 1].astype(np.int64) << 16) | \
+        (raw[at + 2].astype(np.int64) << 8) | raw[at + 3]
+    valid = _valid_header(header)
+    # the same bitrate, rate and version as the first frame; mono stays mono, and stereo (joint,
+    # dual or plain: mode 0-2) stays two channels (the frame-by-frame walk only caught mono against
+    # plain stereo, not against joint stereo, LAME's usual mode)
+    same = (((header ^ first) & 0xFFFFFC00) == 0) & (((header >> 6) & 3 == 3) == ((first >> 6) & 3 == 3))
+    bad = np.flatnonzero(~(valid & same))
+    if bad.size:
+        i = int(bad[0])
+        if not valid[i]:
+            raise StreamError(f"not an MPEG-1 Layer III frame at byte {offsets[i]}")
+        raise StreamError("the stream changes bitrate, sample rate or channel count")
+    if pos != len(data):
+        raise StreamError("the stream ends inside a frame")
+    return first, offsets, (unpadded + ((header >> 9) & 1)).tolist()
+
+
+def _valid_header(header):
+    """Sync, MPEG-1, Layer III, a listed bitrate (not free format), a listed sample rate (an int, or
+    an array of them)."""
+    bitrate_index, rate_index = (header >> 12) & 0xF, (header >> 10) & 0x3
+    return (header >> 21 == 0x7FF) & ((header >> 17) & 0xF == 0b1101) & (bitrate_index != 0) & \
+        (bitrate_index != 15) & (rate_index != 3)
 
 
 def parse(data: bytes) -> Frames:
@@ -160,9 +191,10 @@ class Joiner:
         self._layout = _Layout()
         self._last: Piece | None = None
         self._start = 0
-        self._areas = bytearray()     # the joined main-data stream, as laid so far
-        self._pending: list[tuple[bytes, int]] = []   # (header + side info, area bytes) not yet out
-        self._out_area = 0            # where the first pending frame's area starts
+        self._areas = bytearray()     # the joined main-data stream laid so far, from _out_area on
+        # frames laid but not yet out: (headers + side info, one row a frame; their area sizes)
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self._out_area = 0            # where the first pending frame's area starts (in the whole stream)
 
     def add(self, piece: Piece) -> None:
         """The next piece: joins the previous one to it, and writes out what is final."""
@@ -191,37 +223,74 @@ class Joiner:
         if self._last is None or len(self.joins) != len(self.boundaries):
             raise ValueError("one boundary between each two pieces")
         self._lay(self._last, self._start, self._last.first_frame + len(self._last.frames))
-        self._write_out(final_area=len(self._areas))
+        self._write_out(final_area=self._out_area + len(self._areas))
         return bytes(self.out)
 
     def _lay(self, piece: Piece, start: int, end: int) -> None:
+        """Place frames [start, end) of `piece` and copy their main data and headers in.
+
+        In bulk, not frame by frame: where consecutive frames' data moved by the same amount
+        (once a piece has settled, every frame: its data lies where its own encoder put it) their
+        main data is one copy, with the bytes between two frames' data (an encoder's ancillary
+        bits) zeroed, as frame-by-frame laying left them."""
         layout, frames = self._layout, piece.frames
         area_pos, laid = layout.area_end, len(layout.begins)   # where the first of these frames goes
         layout.place(piece, start, end)
-        self._areas.extend(bytes(layout.area_end - len(self._areas)))
-        for f, begin in zip(range(start, end), layout.begins[laid:]):
-            i = f - piece.first_frame
-            main = frames.main_data(i)
-            self._areas[area_pos - begin:area_pos - begin + len(main)] = main
-            o = frames.offset[i]
-            head = bytearray(frames.data[o:o + 4 + frames.side_bytes])
-            head[4] = begin >> 1                                  # main_data_begin, 9 bits
-            head[5] = (head[5] & 0x7F) | ((begin & 1) << 7)
-            self._pending.append((bytes(head), frames.area_bytes[i]))
-            area_pos += frames.area_bytes[i]
+        if end <= start:
+            self._write_out(final_area=layout.data_end)
+            return
+        a = frames.arrays
+        idx = np.arange(start - piece.first_frame, end - piece.first_frame)
+        begin = np.asarray(layout.begins[laid:], dtype=np.int64)
+        area_bytes, area_at, n_bytes = a["area_bytes"][idx], a["area_at"][idx], a["data_bytes"][idx]
+        src = area_at - a["main_data_begin"][idx]   # where each frame's data is in its own stream
+        bad = np.flatnonzero(src < 0)
+        if bad.size:
+            i = int(idx[bad[0]])
+            raise StreamError(f"frame {i} points {frames.main_data_begin[i]} bytes before the stream")
+        if (src + n_bytes > area_at + area_bytes).any():
+            i = int(idx[np.flatnonzero(src + n_bytes > area_at + area_bytes)[0]])
+            raise StreamError(f"frame {i}'s main data runs past its own frame")
+        # and in the joined stream, from the first area not yet written out
+        dst = area_pos + np.cumsum(area_bytes) - area_bytes - begin - self._out_area
+        self._areas.extend(bytes(layout.area_end - self._out_area - len(self._areas)))
+        cuts = [0, *(np.flatnonzero(np.diff(dst - src)) + 1).tolist(), len(idx)]
+        for lo, hi in zip(cuts, cuts[1:]):   # runs of frames whose data moved by one amount
+            s0, s1 = int(src[lo]), int(src[hi - 1] + n_bytes[hi - 1])
+            d0 = int(dst[lo])
+            self._areas[d0:d0 + s1 - s0] = frames.areas[s0:s1]
+            ends, starts = dst[lo:hi - 1] + n_bytes[lo:hi - 1], dst[lo + 1:hi]
+            for g in np.flatnonzero(starts > ends).tolist():
+                self._areas[ends[g]:starts[g]] = bytes(int(starts[g] - ends[g]))
+        head = np.frombuffer(frames.data, dtype=np.uint8)[a["offset"][idx, None] + np.arange(4 + frames.side_bytes)]
+        head[:, 4] = begin >> 1                                   # main_data_begin, 9 bits
+        head[:, 5] = (head[:, 5] & 0x7F) | ((begin & 1) << 7)
+        self._pending.append((head, area_bytes))
         self._write_out(final_area=layout.data_end)
 
     def _write_out(self, *, final_area: int) -> None:
-        done = 0
-        for head, size in self._pending:
-            if self._out_area + size > final_area:
-                break
-            self.offsets.append(len(self.out))
-            self.out += head
-            self.out += self._areas[self._out_area:self._out_area + size]
-            self._out_area += size
-            done += 1
-        del self._pending[:done]
+        """Write out the pending frames whose area is final (ends by `final_area`, in the whole
+        stream): each one's header and side information, then its area of the joined main data,
+        which then leaves `_areas` (no later frame's data goes there)."""
+        if not self._pending:
+            return
+        heads = np.concatenate([h for h, _ in self._pending])
+        sizes = np.concatenate([n for _, n in self._pending])
+        area_end = np.cumsum(sizes)   # from _out_area
+        k = int(np.searchsorted(area_end, final_area - self._out_area, side="right"))
+        if k:
+            width, head_bytes, ends = heads.shape[1], heads[:k].tobytes(), area_end[:k].tolist()
+            areas = bytes(self._areas[:ends[-1]])
+            parts, at, a = [], len(self.out), 0
+            for i, e in enumerate(ends):
+                self.offsets.append(at)
+                parts += (head_bytes[i * width:(i + 1) * width], areas[a:e])
+                at += width + e - a
+                a = e
+            self.out += b"".join(parts)
+            del self._areas[:ends[-1]]
+            self._out_area += ends[-1]
+        self._pending = [(heads[k:], sizes[k:])] if k < len(sizes) else []
 
 
 def _windows_match(a: Piece, b: Piece, f: int) -> bool:
@@ -246,30 +315,47 @@ class _Layout:
         other.area_end, other.data_end, other.begins = self.area_end, self.data_end, list(self.begins)
         return other
 
-    def _put(self, frames: Frames, i: int) -> tuple[int, bool]:
-        """Place frame i; return its main_data_begin and whether its data starts no later than in
-        its own stream."""
-        area_start = self.area_end
-        begin = min(area_start - self.data_end, _MAX_MAIN_DATA_BEGIN)
-        end = area_start - begin + frames.data_bytes[i]
-        area_end = area_start + frames.area_bytes[i]
-        if end > area_end:
-            raise StreamError("main data does not fit")
-        self.area_end, self.data_end = area_end, end
-        self.begins.append(begin)
-        return begin, begin >= frames.main_data_begin[i]
+    def _plan(self, frames: Frames, i0: int, i1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Frames i0..i1-1 placed after the frames placed so far, without placing them: each one's
+        main_data_begin, area end and data end, and whether its data fits before its area ends.
+
+        Frame by frame, the reservoir r (bytes between the last data and the next area) goes
+        r' = min(r, 511) + area - data; unrolled, r_j = P_j + min(r_0, 511 - max(P_0..P_j-1)),
+        with P the running sums of area - data: the same integers, without a Python loop."""
+        a = frames.arrays
+        area, data = a["area_bytes"][i0:i1], a["data_bytes"][i0:i1]
+        steps = np.cumsum(area - data)
+        reservoir = np.empty(i1 - i0, dtype=np.int64)
+        reservoir[:1] = self.area_end - self.data_end
+        if i1 - i0 > 1:
+            highest = np.maximum.accumulate(np.concatenate([[0], steps[:-2]]))
+            reservoir[1:] = steps[:-1] + np.minimum(reservoir[0], _MAX_MAIN_DATA_BEGIN - highest)
+        begin = np.minimum(reservoir, _MAX_MAIN_DATA_BEGIN)
+        area_end = self.area_end + np.cumsum(area)
+        return begin, area_end, area_end - area - begin + data, data - begin <= area
+
+    def _take(self, begin: np.ndarray, area_end: np.ndarray, data_end: np.ndarray, k: int) -> None:
+        """Keep the first k frames of a `_plan`."""
+        if k:
+            self.begins.extend(begin[:k].tolist())
+            self.area_end, self.data_end = int(area_end[k - 1]), int(data_end[k - 1])
 
     def place(self, piece: Piece, start: int, end: int) -> None:
-        for f in range(start, end):
-            self._put(piece.frames, f - piece.first_frame)
+        i0 = start - piece.first_frame
+        begin, area_end, data_end, fits = self._plan(piece.frames, i0, i0 + max(0, end - start))
+        if not fits.all():
+            raise StreamError("main data does not fit")
+        self._take(begin, area_end, data_end, len(begin))
 
     def place_until_settled(self, piece: Piece, start: int) -> bool:
         """Place frames from `start` until one starts no later than in its own stream (from then
         on every frame fits, see the module docstring); False if one does not fit first."""
-        try:
-            for f in range(start, piece.first_frame + len(piece.frames)):
-                if self._put(piece.frames, f - piece.first_frame)[1]:
-                    return True
-        except StreamError:
+        i0 = start - piece.first_frame
+        begin, area_end, data_end, fits = self._plan(piece.frames, i0, len(piece.frames))
+        settled = fits & (begin >= piece.frames.arrays["main_data_begin"][i0:])
+        first_misfit = int(np.argmin(fits)) if not fits.all() else len(fits)
+        first_settled = int(np.argmax(settled)) if settled.any() else len(fits)
+        if first_misfit < first_settled:
             return False
+        self._take(begin, area_end, data_end, min(first_settled + 1, len(fits)))
         return True
