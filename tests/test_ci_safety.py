@@ -65,6 +65,9 @@ def test_clean_removes_only_calmplaces_own_files(project: Path, monkeypatch, tmp
     take_dir.mkdir(parents=True, exist_ok=True)
     (take_dir / ".abff.npy.abcdefgh.tmp").write_bytes(b"half a take")   # left by a killed build
     result = cli(project, monkeypatch, "clean")
+    # the temp file is no cached take: named apart (it was counted as one). No take is in this
+    # cache: the build before had nothing to build (its takes are in the shared cache)
+    assert result.output.strip() == "removed 1 unfinished file a stopped build left from build/.cache/"
     assert result.exit_code == 0 and not (project / "build" / ".cache").exists()
     assert (project / "build" / "manifest.json").exists()
     assert cli(project, monkeypatch, "clean").output.strip() == "nothing to remove"

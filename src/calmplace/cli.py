@@ -168,9 +168,12 @@ def clean_cmd(ui: UI, out_dir: Path, cache_dir: Path | None, unused: bool) -> No
     except OSError as exc:
         click.echo(f"error: cannot remove {os_problem(exc)}", err=True)
         sys.exit(1)
-    n = len(removed)
+    n = sum(p.suffix == ".npy" for p in removed)   # the rest: unfinished files a stopped build left
     what = "unused cached take" if unused else "cached take"
-    ui.info(f"removed {n} {what}{'s' if n != 1 else ''} from {cache}/" if removed else "nothing to remove")
+    left = len(removed) - n
+    parts = [f"{n} {what}{'s' if n != 1 else ''}"] if n else []
+    parts += [f"{left} unfinished file{'s' if left != 1 else ''} a stopped build left"] if left else []
+    ui.info(f"removed {' and '.join(parts)} from {cache}/" if removed else "nothing to remove")
 
 
 @main.command("check")
