@@ -1294,4 +1294,5 @@ def encode_take(data: np.ndarray, sr: int, *, fmt: str = "wav") -> bytes:
 
 
 __all__ = ["RecordedEngine", "read_audio", "prepare", "analyse", "take_states", "take_dir", "save_record",
-           "load_record", "record_entry", "encode_take", "TAKE_EXTS", "PREP_VERSION"]
+           "load_record", "record_entry", "encode_take", "rename_plan", "apply_renames", "Rename", "TAKE_EXTS",
+           "PREP_VERSION"]
