@@ -634,12 +634,10 @@ class _Reader:
 
         def add_words(start: int, stop: int) -> bool:
             good = True
-            for i in range(start, stop):  # every stray bracket, not only the first
-                if text[i] in "[]":
-                    what = ("'[' is not closed on its line" if text[i] == "[" else
-                            "']' is not part of a marker")
-                    self.src.error_at(f"{what}: a marker looks like [pause] or [pause 5s]", where(i))
-                    good = False
+            for m in _BRACKET.finditer(text, start, stop):  # every stray bracket, not only the first
+                what = "'[' is not closed on its line" if m.group() == "[" else "']' is not part of a marker"
+                self.src.error_at(f"{what}: a marker looks like [pause] or [pause 5s]", where(m.start()))
+                good = False
             for m in _ROUND_PAUSE.finditer(text, start, stop):   # QA: copied from the PDF, and spoken
                 guess = _guess_marker(m.group(1)) or "[pause 5s]"
                 self.src.error_at(f"{m.group(0)} would be read aloud: a pause is written in square brackets, "
@@ -647,12 +645,12 @@ class _Reader:
                 good = False
             cannot_print = set(unprintable(text[start:stop]))   # reported already (_printable)
             named: set[str] = set()
-            for i in range(start, stop):
-                ch = text[i]
-                if ch not in named and ch not in cannot_print and _read_by_name(ch):
+            for m in _NAMED_SYMBOL.finditer(text, start, stop):
+                ch = m.group()
+                if ch not in named and ch not in cannot_print:
                     named.add(ch)
                     self.src.error_at(f"{ch!r} would be read aloud by its name ({unicodedata.name(ch, '?').lower()}): "
-                                      f"leave it out of the text", where(i))
+                                      f"leave it out of the text", where(m.start()))
                     good = False
             if not good:
                 return False
@@ -798,8 +796,10 @@ _ROUND_PAUSE = re.compile(r"\((\s*pause\b[^()\n]*)\)", re.IGNORECASE)
 _NAMED_SYMBOLS = ((0x2190, 0x21FF), (0x2300, 0x23FF), (0x2600, 0x27BF), (0x2B00, 0x2BFF), (0x1F000, 0x1FAFF))
 
 
-def _read_by_name(ch: str) -> bool:
-    return any(lo <= ord(ch) <= hi for lo, hi in _NAMED_SYMBOLS)
+# one of them, found by the regex engine rather than a Python loop over every character (a text's
+# characters were the largest cost of loading a script)
+_NAMED_SYMBOL = re.compile("[" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in _NAMED_SYMBOLS) + "]")
+_BRACKET = re.compile(r"[\[\]]")
 
 
 def _guess_marker(inner: str) -> str | None:
