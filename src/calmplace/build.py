@@ -383,6 +383,7 @@ class Manifest:
         # an entry that is not an object ({"en-GB/x.mp3": 5}) is as good as missing
         self.data = {**data, "outputs": {rel: e for rel, e in outputs.items() if isinstance(e, dict)}}
         self._original = self._text()
+        self._hashed: dict[Path, str | None] = {}   # hash_ahead's, each used once
 
     def entry(self, rel: str) -> dict:
         return self.data["outputs"].get(rel, {})
@@ -393,9 +394,28 @@ class Manifest:
     def up_to_date(self, paths: dict[str, Path], *, out_dir: Path, key: str) -> bool:
         for path in paths.values():
             entry = self.entry(path.relative_to(out_dir).as_posix())
-            if entry.get("key") != key or sha256_file(path) != entry.get("sha256"):
+            if entry.get("key") != key:
+                return False
+            digest = self._hashed.pop(path) if path in self._hashed else sha256_file(path)
+            if digest != entry.get("sha256"):
                 return False
         return True
+
+    def hash_ahead(self, tracks: list[tuple[dict[str, Path], str]], *, out_dir: Path) -> None:
+        """Hash, on several threads at once, the outputs `up_to_date` will check for these tracks
+        (their output paths and input keys): those the manifest lists under that key. hashlib lets
+        go of the GIL; hashing is most of a no-op build over a large library (40 tracks, 640 MB:
+        0.68 s on one thread)."""
+        import os
+        from concurrent.futures import ThreadPoolExecutor
+
+        todo = [p for paths, key in tracks for p in paths.values()
+                if self.entry(p.relative_to(out_dir).as_posix()).get("key") == key]
+        threads = min(8, os.cpu_count() or 1, len(todo))
+        if threads < 2:
+            return
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="calmplace-hash") as pool:
+            self._hashed.update(zip(todo, pool.map(sha256_file, todo)))
 
     def _text(self) -> str:
         return json.dumps(self.data, sort_keys=True, indent=2) + "\n"
@@ -486,6 +506,9 @@ def build(project: Project, names: tuple[str, ...] = (), *, locales: tuple[str, 
         if unplanned:   # as with a script's errors, nothing is built (QA: the script's other locales were)
             return _halted(report, unplanned)
         work: list[tuple[TrackWork, object]] = []
+        if not force:
+            manifest.hash_ahead([(output_paths(out_dir, item.job), item.output_key) for item, _ in planned],
+                                out_dir=out_dir)
         for item, engine in planned:   # find what changed
             job = item.job
             if not force and manifest.up_to_date(output_paths(out_dir, job), out_dir=out_dir, key=item.output_key):
