@@ -1148,6 +1148,15 @@ class RecordedEngine:
         return clips  # type: ignore[return-value]
 
 
+def _rename_order(renumbered: Sequence[TakeState], by_name: dict[str, Take]) -> list[TakeState]:
+    """Renumbered take files in an order in which no rename overwrites a file still to be renamed:
+    those moved up, the highest number first; then those moved down, the lowest first."""
+    up = sorted((s for s in renumbered if by_name[s.now_take].number > s.take.number),
+                key=lambda s: s.take.number, reverse=True)
+    down = sorted((s for s in renumbered if by_name[s.now_take].number < s.take.number), key=lambda s: s.take.number)
+    return up + down
+
+
 def _renumbered_problem(voice: str, label: str, renumbered: Sequence[TakeState], folder: Path,
                         takes: Sequence[Take]) -> str:
     """The build's error for take files recorded for what is now another take's text (a sentence
@@ -1155,13 +1164,10 @@ def _renumbered_problem(voice: str, label: str, renumbered: Sequence[TakeState],
     in which no rename overwrites a file still to be renamed (moved up: the highest number first;
     moved down: the lowest first)."""
     by_name = {t.name: t for t in takes}
-    up = sorted((s for s in renumbered if by_name[s.now_take].number > s.take.number),
-                key=lambda s: s.take.number, reverse=True)
-    down = sorted((s for s in renumbered if by_name[s.now_take].number < s.take.number), key=lambda s: s.take.number)
     moving = {s.path for s in renumbered}
     still_there = set(moving)
     lines = []
-    for s in up + down:
+    for s in _rename_order(renumbered, by_name):
         target = s.path.with_name(f"{s.now_take}{s.path.suffix}")
         line = (f"  {shown(s.path)} was recorded for what is now take {s.now_take}: "
                 f"rename {s.path.name} to {target.name}")
@@ -1195,10 +1201,7 @@ def rename_plan(folder: Path, takes: Sequence[Take]) -> list[Rename]:
     those are the person's to decide."""
     by_name = {t.name: t for t in takes}
     renumbered = [s for s in take_states(folder, takes) if s.renumbered] + moved_off_the_end(folder, takes)
-    up = sorted((s for s in renumbered if by_name[s.now_take].number > s.take.number),
-                key=lambda s: s.take.number, reverse=True)
-    down = sorted((s for s in renumbered if by_name[s.now_take].number < s.take.number), key=lambda s: s.take.number)
-    plan = [Rename(s.path, folder / f"{s.now_take}{s.path.suffix}", s) for s in up + down]
+    plan = [Rename(s.path, folder / f"{s.now_take}{s.path.suffix}", s) for s in _rename_order(renumbered, by_name)]
     moving = {r.source for r in plan}
     problems = []
     for r in plan:
