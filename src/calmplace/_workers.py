@@ -16,7 +16,7 @@ class SpareCpus:
     """CPUs a track's encoder may borrow (`encode._executor`): `semaphore` (a multiprocessing one,
     shared by the build and its render workers) counts those free now, and `most` is as many as
     there could ever be (the build's --jobs less the track's own threads). Here, not in `encode`:
-    the build's process makes one, and must not import what `encode` imports (scipy)."""
+    the build's process makes one, and must not import what `encode` imports (numpy, scipy's kernels, LAME)."""
     semaphore: object
     most: int
 

@@ -314,7 +314,7 @@ _SHAPING_DISTRIBUTIONS = ("lameenc", "numpy", "scipy", "pyloudnorm", "reportlab"
 
 @functools.lru_cache(maxsize=1)
 def code_fingerprint() -> str:
-    """A hash of calmplace's own source files and the versions of the libraries that shape the
+    """A hash of calmplace's own source files (and the filter designs it looks up) and the versions of the libraries that shape the
     outputs, for the output key (CI QA: outputs built by older code of the same __version__, or
     with another numpy, counted as up to date, and a restored cache shipped them). Any change to
     calmplace's code rebuilds every track; the take cache keeps its own, explicit versions."""
@@ -323,7 +323,7 @@ def code_fingerprint() -> str:
 
 def _fingerprint(package: Path, versions: dict[str, str]) -> str:
     h = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
+    for path in sorted(p for p in package.rglob("*") if p.suffix in (".py", ".json")):   # code, designs
         h.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     for name in _SHAPING_DISTRIBUTIONS:
         h.update(f"{name}=={versions.get(_normalised(name), 'absent')}\0".encode())
@@ -812,8 +812,8 @@ def _speak_and_render(work: list[tuple[TrackWork, object]], *, cache: TakeCache,
         for item, engine in work:
             item = dataclasses.replace(item, threads=threads)
             # rendered here with CPUs to spare: generate the bed while the takes are spoken, and
-            # import what rendering needs (scipy, reportlab: about 1 s here) while this thread waits
-            # for the speech processes
+            # import what rendering needs (numpy's and scipy's kernels, reportlab: 0.3-0.5 s here)
+            # while this thread waits for the speech processes
             prefetch = None
             if pool is None and threads > 1:
                 preload = preload or _Preload()
@@ -1002,7 +1002,7 @@ def _switching(interval_s: float | None):
         sys.setswitchinterval(before)
 
 
-# everything that imports scipy first: a bed prefetch waits for those (see _Preload)
+# everything that loads scipy's kernels first: a bed prefetch waits for those (see _Preload)
 _SCIPY_MODULES = ("calmplace.ambience.generators", "calmplace.master")
 _RENDER_MODULES = _SCIPY_MODULES + ("calmplace.mix", "calmplace.encode", "calmplace.pdf", "calmplace.captions")
 
@@ -1018,7 +1018,7 @@ class _Preload:
     """`_import_render_modules` in a daemon thread, started at once (an import error surfaces
     later, where the module is used). Two threads importing one package at once can fail
     ("partially initialized module": seen with scipy), so the others wait: a bed prefetch for
-    `scipy_done` (everything that imports scipy comes first), rendering for `wait()`."""
+    `scipy_done` (everything that loads scipy's kernels comes first), rendering for `wait()`."""
 
     def __init__(self):
         import threading

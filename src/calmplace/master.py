@@ -15,13 +15,12 @@ from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
-import scipy.ndimage
-import scipy.signal
 from numpy.lib.stride_tricks import sliding_window_view
-from pyloudnorm.iirfilter import IIRfilter
 
+from . import kernels
+from .designs import tabled
 from .errors import CalmplaceError
-from .iir import sosfilt_in_place
+from .kernels import sosfilt_in_place
 from .measurement import Measurement
 from .units import db_to_gain, gain_to_db
 
@@ -386,8 +385,11 @@ def _chunks(n: int, *, sr: int):
 
 
 @lru_cache(maxsize=8)
+@tabled
 def _k_weighting(sr: int) -> np.ndarray:
     """ITU-R BS.1770 K-weighting as second-order sections, designed exactly as pyloudnorm's Meter."""
+    from pyloudnorm.iirfilter import IIRfilter
+
     stages = (IIRfilter(4.0, 1 / np.sqrt(2), 1500.0, sr, "high_shelf"),
               IIRfilter(0.0, 0.5, 38.0, sr, "high_pass"))
     return np.array([np.r_[f.passband_gain * f.b / f.a[0], f.a / f.a[0]] for f in stages])
@@ -422,7 +424,7 @@ def _scan(x: np.ndarray, *, sr: int, true_peak: bool) -> _Scan:
 def _weigh_chunk(sos: np.ndarray, chunk: np.ndarray, zi: np.ndarray, *, hop: int, out: list) -> np.ndarray:
     """Append the K-weighted energy per hop of one `_chunks` chunk (its last hop may be short) to
     `out`; returns the filter state after it."""
-    weighted, zi = scipy.signal.sosfilt(sos, chunk, axis=-1, zi=zi)
+    weighted, zi = kernels.sosfilt(sos, chunk, zi=zi)
     np.square(weighted, out=weighted)
     full = weighted.shape[1] // hop * hop
     out.append(weighted[:, :full].reshape(chunk.shape[0], -1, hop).sum(axis=-1))
@@ -606,14 +608,21 @@ def _interpolator() -> tuple[np.ndarray, float]:
     `_TP_BLOCK` outputs per phase is one matrix product; and the largest phase L1 norm, which bounds
     how far an interpolated value can exceed the largest sample under the filter."""
     k, b = _TAPS, _TP_BLOCK
-    proto = scipy.signal.firwin(_OVERSAMPLE * k + 1, 1.0 / _OVERSAMPLE,
-                                window=("kaiser", _KAISER_BETA)) * _OVERSAMPLE
+    proto = _kaiser_lowpass(_OVERSAMPLE * k + 1, 1.0 / _OVERSAMPLE, _KAISER_BETA) * _OVERSAMPLE
     # phase p at time n + p/4 reads x[n - k/2 + 1 + j] with weight proto[p + 4 (k - 1 - j)]
     phases = np.stack([proto[p::_OVERSAMPLE][:k][::-1] for p in range(1, _OVERSAMPLE)])
     toeplitz = np.zeros((b + k - 1, _OVERSAMPLE - 1, b), dtype=np.float32)
     for out in range(b):
         toeplitz[out:out + k, :, out] = phases.T
     return toeplitz.reshape(b + k - 1, -1), float(np.abs(phases).sum(axis=1).max())
+
+
+@tabled
+def _kaiser_lowpass(numtaps: int, cutoff: float, beta: float) -> np.ndarray:
+    """`scipy.signal.firwin`: a Kaiser-windowed sinc low-pass, cutoff relative to Nyquist."""
+    from scipy import signal
+
+    return signal.firwin(numtaps, cutoff, window=("kaiser", beta))
 
 
 def _padded(x: np.ndarray, start: int, stop: int) -> np.ndarray:
@@ -831,7 +840,7 @@ def _limit(x: np.ndarray, *, gain: float, threshold: float, sr: int,
             need = np.zeros(stop - start + 1 + lookahead)    # for samples start - 1 .. stop + lookahead
             lo, hi = np.searchsorted(at, (start - 1, stop + lookahead))
             need[at[lo:hi] - (start - 1)] = over_db[lo:hi]
-            held = scipy.ndimage.maximum_filter1d(need, size=width, mode="constant")
+            held = kernels.maximum_filter1d(need, width)
             held = held[width // 2:width // 2 + stop - start]
             # release: r[m] = max(held[m], r[m-1] * fall[1]), solved as a running max of held / fall
             f = fall[:stop - start]
@@ -855,7 +864,7 @@ def _limit(x: np.ndarray, *, gain: float, threshold: float, sr: int,
 
 def _trailing_mean(values: np.ndarray, length: int) -> np.ndarray:
     """Mean of each `length` consecutive values, ending at each index from `length - 1` on."""
-    centred = scipy.ndimage.uniform_filter1d(values, length, mode="constant")
+    centred = kernels.uniform_filter1d(values, length)
     lag = length // 2
     trailing = centred[lag:lag + values.size - length + 1]
     trailing[trailing < 1e-9] = 0.0  # running-sum rounding where the values are all zero

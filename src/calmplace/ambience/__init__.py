@@ -14,8 +14,9 @@ import numpy as np
 
 from ..errors import CalmplaceError
 
-# The generators, the meter and the file loader pull in scipy.signal (about a second to import):
-# they are imported where audio is made, so `calmplace check` and no-op builds stay fast.
+# The generators and the meter pull in numpy's and scipy's kernels (calmplace.kernels), the file loader
+# scipy.signal (about a second to import): they are imported where audio is made, so `calmplace check`
+# and no-op builds stay fast.
 REFERENCE_LUFS = -23.0  # EBU R128 programme level; every bed is rendered at it
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff")  # what libsndfile reads
 

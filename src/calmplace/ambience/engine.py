@@ -20,9 +20,9 @@ from functools import lru_cache
 from typing import Callable
 
 import numpy as np
-from scipy import signal
 
-from ..iir import sosfilt_in_place
+from ..designs import tabled
+from ..kernels import sosfilt_in_place
 
 
 CHUNK = 1 << 18  # samples per render step: ~6 s at 44.1 kHz; per-call overhead fades, and it still streams
@@ -202,6 +202,7 @@ class StereoSos:
 
 
 @lru_cache(maxsize=16)
+@tabled
 def _halfband(rate: float, pass_hz: float, min_rejection_db: float) -> np.ndarray:
     """The taps of the filtering phase of a half-band interpolator from rate / 2 to `rate`, gain 2.
 
@@ -209,6 +210,8 @@ def _halfband(rate: float, pass_hz: float, min_rejection_db: float) -> np.ndarra
     rate / 2 - pass_hz) is half-band: every other tap is zero but the centre one (1/2), so one output
     phase is the input itself, delayed, and only the other needs a convolution. The length grows
     until the stop band is `min_rejection_db` down (the pass band ripple is then far smaller)."""
+    from scipy import signal
+
     for length in range(7, 400, 4):   # 4K - 1 taps: the centre one sits at an odd index
         h = signal.remez(length, [0.0, pass_hz, 0.5 * rate - pass_hz, 0.5 * rate], [1.0, 0.0], fs=rate)
         centre = (length - 1) // 2
@@ -259,8 +262,7 @@ class Upsampler:
         self._inputs: list[np.ndarray] = []    # per stage: carried input, then this call's input
         low_sr = sr / self.factor
         self.pass_hz = min(float(cutoff_hz), 0.4 * low_sr)
-        self.guard = signal.ellip(4, 0.1, 70.0, self.pass_hz, fs=low_sr, output="sos") if self._taps else \
-            np.zeros((0, 6))
+        self.guard = ellip_lowpass(4, 0.1, 70.0, self.pass_hz, low_sr) if self._taps else np.zeros((0, 6))
 
     def low(self, n: int) -> np.ndarray:
         """The (channels, n) buffer to write this call's low-rate signal into (contents arbitrary)."""
@@ -314,17 +316,44 @@ def hz(f_hz: float, *, sr: int) -> float:
 
 
 def butter(order: int, f_hz, btype: str, *, sr: int) -> np.ndarray:
-    f = [hz(x, sr=sr) for x in f_hz] if isinstance(f_hz, (list, tuple)) else hz(f_hz, sr=sr)
-    return signal.butter(order, f, btype=btype, fs=sr, output="sos")
+    """A Butterworth filter as second-order sections (`scipy.signal.butter`), its band edges
+    clamped below Nyquist."""
+    f = tuple(hz(x, sr=sr) for x in f_hz) if isinstance(f_hz, (list, tuple)) else hz(f_hz, sr=sr)
+    return _butter(order, f, btype, sr)
+
+
+@tabled
+def _butter(order: int, f_hz, btype: str, sr: int) -> np.ndarray:
+    from scipy import signal
+
+    return signal.butter(order, list(f_hz) if isinstance(f_hz, tuple) else f_hz, btype=btype, fs=sr, output="sos")
+
+
+@tabled
+def ellip_lowpass(order: int, ripple_db: float, stop_db: float, f_hz: float, sr: float) -> np.ndarray:
+    """An elliptic low-pass as second-order sections (`scipy.signal.ellip`)."""
+    from scipy import signal
+
+    return signal.ellip(order, ripple_db, stop_db, f_hz, fs=sr, output="sos")
+
+
+@tabled
+def tf2sos(b, a) -> np.ndarray:
+    """A transfer function as second-order sections (`scipy.signal.tf2sos`)."""
+    from scipy import signal
+
+    return signal.tf2sos(list(b), list(a))
 
 
 def resonator(f_hz: float, q: float, *, sr: int) -> np.ndarray:
-    """A two-pole band-pass with unit gain at f_hz (RBJ cookbook constant-peak band-pass)."""
+    """A two-pole band-pass with unit gain at f_hz (RBJ cookbook constant-peak band-pass), as one
+    second-order section: its coefficients, normalised (a recipe may draw f_hz at random, so this
+    is computed, not looked up: tf2sos would go through the roots and back for the same filter)."""
     w0 = 2 * np.pi * hz(f_hz, sr=sr) / sr
     alpha = np.sin(w0) / (2 * q)
     b = np.array([alpha, 0.0, -alpha])
     a = np.array([1 + alpha, -2 * np.cos(w0), 1 - alpha])
-    return signal.tf2sos(b / a[0], a / a[0])
+    return np.concatenate((b / a[0], a / a[0]))[np.newaxis]
 
 
 _UNIT_INT8 = 1.0 / np.sqrt((256.0 ** 2 - 1.0) / 12.0)   # uniform int8 -> unit variance

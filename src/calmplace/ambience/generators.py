@@ -1,4 +1,5 @@
-"""The built-in soundscapes, synthesised from physical recipes with numpy and scipy.signal.
+"""The built-in soundscapes, synthesised from physical recipes with numpy and scipy's filter kernel
+(the designs are looked up: calmplace.designs).
 
 Each is a `ChunkedBed`: noise through stateful filters, shaped by smooth random curves of absolute time,
 plus short enveloped events (droplets, bubbles, chirps, pops) drawn per chunk from a seeded generator.
@@ -16,11 +17,11 @@ from __future__ import annotations
 from bisect import bisect_left
 
 import numpy as np
-from scipy import signal
 
+from ..kernels import sosfilt
 from .engine import (CHUNK, CTRL, F32, ChunkedBed, EventBus, Leveller, SmoothRandom, Sos, StereoSos, Upsampler,
                      butter, ctrl_times, event_envelope, low_rate_factor, pan_gains, poisson_onsets, ramp_up,
-                     resonator, side_thread, white)
+                     resonator, side_thread, tf2sos, white)
 from .loudness import CALIBRATION_S, gain_to_reference, k_weighted_power
 
 TAU = 2 * np.pi
@@ -447,7 +448,7 @@ class Fire(ChunkedBed):
         tone = np.vstack([butter(1, 250, "highpass", sr=sr), butter(2, 4500, "lowpass", sr=sr)])
         raw = self._crackle_bank(np.random.default_rng([*self._words, 98]), self.BANK, sr)
         ring = int(round(self.RING_S * sr))
-        heard = signal.sosfilt(tone, np.pad(raw.astype(np.float64), ((0, 0), (0, ring))), axis=1)
+        heard, _ = sosfilt(tone, np.pad(raw.astype(np.float64), ((0, 0), (0, ring))))
         fade = min(ring, 64)
         heard[:, -fade:] *= 0.5 + 0.5 * np.cos(np.pi * np.arange(1, fade + 1) / fade)   # ends at exactly 0
         self.crackles = heard.astype(F32)
@@ -499,7 +500,7 @@ class Pink(ChunkedBed):
 
     def __init__(self, *, sr: int, seed: int):
         super().__init__(sr=sr, seed=seed, salt=self.SALT)
-        self.colour = Sos(np.vstack([signal.tf2sos(self.B, self.A), butter(2, 20, "highpass", sr=sr)]))
+        self.colour = Sos(np.vstack([tf2sos(self.B, self.A), butter(2, 20, "highpass", sr=sr)]))
 
     def _chunk(self, k: int, out: np.ndarray) -> np.ndarray:
         return self.colour.inplace(white(self.rng(k), CHUNK, corr=0.25, out=out))
@@ -515,7 +516,7 @@ class Brown(ChunkedBed):
         # a leaky integrator: one pole at 25 Hz gives -6 dB/oct above it and keeps DC bounded,
         # then a 20 Hz high-pass removes the subsonic rumble that only eats headroom
         pole = np.exp(-TAU * 25.0 / sr)
-        leaky = signal.tf2sos([1.0 - pole], [1.0, -pole])
+        leaky = tf2sos([1.0 - pole], [1.0, -pole])
         self.colour = Sos(np.vstack([leaky, butter(2, 20, "highpass", sr=sr)]))
 
     def _chunk(self, k: int, out: np.ndarray) -> np.ndarray:

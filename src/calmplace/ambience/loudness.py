@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import signal
+
+from ..kernels import sosfilt
 
 # every bed is rendered at this integrated loudness (EBU R128 programme level); the mixer applies level_db on top
 from . import REFERENCE_LUFS  # noqa: E402  (one definition, in the package)
@@ -38,5 +39,5 @@ def k_weighted_power(sos: np.ndarray, *, sr: int, seconds: float = 1.0) -> float
 
     impulse = np.zeros(int(seconds * sr))
     impulse[0] = 1.0
-    h = signal.sosfilt(k_weighting(sr), signal.sosfilt(sos, impulse))
+    h, _ = sosfilt(k_weighting(sr), sosfilt(sos, impulse)[0])
     return float(np.sum(h * h))
