@@ -18,7 +18,6 @@ from calmplace import designs
 
 
 def main() -> int:
-    designs._table = {}   # design everything afresh, whatever the table holds now
     made = designs.recording()
     from calmplace import master
     from calmplace.ambience import BUILTINS, open_bed

@@ -314,10 +314,11 @@ _SHAPING_DISTRIBUTIONS = ("lameenc", "numpy", "scipy", "pyloudnorm", "reportlab"
 
 @functools.lru_cache(maxsize=1)
 def code_fingerprint() -> str:
-    """A hash of calmplace's own source files (and the filter designs it looks up) and the versions of the libraries that shape the
-    outputs, for the output key (CI QA: outputs built by older code of the same __version__, or
-    with another numpy, counted as up to date, and a restored cache shipped them). Any change to
-    calmplace's code rebuilds every track; the take cache keeps its own, explicit versions."""
+    """A hash of calmplace's own source files (and the filter designs it looks up) and the versions
+    of the libraries that shape the outputs, for the output key (CI QA: outputs built by older code
+    of the same __version__, or with another numpy, counted as up to date, and a restored cache
+    shipped them). Any change to calmplace's code rebuilds every track; the take cache keeps its
+    own, explicit versions."""
     return _fingerprint(Path(__file__).resolve().parent, _installed_versions())
 
 

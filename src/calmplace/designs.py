@@ -51,8 +51,8 @@ def _load() -> dict[str, np.ndarray]:
     global _table
     with _lock:
         if _table is None:
-            entries = json.loads(TABLE_PATH.read_text()) if TABLE_PATH.is_file() else []
-            _table = {e["key"]: np.array(e["values"], dtype=e["dtype"]).reshape(e["shape"]) for e in entries}
+            _table = {e["key"]: np.array(e["values"], dtype=e["dtype"]).reshape(e["shape"])
+                      for e in (entries() if TABLE_PATH.is_file() else [])}
         return _table
 
 
@@ -76,8 +76,11 @@ def tabled(func: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
 
 
 def recording() -> dict[str, dict]:
-    """Start keeping every design asked for from now on (for tools/designs.py); returns the dict."""
-    global _recording
+    """Design everything afresh with scipy from now on, whatever the table holds, and keep every
+    design asked for (for tools/designs.py); returns the dict they are kept in."""
+    global _recording, _table
+    with _lock:
+        _table = {}
     _recording = {}
     return _recording
 

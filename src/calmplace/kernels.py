@@ -32,10 +32,14 @@ _MODE_CONSTANT = 4   # scipy.ndimage._ni_support._extend_mode_to_code("constant"
 
 
 def _extension(package: str, name: str) -> ModuleType:
-    """The extension module scipy.<package>.<name>, loaded without its package's __init__."""
+    """The extension module scipy.<package>.<name>, loaded without its package's __init__. Every
+    kernel call asks for it, so once loaded it is found without taking the lock."""
     full = f"scipy.{package}.{name}"
+    module = sys.modules.get(full)
+    if module is not None:
+        return module
     with _LOCK:
-        module = sys.modules.get(full)
+        module = sys.modules.get(full)   # another thread may have loaded it meanwhile
         if module is not None:
             return module
         try:
