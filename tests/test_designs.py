@@ -123,3 +123,37 @@ def test_a_build_needs_neither_scipy_signal_ndimage_nor_pyloudnorm(project: Path
     assert json.loads(out[0]) == {"build": [], "beds": []}, \
         "a design is missing from calmplace/designs.json: run `.venv/bin/python tools/designs.py`"
     assert out[1] == "[1.0, 0.5, 0.25]"
+
+
+_RACE = """
+import sys, threading, time
+import numpy as np
+import scipy
+from calmplace import kernels
+sys.setswitchinterval(1e-6)   # threads take turns as often as they can: inside the loading too
+failures = []
+
+def call(k):
+    time.sleep(k * 20e-6)   # arriving at every moment of another thread's loading (about 1 ms)
+    try:
+        kernels.sosfilt(np.array([[1.0, 0, 0, 1, -0.5, 0]]), np.ones(4))
+        kernels.maximum_filter1d(np.ones(4), 3)
+    except Exception as exc:
+        failures.append(repr(exc))
+
+threads = [threading.Thread(target=call, args=(k,)) for k in range(64)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(sorted(set(failures)))
+"""
+
+
+def test_threads_loading_the_kernels_at_once_all_get_them():
+    """64 threads ask for both kernels, 20 µs apart, in a fresh interpreter, ten times: no thread
+    may be handed a module another thread has not finished loading. The build's bed and mix
+    threads do this; 2 cold builds of 3 failed with "module 'scipy.signal._sosfilt' has no
+    attribute '_sosfilt'" when the lock-free lookup read sys.modules (this test failed then too)."""
+    for _ in range(10):
+        out = subprocess.run([sys.executable, "-c", _RACE], capture_output=True, text=True, timeout=60,
+                             check=True).stdout.strip()
+        assert out == "[]"

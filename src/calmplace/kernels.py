@@ -28,20 +28,30 @@ from types import ModuleType
 import numpy as np
 
 _LOCK = threading.Lock()
+_LOADED: dict[str, ModuleType] = {}   # modules whose loading has finished (sys.modules has them earlier)
 _MODE_CONSTANT = 4   # scipy.ndimage._ni_support._extend_mode_to_code("constant")
 
 
 def _extension(package: str, name: str) -> ModuleType:
     """The extension module scipy.<package>.<name>, loaded without its package's __init__. Every
-    kernel call asks for it, so once loaded it is found without taking the lock."""
+    kernel call asks for it, so once loaded it is found without taking the lock: in `_LOADED`, not
+    in `sys.modules`, which holds a module from before its `exec_module` has run (a thread that
+    found it there called a kernel the module did not have yet)."""
     full = f"scipy.{package}.{name}"
-    module = sys.modules.get(full)
+    module = _LOADED.get(full)
     if module is not None:
         return module
     with _LOCK:
-        module = sys.modules.get(full)   # another thread may have loaded it meanwhile
-        if module is not None:
-            return module
+        module = _LOADED.get(full) or _load(package, name, full)
+        _LOADED[full] = module
+        return module
+
+
+def _load(package: str, name: str, full: str) -> ModuleType:
+    """`_extension`'s loading, under its lock. A module `sys.modules` has already (`import
+    scipy.signal` ran, or is running in another thread) comes from the import system, which
+    waits for it to be complete."""
+    if full not in sys.modules:
         try:
             import scipy
 
@@ -56,7 +66,7 @@ def _extension(package: str, name: str) -> ModuleType:
             return module
         except Exception:  # noqa: BLE001 - any trouble: the ordinary import below
             sys.modules.pop(full, None)
-    return importlib.import_module(full)   # pragma: no cover - a scipy that moved its kernels
+    return importlib.import_module(full)
 
 
 def sosfilt_in_place(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> np.ndarray:
