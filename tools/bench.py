@@ -182,7 +182,7 @@ def _ratio_target(name: str, values: Seconds, references: Seconds, limit: float,
     reference = statistics.median(r for _, r in pairs)
     return Target(name, passed, f"{value_label} = {ratio:.3f} × {reference_label}, the median of {len(pairs)} "
                                 f"rounds (target {relation} {limit:g} ×); round by round "
-                                f"{', '.join(f'{r:.2f}' for r in ratios)}: {within} of {len(pairs)} within the "
+                                f"{', '.join(f'{r:.3f}' for r in ratios)}: {within} of {len(pairs)} within the "
                                 f"target; medians {value_label} {value:.2f} s, {reference_label} {reference:.2f} s")
 
 
