@@ -110,6 +110,59 @@ def test_noop_rebuild_touches_nothing(built: Path):
     assert {p: p.stat().st_mtime_ns for p in files if p.is_file()} == before
 
 
+def _count_hashing(monkeypatch) -> list[Path]:
+    import calmplace.build as build_module
+
+    hashed: list[Path] = []
+    real = build_module.sha256_file
+
+    def counting(path):
+        hashed.append(Path(path))
+        return real(path)
+
+    monkeypatch.setattr(build_module, "sha256_file", counting)
+    return hashed
+
+
+def test_noop_reads_no_output_the_last_build_wrote(built: Path, monkeypatch):
+    stats = json.loads((built / "build" / ".cache" / "output-stats.json").read_text())
+    assert len(stats) == 6   # 2 tracks x mp3, pdf, vtt
+    hashed = _count_hashing(monkeypatch)
+    report = fake_build(built)
+    assert (report.built, report.cached, report.exit_code) == (0, 2, 0)
+    assert hashed == []   # every output's stat matched what the build recorded: its sha256 was not re-read
+
+
+def test_an_output_changed_in_place_is_rebuilt_even_with_its_old_mtime(built: Path, monkeypatch):
+    vtt = built / "build" / "en-GB" / "tiny.vtt"
+    good, st = vtt.read_bytes(), vtt.stat()
+    vtt.write_bytes(good.replace(b"-->", b"==>", 1))   # the same size, other bytes
+    os.utime(vtt, ns=(st.st_atime_ns, st.st_mtime_ns))   # `touch -d` back: the change time still moved
+    hashed = _count_hashing(monkeypatch)
+    report = fake_build(built)
+    assert (report.built, report.cached, report.exit_code) == (1, 1, 0)
+    assert vtt in hashed and len(hashed) == 1   # only the file whose stat changed was read
+    assert vtt.read_bytes() == good
+
+
+def test_output_folders_sharing_a_cache_keep_each_others_stats(project: Path, tmp_path, monkeypatch):
+    cache = tmp_path / "shared-cache"
+    for out in ("a", "b"):
+        assert fake_build(project, out_dir=tmp_path / out, cache_dir=cache).built == 2
+    hashed = _count_hashing(monkeypatch)
+    for out in ("a", "b"):
+        assert fake_build(project, out_dir=tmp_path / out, cache_dir=cache).cached == 2
+    assert hashed == []
+
+
+def test_damaged_output_stats_mean_hashing_as_before(built: Path, monkeypatch):
+    (built / "build" / ".cache" / "output-stats.json").write_text('{"x": [1, 2]')
+    hashed = _count_hashing(monkeypatch)
+    report = fake_build(built)
+    assert (report.built, report.cached, report.exit_code) == (0, 2, 0)
+    assert len(set(hashed)) == 6
+
+
 def test_manifest_lists_outputs(built: Path):
     manifest = json.loads((built / "build" / "manifest.json").read_text())["outputs"]
     assert set(manifest) == {f"{loc}/tiny.{ext}" for loc in ("en-GB", "en-US") for ext in ("mp3", "pdf", "vtt")}

@@ -52,12 +52,14 @@ def test_clean_removes_only_calmplaces_own_files(project: Path, monkeypatch, tmp
     assert cli(project, monkeypatch, "build", "--fake-speech", "-j", "1", "--cache-dir", str(shared)).exit_code == 0
     takes = list((shared / "takes").rglob("*.npy"))
     assert len(takes) == 8
+    assert (shared / "output-stats.json").is_file()   # what the outputs were when written: calmplace's too
     (shared / "takes" / "README").write_text("someone else's")
     result = cli(project, monkeypatch, "clean", "--cache-dir", str(shared))
     assert result.exit_code == 0 and "removed 8 cached takes" in result.output
     assert not any(p.exists() for p in takes)
     assert (shared / "notes.txt").read_text() == "keep me" and (shared / "other-tool" / "data.bin").exists()
     assert (shared / "takes" / "README").exists()
+    assert not (shared / "output-stats.json").exists()
     assert all((project / "build" / loc / "tiny.mp3").exists() for loc in ("en-GB", "en-US"))
     # the default cache (build/.cache) is removed whole once emptied; the outputs stay
     assert cli(project, monkeypatch, "build", "--fake-speech", "-j", "1").exit_code == 0
@@ -193,7 +195,8 @@ def test_sweep_takes_calmplaces_temp_files_only_in_its_folders(project: Path, tm
     assert run(project, jobs=1, out_dir=out, cache_dir=cache).exit_code == 0
     take_dir = next((cache / "takes").iterdir())
     ours = [out / ".manifest.json.a1b2c3d4.tmp", out / "en-GB" / ".tiny.mp3.x_9k2m1q.tmp",
-            out / "en-US" / ".tiny.vtt.00000000.tmp", take_dir / f".{take_dir.name}ff.npy.abcdefgh.tmp"]
+            out / "en-US" / ".tiny.vtt.00000000.tmp", cache / ".output-stats.json.k2m4p6q8.tmp",
+            take_dir / f".{take_dir.name}ff.npy.abcdefgh.tmp"]
     theirs = [out / ".foo.tmp", out / "en-GB" / ".notes.txt.abcdefgh.tmp", out / "en-GB" / ".tiny.mp3.tmp",
               out / "other" / "deep" / ".x.mp3.abcdefgh.tmp", cache / ".tool.json.abcdefgh.tmp"]
     for path in ours + theirs:
@@ -204,7 +207,7 @@ def test_sweep_takes_calmplaces_temp_files_only_in_its_folders(project: Path, tm
     fcntl.flock(fd, fcntl.LOCK_SH)
     try:
         assert run(project, jobs=1, out_dir=out, cache_dir=cache).exit_code == 0
-        assert ours[-1].exists() and not any(p.exists() for p in ours[:-1])
+        assert all(p.exists() for p in ours[-2:]) and not any(p.exists() for p in ours[:-2])
     finally:
         os.close(fd)
     assert run(project, jobs=1, out_dir=out, cache_dir=cache).exit_code == 0

@@ -369,8 +369,9 @@ def _ambience_hashes(script: Script, project: Project) -> dict[str, str]:
 class Manifest:
     """`build/manifest.json`: every output with its sha256, input key and measurements."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, stats: Path | None = None):
         self.path = path
+        self.stats = OutputStats(stats, out_dir=path.parent) if stats is not None else None
         if path.exists() and not path.is_file():
             raise CalmplaceError(f"{path} is a folder (or not a file): calmplace keeps its list of outputs in that "
                                  f"file; move it out of the way and build again")
@@ -397,7 +398,7 @@ class Manifest:
             entry = self.entry(path.relative_to(out_dir).as_posix())
             if entry.get("key") != key:
                 return False
-            digest = self._hashed.pop(path) if path in self._hashed else sha256_file(path)
+            digest = self._hashed.pop(path) if path in self._hashed else self._digest(path)
             if digest != entry.get("sha256"):
                 return False
         return True
@@ -412,11 +413,24 @@ class Manifest:
 
         todo = [p for paths, key in tracks for p in paths.values()
                 if self.entry(p.relative_to(out_dir).as_posix()).get("key") == key]
+        if self.stats is not None:   # what the last build wrote and nothing has touched since: no need
+            known = {p: self.stats.digest(p) for p in todo}
+            self._hashed.update((p, d) for p, d in known.items() if d is not None)
+            todo = [p for p in todo if known[p] is None]
         threads = min(8, os.cpu_count() or 1, len(todo))
         if threads < 2:
             return
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="calmplace-hash") as pool:
             self._hashed.update(zip(todo, pool.map(sha256_file, todo)))
+
+    def _digest(self, path: Path) -> str | None:
+        known = self.stats.digest(path) if self.stats is not None else None
+        return known if known is not None else sha256_file(path)
+
+    def wrote(self, path: Path, digest: str) -> None:
+        """`path` was just written with these bytes (for `OutputStats`)."""
+        if self.stats is not None:
+            self.stats.record(path, digest)
 
     def _text(self) -> str:
         return json.dumps(self.data, sort_keys=True, indent=2) + "\n"
@@ -426,6 +440,83 @@ class Manifest:
         if text != self._original:  # a no-op build touches no file
             atomic_write(self.path, text)
             self._original = text
+        if self.stats is not None:
+            self.stats.save(keep={(self.path.parent / rel) for rel in self.data["outputs"]})
+
+
+OUTPUT_STATS = "output-stats.json"   # in the cache folder
+
+
+class OutputStats:
+    """What each output was when this build (or the last) wrote it: size, modification and change
+    times, inode, and sha256, in the cache folder (`output-stats.json`; not in the manifest, which
+    may be committed, and whose inodes and times would then change on every checkout). An output
+    whose `os.stat` still matches was not touched since, and `Manifest.up_to_date` takes its
+    sha256 from here instead of reading it: hashing 640 MB was a third of a no-op build over 20
+    scripts. The change time cannot be set back (`touch -d` sets only the modification time), and
+    every write or rename moves it. Only a speed-up: a missing or unreadable file, or one that
+    cannot be written, means hashing as before."""
+
+    def __init__(self, path: Path, *, out_dir: Path):
+        import os
+
+        self.path = path
+        self.prefix = os.path.abspath(out_dir) + os.sep
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = None
+        self.records: dict[str, list] = {
+            name: rec for name, rec in (data.items() if isinstance(data, dict) else ())
+            if isinstance(rec, list) and len(rec) == 6 and isinstance(rec[5], str)}
+        self._original = dict(self.records)
+
+    @staticmethod
+    def _stat(path: Path) -> list | None:
+        import os
+
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+    def digest(self, path: Path) -> str | None:
+        """The sha256 recorded for `path`, if the file is still as it was then; else None."""
+        import os
+
+        rec = self.records.get(os.path.abspath(path))
+        if rec is None:
+            return None
+        return rec[5] if self._stat(path) == rec[:5] else None
+
+    def record(self, path: Path, digest: str) -> None:
+        import os
+
+        st = self._stat(path)
+        if st is not None:
+            self.records[os.path.abspath(path)] = st + [digest]
+
+    def save(self, *, keep: set[Path]) -> None:
+        """Write the records, those of this output folder only for the outputs in `keep` (others'
+        folders sharing the cache keep theirs); nothing when nothing changed."""
+        import os
+
+        kept = {os.path.abspath(p) for p in keep}
+        self.records = {name: rec for name, rec in self.records.items()
+                        if not name.startswith(self.prefix) or name in kept}
+        if self.records == self._original:
+            return
+        # another output folder's build may share the cache and have saved meanwhile: its records
+        # as they are now (two saving at the same moment can still lose one's: then it hashes)
+        now = OutputStats(self.path, out_dir=self.path).records
+        self.records = {**{name: rec for name, rec in now.items() if not name.startswith(self.prefix)},
+                        **{name: rec for name, rec in self.records.items() if name.startswith(self.prefix)}}
+        try:
+            atomic_write(self.path, json.dumps(self.records, sort_keys=True) + "\n")
+            self._original = dict(self.records)
+        except OSError:
+            pass   # a read-only or full cache: the next build hashes the outputs, as without this file
 
 
 # ------------------------------------------------------------------------------------------------
@@ -499,7 +590,7 @@ def build(project: Project, names: tuple[str, ...] = (), *, locales: tuple[str, 
         return _halted(report, problems)
     # `--check` waits for a build writing the outputs (CI QA: it called them stale mid-build)
     with BuildLock(out_dir, ui=ui, reading=check_only, cache_root=cache.root) as lock:
-        manifest = Manifest(out_dir / "manifest.json")
+        manifest = Manifest(out_dir / "manifest.json", stats=cache.root / OUTPUT_STATS)
         planned, unplanned = _plan_each(   # every track, before anything is built
             track_jobs, engine_factory,
             lambda job, engine: _plan_track(job, engine=engine, project=project, out_dir=out_dir, cache=cache,
@@ -1200,6 +1291,7 @@ def _write_track(item: TrackWork, result: TrackResult, *, out_dir: Path, manifes
             atomic_write(paths[ext], data)
             entry = {"sha256": sha256_bytes(data), "key": item.output_key, "script": job.script.id,
                      "locale": job.locale}
+            manifest.wrote(paths[ext], entry["sha256"])
             if ext == "mp3":
                 entry.update(duration_s=round(result.duration_s, 3),
                              integrated_lufs=_json_number(measured.integrated_lufs),
@@ -1310,6 +1402,7 @@ class BuildLock:
         except BlockingIOError:   # another build is using the cache: no sweeping
             fcntl.flock(self.cache_fd, fcntl.LOCK_SH)
             return
+        sweep_temp_files(self.cache_root, of=OUTPUT_STATS)
         sweep_temp_files(self.cache_root / "takes")   # _writable_cache's probe
         for sub in _subfolders(self.cache_root / "takes"):
             sweep_temp_files(sub)
@@ -1469,9 +1562,10 @@ def _clean(target: Path, *, keep: set[str] | None = None) -> list[Path]:
         _rmdir_if_empty(takes)
     if keep is not None:   # the cache stays in use
         return removed
-    lock = target / ".lock"   # BuildLock's
-    if lock.is_file() and not lock.is_symlink():
-        lock.unlink()
+    for own in (target / ".lock", target / OUTPUT_STATS):   # BuildLock's, and the outputs' stats
+        if own.is_file() and not own.is_symlink():
+            own.unlink()
+    removed += sweep_temp_files(target, of=OUTPUT_STATS)
     if target.is_dir() and not target.is_symlink():
         _rmdir_if_empty(target)
     return removed

@@ -64,17 +64,17 @@ def sha256_file(path: Path) -> str | None:
         return None
 
 
-def sweep_temp_files(folder: Path, *, min_age_s: float = 0.0) -> list[Path]:
+def sweep_temp_files(folder: Path, *, min_age_s: float = 0.0, of: str | None = None) -> list[Path]:
     """Remove atomic_write's temp files directly in `folder` (left by a build that was killed
-    mid-write), those at least `min_age_s` old; return them. Other files are never touched;
-    a folder that cannot be read or written is left as it is."""
+    mid-write), those at least `min_age_s` old, and with `of` only those of that file name; return
+    them. Other files are never touched; a folder that cannot be read or written is left as it is."""
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return []
     removed, now = [], time.time()
     for entry in entries:
-        if not TEMP_NAME.match(entry.name):
+        if not TEMP_NAME.match(entry.name) or of is not None and not entry.name.startswith(f".{of}."):
             continue
         try:
             if not entry.is_file(follow_symlinks=False):
