@@ -153,6 +153,13 @@ def test_output_folders_sharing_a_cache_keep_each_others_stats(project: Path, tm
     for out in ("a", "b"):
         assert fake_build(project, out_dir=tmp_path / out, cache_dir=cache).cached == 2
     assert hashed == []
+    # an output folder deleted: its records leave with the next build that writes the file
+    import shutil
+
+    shutil.rmtree(tmp_path / "a")
+    assert fake_build(project, out_dir=tmp_path / "c", cache_dir=cache).built == 2
+    names = json.loads((cache / "output-stats.json").read_text())
+    assert {Path(name).parent.parent.name for name in names} == {"b", "c"}
 
 
 def test_damaged_output_stats_mean_hashing_as_before(built: Path, monkeypatch):

@@ -509,8 +509,10 @@ class OutputStats:
             return
         # another output folder's build may share the cache and have saved meanwhile: its records
         # as they are now (two saving at the same moment can still lose one's: then it hashes)
+        # (those of files gone, as when an output folder was deleted, are dropped)
         now = OutputStats(self.path, out_dir=self.path).records
-        self.records = {**{name: rec for name, rec in now.items() if not name.startswith(self.prefix)},
+        self.records = {**{name: rec for name, rec in now.items()
+                           if not name.startswith(self.prefix) and os.path.lexists(name)},
                         **{name: rec for name, rec in self.records.items() if name.startswith(self.prefix)}}
         try:
             atomic_write(self.path, json.dumps(self.records, sort_keys=True) + "\n")
