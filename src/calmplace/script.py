@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Mapping, Sequence, Union
 
@@ -143,15 +144,7 @@ def apply_spelling(text: str, table: Mapping[str, str]) -> str:
     capitals are its own (`tv: TV`, `ipad: iPad`) keeps them."""
     if not table:
         return text
-    lookup = {k.lower(): v for k, v in table.items()}
-    # an entry written capitalised, key and replacement alike (Gate: Gateway), is plain words: it
-    # follows the text's case; one with capitals inside (McDonald: MacDonald) is a name, as written
-    capitalised_entry = {k.lower(): k == k.capitalize() and v == v.capitalize() and k[:1].isupper()
-                         for k, v in table.items()}
-    # Not \b: a word that begins or ends with punctuation (`Mr.`) has no word boundary after the dot.
-    # A match must not touch a word character on either side, so `colour` leaves `colourful` alone.
-    pattern = re.compile(r"(?<!\w)(" + "|".join(re.escape(k) for k in sorted(lookup, key=len, reverse=True))
-                         + r")(?!\w)", re.IGNORECASE)
+    pattern, lookup, capitalised_entry = _spelling_matcher(tuple(table.items()))
 
     def replace(m: re.Match) -> str:
         word, new = m.group(0), lookup[m.group(0).lower()]
@@ -164,6 +157,23 @@ def apply_spelling(text: str, table: Mapping[str, str]) -> str:
         return new
 
     return pattern.sub(replace, text)
+
+
+@lru_cache(maxsize=64)
+def _spelling_matcher(items: tuple[tuple[str, str], ...]) -> tuple[re.Pattern, dict[str, str], dict[str, bool]]:
+    """A spelling table's pattern and lookups, made once per table (a plan spells every take, title
+    and cue: 2,360 times for a library of 20 scripts)."""
+    table = dict(items)
+    lookup = {k.lower(): v for k, v in table.items()}
+    # an entry written capitalised, key and replacement alike (Gate: Gateway), is plain words: it
+    # follows the text's case; one with capitals inside (McDonald: MacDonald) is a name, as written
+    capitalised_entry = {k.lower(): k == k.capitalize() and v == v.capitalize() and k[:1].isupper()
+                         for k, v in table.items()}
+    # Not \b: a word that begins or ends with punctuation (`Mr.`) has no word boundary after the dot.
+    # A match must not touch a word character on either side, so `colour` leaves `colourful` alone.
+    pattern = re.compile(r"(?<!\w)(" + "|".join(re.escape(k) for k in sorted(lookup, key=len, reverse=True))
+                         + r")(?!\w)", re.IGNORECASE)
+    return pattern, lookup, capitalised_entry
 
 
 # ------------------------------------------------------------------------------------------------
