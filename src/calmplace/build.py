@@ -472,14 +472,18 @@ class OutputStats:
 
         self.path = path
         self.prefix = os.path.abspath(out_dir) + os.sep
+        self.records = self._read(path)
+        self._original = dict(self.records)
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, list]:
+        """The records in the file (absolute path -> stat and sha256); none if it is missing or damaged."""
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             data = None
-        self.records: dict[str, list] = {
-            name: rec for name, rec in (data.items() if isinstance(data, dict) else ())
-            if isinstance(rec, list) and len(rec) == 6 and isinstance(rec[5], str)}
-        self._original = dict(self.records)
+        return {name: rec for name, rec in (data.items() if isinstance(data, dict) else ())
+                if isinstance(rec, list) and len(rec) == 6 and isinstance(rec[5], str)}
 
     @staticmethod
     def _stat(path: Path) -> list | None:
@@ -520,7 +524,7 @@ class OutputStats:
         # another output folder's build may share the cache and have saved meanwhile: its records
         # as they are now (two saving at the same moment can still lose one's: then it hashes)
         # (those of files gone, as when an output folder was deleted, are dropped)
-        now = OutputStats(self.path, out_dir=self.path).records
+        now = self._read(self.path)
         self.records = {**{name: rec for name, rec in now.items()
                            if not name.startswith(self.prefix) and os.path.lexists(name)},
                         **{name: rec for name, rec in self.records.items() if name.startswith(self.prefix)}}
