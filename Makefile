@@ -25,7 +25,7 @@ bench: sysdeps $(STAMP)
 sysdeps:
 	@bash tools/sysdeps.sh
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py src/calmplace/_sos.c
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $@
