@@ -3,6 +3,8 @@
 #   espeak-ng, libespeak-ng1: the speech engine pyttsx3 drives on Linux
 #   ffmpeg: phone recordings (m4a/aac through pydub) and the independent measurements in tests
 #   poppler-utils: pdftotext/pdftoppm, to read back and look at the PDFs in tests
+#   gcc (optional): compiles calmplace's filter loop (src/calmplace/_sos.c) when the .venv is made;
+#     without it a build gives the same bytes, slower
 set -u
 case "$(uname -s)" in
   Linux) ;;
@@ -13,6 +15,13 @@ ldconfig -p 2>/dev/null | grep -q 'libespeak-ng\.so\.1' || missing+=(libespeak-n
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 command -v pdftotext >/dev/null || missing+=(poppler-utils)
+if ! command -v cc >/dev/null && ! command -v gcc >/dev/null; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    missing+=(gcc libc6-dev)
+  else
+    echo "calmplace: no C compiler: builds will be slower (same bytes); sudo apt-get install gcc" >&2
+  fi
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
   echo "calmplace: installing system packages: ${missing[*]}"
