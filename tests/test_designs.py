@@ -87,6 +87,19 @@ def test_calmplaces_section_loop_is_compiled_and_loaded():
         "calmplace._sos did not compile or load: reinstall with a C compiler (`make` does)"
 
 
+def test_a_section_loop_that_differs_from_scipys_kernel_by_one_bit_is_not_used():
+    """A compiler that fused or reordered the arithmetic would change the outputs' last bits on
+    that machine only: the loop is checked against scipy's kernel on a probe before it is used."""
+    loops = kernels._load_fast_sos()
+    assert kernels._agrees(loops)
+
+    def one_ulp_off(sos, x, zi, run=loops[np.dtype(np.float64)]):
+        run(sos, x, zi)
+        x[-1, -1] = np.nextafter(x[-1, -1], np.inf)
+
+    assert not kernels._agrees({**loops, np.dtype(np.float64): one_ulp_off})
+
+
 def _scipy_kernel(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> None:
     kernels._extension("signal", "_sosfilt")._sosfilt(sos, x, zi)
 
