@@ -136,7 +136,7 @@ def _agrees(loops: dict[np.dtype, Loop]) -> bool:
     kernel = _extension("signal", "_sosfilt")._sosfilt
     rng = np.random.default_rng(1770)
     for dtype, loop in loops.items():
-        for sections, channels in ((1, 2), (2, 2), (3, 2), (4, 2), (5, 1), (2, 3)):
+        for sections, channels in ((1, 2), (2, 2), (3, 2), (4, 2), (1, 1), (2, 1), (3, 3), (4, 1), (5, 2)):
             radius, angle = rng.uniform(0.5, 0.99, sections), rng.uniform(0.05, 3.0, sections)
             sos = np.column_stack([rng.uniform(-1.0, 1.0, (sections, 3)), np.ones(sections),
                                    -2.0 * radius * np.cos(angle), radius * radius]).astype(dtype)   # stable poles
