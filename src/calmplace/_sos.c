@@ -29,20 +29,23 @@
 #define PAIR(T, S)                                                                      \
     static void T##_pair_##S(const T *sos, T *xa, T *xb, ptrdiff_t n, T *za, T *zb) {   \
         T q[S][6], a[S][2], b[S][2];                                                    \
-        _Pragma("GCC unroll 4") for (int s = 0; s < S; s++) {                                                   \
+        _Pragma("GCC unroll 4")                                                         \
+        for (int s = 0; s < S; s++) {                                                   \
             for (int k = 0; k < 6; k++) q[s][k] = sos[6 * s + k];                       \
             a[s][0] = za[2 * s]; a[s][1] = za[2 * s + 1];                               \
             b[s][0] = zb[2 * s]; b[s][1] = zb[2 * s + 1];                               \
         }                                                                               \
         for (ptrdiff_t i = 0; i < n; i++) {                                             \
             T u = xa[i], v = xb[i];                                                     \
-            _Pragma("GCC unroll 4") for (int s = 0; s < S; s++) {                                               \
+            _Pragma("GCC unroll 4")                                                     \
+            for (int s = 0; s < S; s++) {                                               \
                 SECTION(T, q[s], a[s][0], a[s][1], u);                                  \
                 SECTION(T, q[s], b[s][0], b[s][1], v);                                  \
             }                                                                           \
             xa[i] = u; xb[i] = v;                                                       \
         }                                                                               \
-        _Pragma("GCC unroll 4") for (int s = 0; s < S; s++) {                                                   \
+        _Pragma("GCC unroll 4")                                                         \
+        for (int s = 0; s < S; s++) {                                                   \
             za[2 * s] = a[s][0]; za[2 * s + 1] = a[s][1];                               \
             zb[2 * s] = b[s][0]; zb[2 * s + 1] = b[s][1];                               \
         }                                                                               \
@@ -52,15 +55,18 @@
 #define ONE(T, S)                                                                       \
     static void T##_one_##S(const T *sos, T *x, ptrdiff_t n, T *z) {                    \
         T q[S][6], a[S][2];                                                             \
-        _Pragma("GCC unroll 4") for (int s = 0; s < S; s++) {                                                   \
+        _Pragma("GCC unroll 4")                                                         \
+        for (int s = 0; s < S; s++) {                                                   \
             for (int k = 0; k < 6; k++) q[s][k] = sos[6 * s + k];                       \
             a[s][0] = z[2 * s]; a[s][1] = z[2 * s + 1];                                 \
         }                                                                               \
         for (ptrdiff_t i = 0; i < n; i++) {                                             \
             T u = x[i];                                                                 \
-            _Pragma("GCC unroll 4") for (int s = 0; s < S; s++) SECTION(T, q[s], a[s][0], a[s][1], u);          \
+            _Pragma("GCC unroll 4")                                                     \
+            for (int s = 0; s < S; s++) SECTION(T, q[s], a[s][0], a[s][1], u);          \
             x[i] = u;                                                                   \
         }                                                                               \
+        _Pragma("GCC unroll 4")                                                         \
         for (int s = 0; s < S; s++) { z[2 * s] = a[s][0]; z[2 * s + 1] = a[s][1]; }     \
     }
 
