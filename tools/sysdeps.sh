@@ -10,20 +10,21 @@ case "$(uname -s)" in
   Linux) ;;
   *) exit 0 ;;  # macOS/Windows: pyttsx3 uses the native driver (nsss, sapi5); nothing to install
 esac
+can_install() { [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; }   # root, with apt
 missing=()
 ldconfig -p 2>/dev/null | grep -q 'libespeak-ng\.so\.1' || missing+=(libespeak-ng1)
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 command -v pdftotext >/dev/null || missing+=(poppler-utils)
 if ! command -v cc >/dev/null && ! command -v gcc >/dev/null; then
-  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+  if can_install; then
     missing+=(gcc libc6-dev)
   else
     echo "calmplace: no C compiler: builds will be slower (same bytes); sudo apt-get install gcc" >&2
   fi
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
-if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+if can_install; then
   echo "calmplace: installing system packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt_get() {   # apt-get "$@", quiet; another apt (unattended-upgrades, a second `make` in a fresh
