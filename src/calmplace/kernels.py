@@ -113,10 +113,10 @@ def _load_fast_sos() -> dict[np.dtype, Loop]:
         if spec is None or not spec.origin:
             return {}
         library = ctypes.CDLL(spec.origin)
+        p, size = ctypes.c_void_p, ctypes.c_ssize_t
         loops = {}
         for dtype in (np.dtype(np.float32), np.dtype(np.float64)):
             loop = getattr(library, f"calmplace_sos_{dtype.name}")
-            p, size = ctypes.c_void_p, ctypes.c_ssize_t
             loop.argtypes, loop.restype = [p, size, p, size, size, p], None
 
             def run(sos: np.ndarray, x: np.ndarray, zi: np.ndarray, loop=loop) -> None:
